@@ -1,0 +1,188 @@
+/*
+ * tpcoll: custom collectives for tensor-parallel inference on one host.
+ *
+ * The C API. Every function returns a tpcoll_result_t; on failure the calling
+ * thread's tpcoll_last_error() holds a message naming the problem. No call
+ * that fails touches the caller's output buffers.
+ *
+ * Threading: a communicator is used by one thread at a time. Every rank of a
+ * communicator must issue the same operations, with the same arguments apart
+ * from the buffers, in the same order (as with NCCL).
+ */
+#ifndef TPCOLL_TPCOLL_H
+#define TPCOLL_TPCOLL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TPCOLL_API __attribute__((visibility("default")))
+#else
+#define TPCOLL_API
+#endif
+
+#define TPCOLL_VERSION_MAJOR 0
+#define TPCOLL_VERSION_MINOR 1
+#define TPCOLL_VERSION_PATCH 0
+
+/* Largest world size of a communicator. */
+#define TPCOLL_MAX_RANKS 64
+
+/* Largest tensor rank accepted by tpcoll_all_gather and tpcoll_plan. */
+#define TPCOLL_MAX_DIMS 8
+
+/* tpcoll_comm_config_t.device value that selects the CPU shared-memory backend. */
+#define TPCOLL_DEVICE_CPU (-1)
+
+typedef enum tpcoll_result {
+  TPCOLL_SUCCESS = 0,
+  TPCOLL_INVALID_ARGUMENT = 1, /* a bad pointer, count, dtype, dim, shape or alignment */
+  TPCOLL_UNSUPPORTED = 2,      /* valid request this build or machine cannot serve */
+  TPCOLL_TIMEOUT = 3,          /* a peer did not arrive within the timeout */
+  TPCOLL_MISMATCH = 4,         /* ranks called different operations or shapes */
+  TPCOLL_BOOTSTRAP_ERROR = 5,  /* rendezvous failed: bad message, wrong job, dead peer */
+  TPCOLL_SYSTEM_ERROR = 6,     /* an operating-system call failed */
+  TPCOLL_CUDA_ERROR = 7,       /* a CUDA runtime call failed */
+  TPCOLL_INTERNAL_ERROR = 8    /* a bug in tpcoll: please report it */
+} tpcoll_result_t;
+
+typedef enum tpcoll_dtype {
+  TPCOLL_FLOAT32 = 0,
+  TPCOLL_FLOAT16 = 1,
+  TPCOLL_BFLOAT16 = 2,
+  TPCOLL_FLOAT64 = 3,
+  TPCOLL_FLOAT8_E4M3 = 4,
+  TPCOLL_FLOAT8_E5M2 = 5,
+  TPCOLL_INT8 = 6,
+  TPCOLL_UINT8 = 7,
+  TPCOLL_INT32 = 8,
+  TPCOLL_INT64 = 9
+} tpcoll_dtype_t;
+
+typedef enum tpcoll_op {
+  TPCOLL_OP_ALL_REDUCE = 0,
+  TPCOLL_OP_ALL_GATHER = 1,
+  TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM = 2
+} tpcoll_op_t;
+
+typedef enum tpcoll_algo {
+  TPCOLL_ALGO_ONESHOT = 0,  /* every rank reads every peer's input and reduces all of it */
+  TPCOLL_ALGO_TWOSHOT = 1,  /* every rank reduces its share, then the shares are gathered */
+  TPCOLL_ALGO_UNFUSED = 2,  /* fused op only: our all-reduce, then our add + RMSNorm */
+  TPCOLL_ALGO_FALLBACK = 3  /* the always-available engine (bootstrap exchange on CPU) */
+} tpcoll_algo_t;
+
+typedef struct tpcoll_comm* tpcoll_comm_t;
+
+/*
+ * A user-supplied all-gather of bytes, for frameworks that already have a
+ * process group: gathers bytes_per_rank bytes from every rank into recv in
+ * rank order. Returns 0 on success. Called only during tpcoll_comm_create and
+ * by the fallback algorithm; every rank calls it the same number of times.
+ */
+typedef int (*tpcoll_allgather_fn)(const void* send, void* recv, size_t bytes_per_rank,
+                                   void* user_data);
+
+typedef struct tpcoll_comm_config {
+  int rank;              /* 0 .. world_size-1 */
+  int world_size;        /* 1 .. TPCOLL_MAX_RANKS */
+  int device;            /* TPCOLL_DEVICE_CPU, or a CUDA device ordinal */
+  const char* job_id;    /* rendezvous key shared by the ranks (socket bootstrap) */
+  tpcoll_allgather_fn allgather; /* if set, used instead of the socket bootstrap */
+  void* allgather_user_data;
+} tpcoll_comm_config_t;
+
+/* What tpcoll_plan says about one call. */
+typedef struct tpcoll_plan_info {
+  tpcoll_algo_t algo;
+  char backend[16];    /* "cpu-shm", "cpu-fallback", ... */
+  char algorithm[16];  /* "oneshot", "twoshot", "unfused", "fallback" */
+  size_t chunk_bytes;  /* per-rank bytes moved per step through the staging buffers */
+  size_t steps;        /* number of chunks */
+  char reason[256];    /* why this algorithm, in words */
+} tpcoll_plan_info_t;
+
+/* ---- errors ---- */
+TPCOLL_API const char* tpcoll_result_string(tpcoll_result_t result);
+/* Message of the last failed call on this thread ("" if none). */
+TPCOLL_API const char* tpcoll_last_error(void);
+
+/* ---- dtypes ---- */
+TPCOLL_API size_t tpcoll_dtype_size(tpcoll_dtype_t dtype); /* 0 for an unknown dtype */
+TPCOLL_API const char* tpcoll_dtype_name(tpcoll_dtype_t dtype);
+
+/* ---- communicator ---- */
+/*
+ * Fills config from the environment the launcher sets (TPCOLL_RANK,
+ * TPCOLL_WORLD_SIZE, TPCOLL_JOB; absent: rank 0 of 1) with device = CPU.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_comm_config_from_env(tpcoll_comm_config_t* config);
+/* Collective over the ranks of config: every rank must call it. */
+TPCOLL_API tpcoll_result_t tpcoll_comm_create(const tpcoll_comm_config_t* config, tpcoll_comm_t* comm);
+TPCOLL_API tpcoll_result_t tpcoll_comm_destroy(tpcoll_comm_t comm);
+TPCOLL_API tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank);
+TPCOLL_API tpcoll_result_t tpcoll_comm_world_size(tpcoll_comm_t comm, int* world_size);
+
+/* ---- operations ----
+ * stream: a cudaStream_t for a CUDA communicator (NULL = default stream); must
+ * be NULL for a CPU communicator, whose operations are synchronous.
+ */
+
+/* out[i] = sum over ranks 0..n-1 of in[i], fp32 accumulation; in == out allowed.
+ * dtype: float32, float16, bfloat16. */
+TPCOLL_API tpcoll_result_t tpcoll_all_reduce(tpcoll_comm_t comm, const void* in, void* out, size_t count,
+                                  tpcoll_dtype_t dtype, void* stream);
+
+/* out = concatenation along dim, in rank order, of every rank's contiguous
+ * input of the given shape (so out's shape is shape with shape[dim] * n).
+ * Every dtype. */
+TPCOLL_API tpcoll_result_t tpcoll_all_gather(tpcoll_comm_t comm, const void* in, void* out,
+                                  tpcoll_dtype_t dtype, int ndim, const int64_t* shape, int dim,
+                                  void* stream);
+
+/*
+ * Per row of [tokens, hidden]:
+ *   s = allreduce(x) + residual      (rounded to dtype; residual may be NULL)
+ *   residual_out = s                 (skipped when residual is NULL)
+ *   out = s * rsqrt(mean(s^2) + eps) * weight
+ * fp32 accumulation; the result equals, bit for bit, tpcoll_all_reduce
+ * followed by tpcoll_add_rmsnorm. residual must be identical on every rank
+ * (as in tensor parallelism). residual_out may alias residual, out may alias x.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm(
+    tpcoll_comm_t comm, const void* x, const void* residual, const void* weight, void* out,
+    void* residual_out, size_t tokens, size_t hidden, tpcoll_dtype_t dtype, float eps,
+    void* stream);
+
+/* The local, unfused half of the fused op (no communication):
+ * s = x + residual -> residual_out; out = rmsnorm(s) * weight. Same rounding. */
+TPCOLL_API tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x, const void* residual,
+                                   const void* weight, void* out, void* residual_out,
+                                   size_t tokens, size_t hidden, tpcoll_dtype_t dtype, float eps,
+                                   void* stream);
+
+/*
+ * Forces one algorithm for every later call that can use it (benchmarks and
+ * tests; TPCOLL_ALGO does the same from the environment). Every rank must
+ * force the same algorithm: ranks that disagree get TPCOLL_MISMATCH.
+ * TPCOLL_ALGO_AUTO restores the measured choice.
+ */
+#define TPCOLL_ALGO_AUTO (-1)
+TPCOLL_API tpcoll_result_t tpcoll_comm_force_algo(tpcoll_comm_t comm, int algo);
+
+/*
+ * Which algorithm a call would use and why. shape: all-reduce [count],
+ * all-gather the input shape (with dim), fused op [tokens, hidden].
+ */
+TPCOLL_API tpcoll_result_t tpcoll_plan(tpcoll_comm_t comm, tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim,
+                            const int64_t* shape, int dim, tpcoll_plan_info_t* plan);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* TPCOLL_TPCOLL_H */

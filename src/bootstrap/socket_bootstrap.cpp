@@ -1,0 +1,269 @@
+// Star-shaped rendezvous: rank 0 listens on an abstract Unix-domain socket
+// (no file to clean up), every other rank connects and says hello; an
+// all-gather sends each contribution to rank 0, which checks it and sends the
+// concatenation back. Every read and write is bounded by a deadline.
+#include "bootstrap/bootstrap.hpp"
+#include "bootstrap/wire.hpp"
+
+#include "common/deadline.hpp"
+#include "core/error.hpp"
+
+#include <fmt/ranges.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace tpcoll {
+namespace {
+
+using wire::FrameHeader;
+using wire::FrameKind;
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() { reset(); }
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+// FNV-1a: stable across binaries, unlike std::hash.
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+sockaddr_un socket_address(const std::string& key, socklen_t* len) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  // Abstract namespace: sun_path[0] == '\0'. Readable prefix plus a hash, so
+  // any key length fits.
+  const std::string name = fmt::format("tpcoll.{:.40}.{:016x}", key, fnv1a(key));
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return addr;
+}
+
+bool wait_ready(int fd, short events, const Deadline& deadline) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    const int rc = ::poll(&p, 1, deadline.remaining_ms());
+    if (rc > 0) return true;
+    if (rc == 0) return false;
+    if (errno != EINTR) fail_errno("bootstrap: poll failed");
+  }
+}
+
+// Reads exactly n bytes; `who` names the peer in errors.
+void read_exact(int fd, void* buf, std::size_t n, const Deadline& deadline, const std::string& who) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    if (!wait_ready(fd, POLLIN, deadline))
+      fail(TPCOLL_TIMEOUT, "bootstrap: {} sent nothing within {} ms", who, deadline.timeout_ms());
+    const ssize_t got = ::recv(fd, p, n, 0);
+    if (got == 0) fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} closed the connection (did it exit?)", who);
+    if (got < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      fail_errno("bootstrap: reading from {}", who);
+    }
+    p += got;
+    n -= static_cast<std::size_t>(got);
+  }
+}
+
+void write_exact(int fd, const void* buf, std::size_t n, const Deadline& deadline, const std::string& who) {
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    if (!wait_ready(fd, POLLOUT, deadline))
+      fail(TPCOLL_TIMEOUT, "bootstrap: {} accepted nothing within {} ms", who, deadline.timeout_ms());
+    const ssize_t put = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (put < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      fail_errno("bootstrap: writing to {}", who);
+    }
+    p += put;
+    n -= static_cast<std::size_t>(put);
+  }
+}
+
+void send_frame(int fd, FrameKind kind, int rank, int world, const void* payload, std::size_t length,
+                const Deadline& deadline, const std::string& who) {
+  const FrameHeader h{wire::kMagic, wire::kVersion, static_cast<std::uint16_t>(kind), static_cast<std::uint32_t>(rank),
+                      static_cast<std::uint32_t>(world), length};
+  write_exact(fd, &h, sizeof h, deadline, who);
+  if (length > 0) write_exact(fd, payload, length, deadline, who);
+}
+
+// Reads a header and checks what every frame must satisfy.
+FrameHeader read_header(int fd, const Deadline& deadline, const std::string& who) {
+  FrameHeader h{};
+  read_exact(fd, &h, sizeof h, deadline, who);
+  if (h.magic != wire::kMagic)
+    fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} sent bad magic 0x{:08x} (expected 0x{:08x}): not a tpcoll peer", who,
+         h.magic, wire::kMagic);
+  if (h.version != wire::kVersion)
+    fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} speaks protocol version {}, this rank {}", who, h.version,
+         wire::kVersion);
+  if (h.length > wire::kMaxPayload)
+    fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} announced an impossible length {}", who, h.length);
+  return h;
+}
+
+std::string read_error_payload(int fd, std::uint64_t length, const Deadline& deadline, const std::string& who) {
+  std::string message(std::min<std::uint64_t>(length, 4096), '\0');
+  read_exact(fd, message.data(), message.size(), deadline, who);
+  return message;
+}
+
+class SocketBootstrap final : public Bootstrap {
+ public:
+  SocketBootstrap(int rank, int world, const std::string& key, std::int64_t timeout_ms)
+      : Bootstrap(rank, world), key_(key), timeout_ms_(timeout_ms) {
+    const Deadline deadline(timeout_ms);
+    if (rank == 0)
+      accept_peers(deadline);
+    else
+      connect_root(deadline);
+  }
+
+  void set_timeout_ms(std::int64_t timeout_ms) override { timeout_ms_ = timeout_ms; }
+
+  void all_gather(const void* send, void* recv, std::size_t bytes) override {
+    const Deadline deadline(timeout_ms_);
+    if (rank() == 0)
+      gather_at_root(send, static_cast<char*>(recv), bytes, deadline);
+    else
+      gather_at_peer(send, recv, bytes, deadline);
+  }
+
+ private:
+  void accept_peers(const Deadline& deadline) {
+    Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (listener.get() < 0) fail_errno("bootstrap: socket");
+    socklen_t len = 0;
+    const sockaddr_un addr = socket_address(key_, &len);
+    if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+      if (errno == EADDRINUSE)
+        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: another rank 0 already serves job {:?} (duplicate rank 0?)", key_);
+      fail_errno("bootstrap: bind");
+    }
+    if (::listen(listener.get(), world()) != 0) fail_errno("bootstrap: listen");
+
+    peers_.resize(static_cast<std::size_t>(world()));
+    int arrived = 1;
+    while (arrived < world()) {
+      if (!wait_ready(listener.get(), POLLIN, deadline)) {
+        std::vector<int> missing;
+        for (int r = 1; r < world(); ++r)
+          if (peers_[r].get() < 0) missing.push_back(r);
+        fail(TPCOLL_TIMEOUT, "bootstrap: rank(s) {} of {} did not reach the rendezvous of job {:?} within {} ms",
+             fmt::join(missing, ", "), world(), key_, deadline.timeout_ms());
+      }
+      Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (conn.get() < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        fail_errno("bootstrap: accept");
+      }
+      const FrameHeader h = read_header(conn.get(), deadline, "a connecting process");
+      if (h.kind != static_cast<std::uint16_t>(FrameKind::kHello) || h.length != 0)
+        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: expected a hello frame, got kind {} with length {}", h.kind, h.length);
+      if (static_cast<int>(h.world) != world())
+        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: rank {} says world size {}, rank 0 says {}", h.rank, h.world, world());
+      if (h.rank == 0 || static_cast<int>(h.rank) >= world())
+        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: a peer claims rank {}, outside 1..{}", h.rank, world() - 1);
+      if (peers_[h.rank].get() >= 0) fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: two processes claim rank {}", h.rank);
+      peers_[h.rank] = std::move(conn);
+      ++arrived;
+    }
+  }
+
+  void connect_root(const Deadline& deadline) {
+    socklen_t len = 0;
+    const sockaddr_un addr = socket_address(key_, &len);
+    for (;;) {
+      Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (fd.get() < 0) fail_errno("bootstrap: socket");
+      if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
+        root_ = std::move(fd);
+        break;
+      }
+      if (errno != ECONNREFUSED && errno != ENOENT && errno != EAGAIN && errno != EINTR)
+        fail_errno("bootstrap: connecting to rank 0 of job {:?}", key_);
+      if (deadline.expired())
+        fail(TPCOLL_TIMEOUT, "bootstrap: rank {} could not reach rank 0 of job {:?} within {} ms", rank(), key_,
+             deadline.timeout_ms());
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // rank 0 may not be listening yet
+    }
+    send_frame(root_.get(), FrameKind::kHello, rank(), world(), nullptr, 0, deadline, "rank 0");
+  }
+
+  void gather_at_root(const void* send, char* recv, std::size_t bytes, const Deadline& deadline) {
+    if (bytes > 0) std::memcpy(recv, send, bytes);
+    std::string error;
+    for (int r = 1; r < world() && error.empty(); ++r) {
+      const std::string who = fmt::format("rank {}", r);
+      const FrameHeader h = read_header(peers_[r].get(), deadline, who);
+      if (h.kind != static_cast<std::uint16_t>(FrameKind::kGather) || static_cast<int>(h.rank) != r)
+        error = fmt::format("bootstrap: {} sent frame kind {} claiming rank {}; expected an all-gather frame", who,
+                            h.kind, h.rank);
+      else if (h.length != bytes)
+        error = fmt::format("bootstrap: ranks disagree on the all-gather size: rank {} sent {} bytes, rank 0 {}", r,
+                            h.length, bytes);
+      else if (bytes > 0)
+        read_exact(peers_[r].get(), recv + static_cast<std::size_t>(r) * bytes, bytes, deadline, who);
+    }
+    for (int r = 1; r < world(); ++r) {
+      const std::string who = fmt::format("rank {}", r);
+      if (error.empty())
+        send_frame(peers_[r].get(), FrameKind::kResult, 0, world(), recv, bytes * world(), deadline, who);
+      else
+        send_frame(peers_[r].get(), FrameKind::kError, 0, world(), error.data(), error.size(), deadline, who);
+    }
+    if (!error.empty()) throw Error(TPCOLL_BOOTSTRAP_ERROR, error);
+  }
+
+  void gather_at_peer(const void* send, void* recv, std::size_t bytes, const Deadline& deadline) {
+    send_frame(root_.get(), FrameKind::kGather, rank(), world(), send, bytes, deadline, "rank 0");
+    const FrameHeader h = read_header(root_.get(), deadline, "rank 0");
+    if (h.kind == static_cast<std::uint16_t>(FrameKind::kError))
+      throw Error(TPCOLL_BOOTSTRAP_ERROR, read_error_payload(root_.get(), h.length, deadline, "rank 0"));
+    if (h.kind != static_cast<std::uint16_t>(FrameKind::kResult) || h.length != bytes * world())
+      fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: rank 0 answered frame kind {} of {} bytes; expected {} bytes", h.kind,
+           h.length, bytes * world());
+    if (bytes > 0) read_exact(root_.get(), recv, bytes * world(), deadline, "rank 0");
+  }
+
+  std::string key_;
+  std::int64_t timeout_ms_;
+  std::vector<Fd> peers_;  // rank 0: one connection per peer (index 0 unused)
+  Fd root_;                // other ranks: the connection to rank 0
+};
+
+}  // namespace
+
+std::unique_ptr<Bootstrap> connect_socket_bootstrap(int rank, int world, const std::string& key,
+                                                    std::int64_t timeout_ms) {
+  return std::make_unique<SocketBootstrap>(rank, world, key, timeout_ms);
+}
+
+}  // namespace tpcoll

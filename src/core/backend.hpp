@@ -1,0 +1,26 @@
+// What a backend implements. The communicator validates and plans; a backend
+// runs a plan. Kernels do not know the placement: they get peer pointers.
+#pragma once
+
+#include "core/call.hpp"
+#include "core/plan.hpp"
+
+namespace tpcoll {
+
+struct Buffers {
+  const void* in = nullptr;       // all-reduce/all-gather input; fused: x
+  void* out = nullptr;
+  const void* residual = nullptr; // fused only
+  const void* weight = nullptr;   // fused only
+  void* residual_out = nullptr;   // fused only
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Runs `call` with `plan` on every rank; throws tpcoll::Error. Must detect
+  // ranks that run a different call (TPCOLL_MISMATCH) before writing output.
+  virtual void run(const Call& call, const Plan& plan, const Buffers& buffers) = 0;
+};
+
+}  // namespace tpcoll

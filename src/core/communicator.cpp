@@ -1,0 +1,153 @@
+#include "core/communicator.hpp"
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/validate.hpp"
+#include "cpu/fallback_backend.hpp"
+#include "cpu/kernels.hpp"
+#include "cpu/shm_backend.hpp"
+
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace tpcoll::core {
+namespace {
+
+// Communicators of one job are told apart by creation order, which is the
+// same on every rank (creation is collective).
+std::string rendezvous_key(const std::string& job) {
+  static std::mutex mutex;
+  static std::map<std::string, int> created;
+  std::lock_guard lock(mutex);
+  return job + "#" + std::to_string(created[job]++);
+}
+
+// What must be equal on every rank for plans to agree.
+struct Settings {
+  std::uint64_t staging_bytes;
+  std::int32_t disabled;
+  std::int32_t forced;  // -1 for none
+  bool operator==(const Settings&) const = default;
+};
+
+}  // namespace
+
+Communicator::Communicator(const tpcoll_comm_config_t& config) : rank_(config.rank), world_(config.world_size) {
+  refresh_log_level();
+  if (world_ < 1 || world_ > TPCOLL_MAX_RANKS)
+    fail(TPCOLL_INVALID_ARGUMENT, "world_size {} is outside 1..{}", world_, TPCOLL_MAX_RANKS);
+  if (rank_ < 0 || rank_ >= world_) fail(TPCOLL_INVALID_ARGUMENT, "rank {} is outside 0..{}", rank_, world_ - 1);
+  if (config.device != TPCOLL_DEVICE_CPU)
+    fail(TPCOLL_UNSUPPORTED, "device {}: this build has the CPU backend only (pass TPCOLL_DEVICE_CPU)", config.device);
+  const std::string job = config.job_id ? config.job_id : "";
+  if (config.allgather == nullptr && job.empty() && world_ > 1)
+    fail(TPCOLL_INVALID_ARGUMENT, "job_id is empty: ranks need a shared job id (tpcoll run sets TPCOLL_JOB) "
+                                  "or an allgather callback to find each other");
+
+  timeout_ms_ = env::kTimeoutMs.as_int();
+  if (timeout_ms_ <= 0) fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_TIMEOUT_MS={} must be positive", timeout_ms_);
+  const std::int64_t staging = env::kCpuBufferBytes.as_int();
+  if (staging < 4096 || staging % 64 != 0)
+    fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_CPU_BUFFER_BYTES={} must be a multiple of 64 and at least 4096", staging);
+  context_.world = world_;
+  context_.staging_bytes = static_cast<std::size_t>(staging);
+  context_.disabled = env::kDisable.as_bool();
+  context_.forced = env::forced_algo();
+  context_.table = &builtin_cpu_table();
+
+  bootstrap_ = config.allgather
+                   ? make_callback_bootstrap(rank_, world_, config.allgather, config.allgather_user_data)
+                   : connect_socket_bootstrap(rank_, world_, rendezvous_key(job), env::kBootstrapTimeoutMs.as_int());
+  bootstrap_->set_timeout_ms(timeout_ms_);
+  agree_on_settings();
+
+  fallback_ = std::make_unique<cpu::FallbackBackend>(*bootstrap_);
+  try {
+    fast_ = std::make_unique<cpu::ShmBackend>(*bootstrap_, context_.staging_bytes, timeout_ms_);
+  } catch (const Error& e) {
+    if (e.code() != TPCOLL_SYSTEM_ERROR) throw;
+    context_.fast_available = false;
+    context_.fast_unavailable_reason = std::string("shared memory unavailable: ") + e.what();
+    log(LogLevel::kWarn, "init", "rank {}: {}; every op takes the fallback path", rank_, e.what());
+  }
+  log(LogLevel::kInfo, "init", "rank {}/{}: backend {}, staging {} B per rank, table {} ({}), timeout {} ms{}{}",
+      rank_, world_, context_.fast_backend, context_.staging_bytes, context_.table->name, context_.table->source,
+      timeout_ms_, context_.disabled ? ", TPCOLL_DISABLE=1" : "",
+      context_.forced ? std::string(", forced ") + algo_name(*context_.forced) : std::string());
+}
+
+Communicator::~Communicator() = default;
+
+void Communicator::agree_on_settings() {
+  const Settings mine{context_.staging_bytes, context_.disabled, context_.forced ? *context_.forced : -1};
+  std::vector<Settings> all(world_);
+  bootstrap_->all_gather(&mine, all.data(), sizeof mine);
+  for (int r = 0; r < world_; ++r)
+    if (!(all[r] == all[0]))
+      fail(TPCOLL_MISMATCH,
+           "ranks 0 and {} were started with different settings (TPCOLL_CPU_BUFFER_BYTES {} vs {}, "
+           "TPCOLL_DISABLE {} vs {}, TPCOLL_ALGO {} vs {}): plans would diverge",
+           r, all[0].staging_bytes, all[r].staging_bytes, all[0].disabled, all[r].disabled, all[0].forced,
+           all[r].forced);
+}
+
+void Communicator::require_usable(void* stream) const {
+  if (!broken_.empty())
+    fail(TPCOLL_SYSTEM_ERROR, "communicator is unusable after an earlier failure: {}", broken_);
+  if (stream != nullptr) fail(TPCOLL_INVALID_ARGUMENT, "stream is not NULL, but this is a CPU communicator");
+}
+
+void Communicator::run(const Call& call, const Buffers& buffers) {
+  const bool trace = log_enabled(LogLevel::kTrace);
+  const Plan plan = make_plan(call, context_, trace);
+  if (trace)
+    log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
+        plan.steps, plan.reason);
+  Backend& backend = plan.algo == TPCOLL_ALGO_FALLBACK ? *fallback_ : *fast_;
+  try {
+    backend.run(call, plan, buffers);
+  } catch (const Error& e) {
+    // A disagreement is seen by every rank at the same step, which all then
+    // complete; anything else leaves peers at unknown steps.
+    if (e.code() != TPCOLL_MISMATCH) broken_ = e.what();
+    throw;
+  }
+}
+
+void Communicator::all_reduce(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream) {
+  require_usable(stream);
+  run(validate_all_reduce(in, out, count, dtype), Buffers{in, out});
+}
+
+void Communicator::all_gather(const void* in, void* out, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape,
+                              int dim, void* stream) {
+  require_usable(stream);
+  run(validate_all_gather(in, out, dtype, ndim, shape, dim), Buffers{in, out});
+}
+
+void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden,
+                                                    tpcoll_dtype_t dtype, float eps, void* stream) {
+  require_usable(stream);
+  const Call call = validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
+                                     RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,
+                                     dtype, eps);
+  run(call, b);
+}
+
+void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
+                               float eps, void* stream) {
+  require_usable(stream);
+  validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out},
+                   tokens, hidden, dtype, eps);
+  cpu::add_rmsnorm(dtype, cpu::RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});
+}
+
+Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const {
+  return make_plan(validate_plan_request(op, dtype, ndim, shape, dim), context_, /*explain=*/true);
+}
+
+void Communicator::force_algo(std::optional<tpcoll_algo_t> algo) { context_.forced = algo; }
+
+}  // namespace tpcoll::core

@@ -1,0 +1,49 @@
+// The communicator: validates every call, plans it, and hands it to a backend.
+#pragma once
+
+#include "bootstrap/bootstrap.hpp"
+#include "core/backend.hpp"
+#include "core/plan.hpp"
+
+#include <tpcoll/tpcoll.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace tpcoll::core {
+
+class Communicator {
+ public:
+  explicit Communicator(const tpcoll_comm_config_t& config);
+  ~Communicator();
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_; }
+
+  void all_reduce(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream);
+  void all_gather(const void* in, void* out, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim,
+                  void* stream);
+  void fused_allreduce_residual_rmsnorm(const Buffers& buffers, std::size_t tokens, std::size_t hidden,
+                                        tpcoll_dtype_t dtype, float eps, void* stream);
+  void add_rmsnorm(const Buffers& buffers, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype, float eps,
+                   void* stream);
+  Plan plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const;
+  void force_algo(std::optional<tpcoll_algo_t> algo);
+
+ private:
+  void run(const Call& call, const Buffers& buffers);
+  void require_usable(void* stream) const;
+  void agree_on_settings();
+
+  int rank_;
+  int world_;
+  std::int64_t timeout_ms_;
+  std::unique_ptr<Bootstrap> bootstrap_;
+  std::unique_ptr<Backend> fast_;
+  std::unique_ptr<Backend> fallback_;
+  PlanContext context_;
+  std::string broken_;  // set once a peer timed out or the transport failed
+};
+
+}  // namespace tpcoll::core

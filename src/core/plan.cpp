@@ -1,0 +1,86 @@
+#include "core/plan.hpp"
+
+#include "core/dtype.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace tpcoll {
+namespace {
+
+bool applies(tpcoll_op_t op, tpcoll_algo_t algo) {
+  switch (algo) {
+    case TPCOLL_ALGO_ONESHOT:
+    case TPCOLL_ALGO_FALLBACK:
+      return true;
+    case TPCOLL_ALGO_TWOSHOT:
+      return op != TPCOLL_OP_ALL_GATHER;  // a gather has nothing to reduce in shares
+    case TPCOLL_ALGO_UNFUSED:
+      return op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+  }
+  return false;
+}
+
+// Per-rank bytes each step moves through the staging buffer.
+std::size_t chunk_bytes_for(const Call& call, tpcoll_algo_t algo, std::size_t staging) {
+  const std::size_t elem = dtype_size(call.dtype);
+  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && algo != TPCOLL_ALGO_UNFUSED) {
+    // Whole rows; half the buffer, since a two-shot owner shares out and residual_out.
+    const std::size_t rows = std::max<std::size_t>(1, staging / 2 / call.inner_bytes);
+    return std::min(call.rows(), rows) * call.inner_bytes;
+  }
+  // Whole elements, 64-byte multiples so two-shot shares stay vector aligned.
+  const std::size_t aligned = staging / 64 * 64 / elem * elem;
+  return std::min(call.bytes, aligned);
+}
+
+}  // namespace
+
+Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
+  Plan plan;
+  // Reasons are lambdas so that the hot path never formats text.
+  const auto finish = [&](tpcoll_algo_t algo, auto&& reason) {
+    plan.algo = algo;
+    if (explain) plan.reason = reason();
+    if (algo == TPCOLL_ALGO_FALLBACK) {
+      plan.backend = kFallbackBackend;
+      plan.chunk_bytes = call.bytes;
+      plan.steps = 1;
+    } else {
+      plan.backend = ctx.fast_backend;
+      plan.chunk_bytes = chunk_bytes_for(call, algo, ctx.staging_bytes);
+      plan.steps = (call.bytes + plan.chunk_bytes - 1) / plan.chunk_bytes;
+    }
+    return plan;
+  };
+
+  if (ctx.disabled) return finish(TPCOLL_ALGO_FALLBACK, [] { return std::string("TPCOLL_DISABLE=1"); });
+  if (!ctx.fast_available) return finish(TPCOLL_ALGO_FALLBACK, [&] { return ctx.fast_unavailable_reason; });
+
+  // A row must fit in half the staging buffer for the fused kernels; larger
+  // rows take our unfused path, which gives the same bits.
+  const bool rows_fit = call.op != TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || call.inner_bytes <= ctx.staging_bytes / 2;
+  const auto row_reason = [&] {
+    return fmt::format("a row of {} B exceeds half the {} B staging buffer", call.inner_bytes, ctx.staging_bytes);
+  };
+
+  if (ctx.forced && applies(call.op, *ctx.forced)) {
+    if (!rows_fit && *ctx.forced != TPCOLL_ALGO_FALLBACK) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
+    return finish(*ctx.forced, [&] { return fmt::format("forced to {}", algo_name(*ctx.forced)); });
+  }
+  if (!rows_fit) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
+
+  if (ctx.table != nullptr) {
+    if (const auto choice = lookup(*ctx.table, call.op, ctx.world, call.bytes)) {
+      return finish(choice->algo, [&] {
+        std::string reason = tpcoll::explain(*ctx.table, *choice, ctx.world, call.bytes);
+        if (ctx.forced) reason += fmt::format(" ({} does not apply to {})", algo_name(*ctx.forced), op_name(call.op));
+        return reason;
+      });
+    }
+  }
+  return finish(TPCOLL_ALGO_ONESHOT, [] { return std::string("no table row matches: one-shot works for every shape"); });
+}
+
+}  // namespace tpcoll

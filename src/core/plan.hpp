@@ -1,0 +1,38 @@
+// plan(): a pure function of the call, the world size, the placement's
+// capabilities and the table. Every rank computes the same plan without
+// talking, which is what makes divergent choices (and so hangs) impossible.
+#pragma once
+
+#include "core/call.hpp"
+#include "core/tune_table.hpp"
+
+#include <optional>
+#include <string>
+
+namespace tpcoll {
+
+struct PlanContext {
+  int world = 1;
+  const char* fast_backend = "cpu-shm";      // the backend of our own algorithms
+  bool fast_available = true;                // false: only the fallback can run
+  std::string fast_unavailable_reason;
+  std::size_t staging_bytes = 0;             // per-rank staging buffer (chunk bound)
+  bool disabled = false;                     // TPCOLL_DISABLE
+  std::optional<tpcoll_algo_t> forced;       // TPCOLL_ALGO or tpcoll_comm_force_algo
+  const TuneTable* table = nullptr;
+};
+
+struct Plan {
+  tpcoll_algo_t algo = TPCOLL_ALGO_FALLBACK;
+  const char* backend = "";
+  std::size_t chunk_bytes = 0;  // per-rank input bytes per step
+  std::size_t steps = 0;
+  std::string reason;  // filled only when make_plan is asked to explain
+};
+
+inline constexpr const char* kFallbackBackend = "cpu-fallback";
+
+// explain: also fill Plan::reason (it formats text, so not on the hot path).
+Plan make_plan(const Call& call, const PlanContext& context, bool explain);
+
+}  // namespace tpcoll

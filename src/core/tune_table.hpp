@@ -1,0 +1,42 @@
+// The algorithm table: data, not code. A row says which algorithm wins for an
+// op and world-size range up to a per-rank message size. Tables are written by
+// measurement (bench/results/); the built-in one ships with the library.
+#pragma once
+
+#include <tpcoll/tpcoll.h>
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+
+namespace tpcoll {
+
+struct TableRow {
+  tpcoll_op_t op;
+  int min_world;
+  int max_world;
+  std::size_t max_bytes;  // per-rank input bytes, inclusive
+  tpcoll_algo_t algo;
+};
+
+struct TuneTable {
+  const char* name;
+  const char* source;  // where its figures come from
+  std::span<const TableRow> rows;
+};
+
+struct TableChoice {
+  tpcoll_algo_t algo;
+  const TableRow* row;
+};
+
+// The table the CPU shared-memory backend ships with.
+const TuneTable& builtin_cpu_table();
+
+// The first row matching op and world whose max_bytes >= bytes.
+std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, int world, std::size_t bytes);
+// Why `choice` was made, in words (off the hot path: it formats).
+std::string explain(const TuneTable& table, const TableChoice& choice, int world, std::size_t bytes);
+
+}  // namespace tpcoll

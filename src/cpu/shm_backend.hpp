@@ -1,0 +1,54 @@
+// The CPU shared-memory backend: ranks are processes on one host sharing one
+// POSIX shared-memory segment of staging buffers and sequence words.
+#pragma once
+
+#include "core/backend.hpp"
+#include "cpu/shm_segment.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace tpcoll {
+class Bootstrap;
+}
+
+namespace tpcoll::cpu {
+
+class ShmBackend final : public Backend {
+ public:
+  // Collective: rank 0 creates the segment, the others attach through the
+  // bootstrap. staging_bytes is each rank's chunk size.
+  ShmBackend(Bootstrap& bootstrap, std::size_t staging_bytes, std::int64_t timeout_ms);
+
+  void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
+
+ private:
+  struct Control;
+  class Step;
+
+  Control& control(int rank) const;
+  std::byte* input(int rank, std::uint64_t step) const;
+  std::byte* result(int rank, std::uint64_t step) const;
+
+  void all_reduce_chunk(Step& step, const Call& call, tpcoll_algo_t algo, std::size_t offset, std::size_t length,
+                        const Buffers& buffers);
+  void all_gather_chunk(Step& step, const Call& call, std::size_t offset, std::size_t length, const Buffers& buffers);
+  void fused_chunk(Step& step, const Call& call, tpcoll_algo_t algo, std::size_t first_row, std::size_t rows,
+                   const Buffers& buffers);
+  void unfused(const Call& call, const Plan& plan, const Buffers& buffers);
+
+  int rank_;
+  int world_;
+  std::size_t staging_bytes_;
+  std::int64_t timeout_ms_;
+  std::uint64_t step_ = 0;  // only grows; identical on every rank
+  // Highest `posted` / `reduced` seen per peer: a wait already satisfied
+  // costs no read of the peer's cache line.
+  std::vector<std::uint64_t> seen_posted_;
+  std::vector<std::uint64_t> seen_reduced_;
+  ShmSegment segment_;
+  std::byte* data_ = nullptr;
+};
+
+}  // namespace tpcoll::cpu

@@ -1,0 +1,109 @@
+#include "tools/bench/bench.hpp"
+
+#include "tools/bench/baseline.hpp"
+#include "tools/bench/harness.hpp"
+#include "tools/bench/report.hpp"
+#include "tools/launcher.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <vector>
+
+namespace tpcoll::bench {
+namespace {
+
+std::vector<std::string> own_command_line(int argc, char** argv) {
+  std::vector<std::string> args{std::filesystem::read_symlink("/proc/self/exe").string()};
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return args;
+}
+
+std::vector<std::size_t> sizes(const Options& o) {
+  std::vector<std::size_t> out;
+  for (double b = static_cast<double>(o.min_bytes); b <= static_cast<double>(o.max_bytes) * 1.0000001; b *= o.factor) {
+    out.push_back(static_cast<std::size_t>(b));
+    if (o.factor <= 1.0) break;
+  }
+  return out;
+}
+
+int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
+  Harness harness(comm, o, baseline);
+  const bool printer = comm.rank() == 0;
+  const RunInfo info = describe_run();
+  if (printer) print_header(info, comm.world_size(), baseline ? baseline->name() : "none");
+
+  std::vector<Row> rows;
+  const auto add = [&](Row row) {
+    if (printer) print_row(row);
+    rows.push_back(std::move(row));
+  };
+  for (Op op : o.ops) {
+    if (op == Op::kAllReduce)
+      for (DType d : o.dtypes)
+        for (std::size_t b : sizes(o))
+          if (b >= dtype_size(d)) add(harness.all_reduce(d, b / dtype_size(d)));
+    if (op == Op::kAllGather)
+      for (DType d : o.gather_dtypes)
+        for (std::size_t b : sizes(o))
+          for (int dim_kind = 0; dim_kind < 3; ++dim_kind)
+            if (b >= dtype_size(d)) add(harness.all_gather(d, b / dtype_size(d), dim_kind));
+    if (op == Op::kFusedAllReduceRmsNorm)
+      for (DType d : o.dtypes)
+        for (std::size_t h : o.hidden)
+          for (std::size_t t : o.tokens) add(harness.fused(d, t, h));
+  }
+
+  std::size_t failed = 0;
+  for (const Row& r : rows) failed += r.check != "ok";
+  if (printer) {
+    if (!o.json_path.empty()) write_json(o.json_path, info, rows);
+    if (failed == 0)
+      fmt::print("# tpcoll bench: {} configurations, all checks ok\n", rows.size());
+    else
+      fmt::print("# tpcoll bench: {} configurations, {} checks FAILED (rows above)\n", rows.size(), failed);
+  }
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int run(const Options& o, int argc, char** argv) {
+  if (o.baseline == BaselineKind::kMpi) {
+    if (!started_by_mpirun()) {
+      std::vector<std::string> args = mpirun_prefix(o.ranks);
+      if (args.empty()) make_mpi_baseline(&argc, &argv);  // throws: no MPI in this build
+      for (auto& a : own_command_line(argc, argv)) args.push_back(std::move(a));
+      return tools::launch_in_place(args);
+    }
+    auto baseline = make_mpi_baseline(&argc, &argv);
+    Config config;
+    config.rank = baseline->rank();
+    config.world_size = baseline->world_size();
+    // Bootstrap through MPI's all-gather: the framework-supplied path of the C API.
+    config.allgather = [b = baseline.get()](const void* send, void* recv, std::size_t bytes) {
+      b->all_gather_bytes(send, recv, bytes);
+    };
+    int rc = 0;
+    {
+      Communicator comm(config);
+      rc = run_rank(o, comm, baseline.get());
+    }
+    return rc;
+  }
+  if (std::getenv("TPCOLL_RANK") == nullptr) {
+    tools::LaunchOptions launch;
+    launch.ranks = o.ranks;
+    launch.command = own_command_line(argc, argv);
+    launch.prefix_output = false;  // rank 0 alone prints the table
+    return tools::launch(launch);
+  }
+  Communicator comm(Config::from_env());
+  return run_rank(o, comm, nullptr);
+}
+
+}  // namespace tpcoll::bench

@@ -1,0 +1,72 @@
+// The one bench harness (after nccl-tests' common.cu): it owns timing,
+// cross-rank agreement and rows; each op's file (all_reduce_case.cpp, ...)
+// only says how to fill, run and check that op.
+#pragma once
+
+#include "tools/bench/baseline.hpp"
+#include "tools/bench/options.hpp"
+
+#include <tpcoll/tpcoll.hpp>
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace tpcoll::bench {
+
+inline const char* algo_label(Algo algo) {
+  switch (algo) {
+    case Algo::kOneShot: return "oneshot";
+    case Algo::kTwoShot: return "twoshot";
+    case Algo::kUnfused: return "unfused";
+    case Algo::kFallback: return "fallback";
+  }
+  return "?";
+}
+
+struct Row {
+  std::string op;
+  std::string dtype;
+  std::size_t bytes = 0;  // per-rank input bytes
+  std::size_t count = 0;  // per-rank input elements
+  int world = 0;
+  std::string algo;
+  std::string shape;      // all-gather: "[a, b] dim d"
+  std::size_t tokens = 0; // fused only
+  std::size_t hidden = 0; // fused only
+  double time_us = 0;     // median over iterations of the slowest rank
+  double algbw = 0;       // GB/s
+  double busbw = 0;       // GB/s
+  std::string baseline = "none";
+  std::optional<double> baseline_time_us;
+  std::string check;      // "ok" or what failed
+  std::optional<double> max_error;  // vs an fp64 reference, where one applies
+};
+
+class Harness {
+ public:
+  Harness(Communicator& comm, const Options& options, Baseline* baseline)
+      : comm_(comm), options_(options), baseline_(baseline) {}
+
+  Row all_reduce(DType dtype, std::size_t count);
+  // dim_kind: 0 = first dim, 1 = last dim, 2 = a middle dim.
+  Row all_gather(DType dtype, std::size_t count, int dim_kind);
+  Row fused(DType dtype, std::size_t tokens, std::size_t hidden);
+
+ private:
+  Row start_row(const char* op, DType dtype, std::size_t count) const;
+  // Collective: true when every rank's check passed and every rank holds the
+  // same bytes in `result`; otherwise `detail` says what differed.
+  bool agree(bool local_ok, const void* result, std::size_t bytes);
+  // Collective: median over iterations of the slowest rank's time, in us.
+  double time_us(const std::function<void()>& op);
+  // Times `op` as tpcoll, and `baseline_op` if a baseline runs.
+  void measure(Row& row, const std::function<void()>& op, const std::function<void()>& baseline_op);
+
+  Communicator& comm_;
+  const Options& options_;
+  Baseline* baseline_;
+};
+
+}  // namespace tpcoll::bench

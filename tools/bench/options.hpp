@@ -1,0 +1,30 @@
+// Flags of `tpcoll bench`, named after nccl-tests where they mean the same.
+#pragma once
+
+#include <tpcoll/tpcoll.hpp>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace tpcoll::bench {
+
+enum class BaselineKind { kNone, kMpi };
+
+struct Options {
+  std::size_t min_bytes = 1024;              // -b
+  std::size_t max_bytes = 64 * 1024 * 1024;  // -e
+  double factor = 4.0;                       // -f
+  int iterations = 20;                       // -n
+  int warmup = 5;                            // -w
+  int ranks = 2;                             // -np
+  std::vector<Op> ops{Op::kAllReduce, Op::kAllGather, Op::kFusedAllReduceRmsNorm};
+  std::vector<DType> dtypes{DType::kFloat32, DType::kFloat16, DType::kBFloat16};  // all-reduce and fused
+  std::vector<DType> gather_dtypes{DType::kBFloat16, DType::kFloat8E4M3, DType::kInt64};
+  std::vector<std::size_t> tokens{1, 16, 128, 512};
+  std::vector<std::size_t> hidden{2880, 4096, 8192};
+  BaselineKind baseline = BaselineKind::kNone;
+  std::string json_path;
+};
+
+}  // namespace tpcoll::bench

@@ -1,0 +1,95 @@
+#include "tools/bench/report.hpp"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <ctime>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+namespace tpcoll::bench {
+namespace {
+
+std::string cpu_model() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown cpu";
+}
+
+std::string size_text(std::size_t bytes) {
+  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return fmt::format("{}M", bytes >> 20);
+  if (bytes >= 1024 && bytes % 1024 == 0) return fmt::format("{}K", bytes >> 10);
+  return std::to_string(bytes);
+}
+
+}  // namespace
+
+RunInfo describe_run() {
+  RunInfo info;
+  info.device = fmt::format("cpu: {}, {} cores", cpu_model(), std::thread::hardware_concurrency());
+  info.placement = "processes on one host, shared memory";
+  info.date = fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::time(nullptr)));
+  return info;
+}
+
+void print_header(const RunInfo& info, int world, const std::string& baseline) {
+  fmt::print("# tpcoll bench: {} ranks, {}\n# device: {}\n# placement: {}\n# baseline: {}\n", world, info.date,
+             info.device, info.placement, baseline);
+  fmt::print("# times are medians over iterations of the slowest rank; speedup = baseline / tpcoll\n");
+  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10} {:>8} {:>8} {:>10} {:>7}  {}\n", "#op", "dtype", "size",
+             "count", "world", "algo", "time(us)", "algbw", "busbw", "base(us)", "speedup", "check / shape");
+  std::fflush(stdout);
+}
+
+void print_row(const Row& row) {
+  const std::string base = row.baseline_time_us ? fmt::format("{:.2f}", *row.baseline_time_us) : "-";
+  const std::string speedup = row.baseline_time_us ? fmt::format("{:.2f}", *row.baseline_time_us / row.time_us) : "-";
+  std::string extra = row.shape;
+  if (row.tokens) extra = fmt::format("{}x{}", row.tokens, row.hidden);
+  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}\n", row.op,
+             row.dtype, size_text(row.bytes), row.count, row.world, row.algo, row.time_us, row.algbw, row.busbw, base,
+             speedup, row.check, extra);
+  std::fflush(stdout);
+}
+
+void write_json(const std::string& path, const RunInfo& info, const std::vector<Row>& rows) {
+  nlohmann::json out;
+  out["meta"] = {{"device", info.device}, {"placement", info.placement}, {"date", info.date}};
+  out["rows"] = nlohmann::json::array();
+  for (const Row& r : rows) {
+    nlohmann::json j = {{"op", r.op},
+                        {"dtype", r.dtype},
+                        {"bytes", r.bytes},
+                        {"count", r.count},
+                        {"world", r.world},
+                        {"algo", r.algo},
+                        {"time_us", r.time_us},
+                        {"algbw_gbps", r.algbw},
+                        {"busbw_gbps", r.busbw},
+                        {"baseline", r.baseline},
+                        {"baseline_time_us", nullptr},
+                        {"speedup", nullptr},
+                        {"check", r.check},
+                        {"device", info.device},
+                        {"placement", info.placement}};
+    if (r.baseline_time_us) {
+      j["baseline_time_us"] = *r.baseline_time_us;
+      j["speedup"] = *r.baseline_time_us / r.time_us;
+    }
+    if (!r.shape.empty()) j["shape"] = r.shape;
+    if (r.tokens) {
+      j["tokens"] = r.tokens;
+      j["hidden"] = r.hidden;
+    }
+    if (r.max_error) j["max_abs_error_vs_fp64"] = *r.max_error;
+    out["rows"].push_back(std::move(j));
+  }
+  std::ofstream file(path);
+  if (!file) throw std::runtime_error("cannot write " + path);
+  file << out.dump(1) << "\n";
+}
+
+}  // namespace tpcoll::bench

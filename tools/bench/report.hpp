@@ -1,0 +1,23 @@
+// The bench's table (nccl-tests-like columns) and its JSON rows.
+#pragma once
+
+#include "tools/bench/harness.hpp"
+
+#include <string>
+#include <vector>
+
+namespace tpcoll::bench {
+
+struct RunInfo {
+  std::string device;     // "cpu: <model>, N cores"
+  std::string placement;  // where the ranks are
+  std::string date;       // UTC, ISO 8601
+};
+
+RunInfo describe_run();
+void print_header(const RunInfo& info, int world, const std::string& baseline);
+void print_row(const Row& row);
+// Writes {"meta": ..., "rows": [...]}; every row also carries device and placement.
+void write_json(const std::string& path, const RunInfo& info, const std::vector<Row>& rows);
+
+}  // namespace tpcoll::bench

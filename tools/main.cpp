@@ -1,0 +1,137 @@
+// The `tpcoll` command: run (launcher), bench, env.
+#include "core/config.hpp"
+#include "tools/bench/bench.hpp"
+#include "tools/launcher.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <tpcoll/tpcoll.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+using tpcoll::DType;
+using tpcoll::Op;
+
+// Sizes as nccl-tests writes them: 1024, 64K, 16M, 1G.
+std::size_t parse_size(const std::string& text) {
+  std::size_t pos = 0;
+  const double value = std::stod(text, &pos);
+  const std::string unit = text.substr(pos);
+  double scale = 1;
+  if (unit == "K" || unit == "k") scale = 1024.0;
+  else if (unit == "M" || unit == "m") scale = 1024.0 * 1024;
+  else if (unit == "G" || unit == "g") scale = 1024.0 * 1024 * 1024;
+  else if (!unit.empty()) throw CLI::ValidationError("size", "bad unit in " + text + " (use K, M or G)");
+  return static_cast<std::size_t>(value * scale);
+}
+
+const std::map<std::string, DType> kDTypes{
+    {"float32", DType::kFloat32},      {"fp32", DType::kFloat32},         {"float16", DType::kFloat16},
+    {"fp16", DType::kFloat16},         {"bfloat16", DType::kBFloat16},    {"bf16", DType::kBFloat16},
+    {"float64", DType::kFloat64},      {"fp8_e4m3", DType::kFloat8E4M3}, {"fp8_e5m2", DType::kFloat8E5M2},
+    {"int8", DType::kInt8},            {"uint8", DType::kUInt8},          {"int32", DType::kInt32},
+    {"int64", DType::kInt64}};
+
+std::vector<DType> parse_dtypes(const std::vector<std::string>& names) {
+  std::vector<DType> out;
+  for (const auto& n : names) {
+    auto it = kDTypes.find(n);
+    if (it == kDTypes.end()) throw CLI::ValidationError("--dtype", "unknown dtype " + n);
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+// CLI11 takes single-dash options as one letter; nccl-tests users type -np.
+std::vector<std::string> normalise_args(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (auto& a : args)
+    if (a == "-np") a = "--np";
+  std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
+  return args;
+}
+
+int print_env() {
+  for (const tpcoll::EnvParam& p : tpcoll::env::all())
+    fmt::print("{:<28} = {:<12} (default {:?}) {}\n", p.name, p.value(), p.default_value, p.help);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tpcoll: custom collectives for tensor-parallel inference"};
+  app.require_subcommand(1);
+
+  // ---- run ----
+  tpcoll::tools::LaunchOptions launch;
+  auto* run = app.add_subcommand("run", "start N ranks of a command on this host (tpcoll run -n N -- CMD ...)");
+  run->add_option("-n,--ranks", launch.ranks, "number of ranks")->check(CLI::Range(1, 64));
+  run->add_flag("!--no-prefix", launch.prefix_output, "do not prefix output lines with [rank]");
+  run->add_option("command", launch.command, "command and arguments, after --")->required();
+
+  // ---- bench ----
+  tpcoll::bench::Options bench;
+  std::string min_bytes = "1K", max_bytes = "64M", baseline = "none";
+  std::vector<std::string> ops, dtypes, gather_dtypes;
+  auto* b = app.add_subcommand("bench", "check, then time, every op x dtype x size (CPU backend)");
+  b->add_option("-b,--minbytes", min_bytes, "smallest per-rank size (1K, 64K, 16M)");
+  b->add_option("-e,--maxbytes", max_bytes, "largest per-rank size");
+  b->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
+  b->add_option("-n,--iters", bench.iterations, "timed iterations")->check(CLI::Range(1, 1000000));
+  b->add_option("-w,--warmup_iters", bench.warmup, "untimed iterations")->check(CLI::Range(0, 1000000));
+  b->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
+  b->add_option("--op", ops, "all_reduce, all_gather, fused (default: all)");
+  b->add_option("--dtype", dtypes, "dtypes of all_reduce and fused (default: fp32 fp16 bf16)");
+  b->add_option("--gather-dtype", gather_dtypes, "dtypes of all_gather (default: bf16 fp8_e4m3 int64)");
+  b->add_option("--tokens", bench.tokens, "token counts of the fused op");
+  b->add_option("--hidden", bench.hidden, "hidden sizes of the fused op");
+  b->add_option("--baseline", baseline, "none or mpi (MPI_Allreduce/MPI_Allgather, same ranks)")
+      ->check(CLI::IsMember({"none", "mpi"}));
+  b->add_option("--json", bench.json_path, "write the rows as JSON");
+
+  // ---- env ----
+  auto* env = app.add_subcommand("env", "list the environment variables tpcoll reads");
+
+  try {
+    app.parse(normalise_args(argc, argv));
+    if (run->parsed()) return tpcoll::tools::launch(launch);
+    if (b->parsed()) {
+      bench.min_bytes = parse_size(min_bytes);
+      bench.max_bytes = parse_size(max_bytes);
+      if (bench.min_bytes == 0 || bench.max_bytes < bench.min_bytes)
+        throw CLI::ValidationError("-b/-e", "need 0 < minbytes <= maxbytes");
+      if (!ops.empty()) {
+        bench.ops.clear();
+        for (const auto& o : ops) {
+          if (o == "all_reduce") bench.ops.push_back(Op::kAllReduce);
+          else if (o == "all_gather") bench.ops.push_back(Op::kAllGather);
+          else if (o == "fused") bench.ops.push_back(Op::kFusedAllReduceRmsNorm);
+          else throw CLI::ValidationError("--op", "unknown op " + o);
+        }
+      }
+      if (!dtypes.empty()) bench.dtypes = parse_dtypes(dtypes);
+      if (!gather_dtypes.empty()) bench.gather_dtypes = parse_dtypes(gather_dtypes);
+      bench.baseline = baseline == "mpi" ? tpcoll::bench::BaselineKind::kMpi : tpcoll::bench::BaselineKind::kNone;
+      return tpcoll::bench::run(bench, argc, argv);
+    }
+    if (env->parsed()) return print_env();
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const tpcoll::Error& e) {
+    fmt::print(stderr, "tpcoll: {} ({})\n", e.what(), tpcoll_result_string(e.code()));
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "tpcoll: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
