@@ -169,7 +169,8 @@ TPCOLL_API tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x,
  * Forces one algorithm for every later call that can use it (benchmarks and
  * tests; TPCOLL_ALGO does the same from the environment). Every rank must
  * force the same algorithm: ranks that disagree get TPCOLL_MISMATCH.
- * TPCOLL_ALGO_AUTO restores the measured choice.
+ * TPCOLL_ALGO_AUTO restores the default: TPCOLL_ALGO if set, else the
+ * measured choice.
  */
 #define TPCOLL_ALGO_AUTO (-1)
 TPCOLL_API tpcoll_result_t tpcoll_comm_force_algo(tpcoll_comm_t comm, int algo);

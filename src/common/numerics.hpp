@@ -54,32 +54,32 @@ TPCOLL_HOST_DEVICE inline std::uint16_t float_to_bf16(float f) {
   return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// The fp16 conversions compute every case and select, without branches, so
+// that loops over them vectorise.
 TPCOLL_HOST_DEVICE inline float fp16_to_float(std::uint16_t h) {
   const std::uint32_t sign = std::uint32_t{h & 0x8000u} << 16;
   const std::uint32_t exponent = (h >> 10) & 0x1fu;
   const std::uint32_t mantissa = h & 0x3ffu;
-  if (exponent == 0x1f) return bits_float(sign | 0x7f800000u | (mantissa << 13));  // inf, NaN
-  if (exponent == 0) {
-    // Zero or subnormal: mantissa * 2^-24, exact in fp32.
-    return bits_float(sign | float_bits(static_cast<float>(mantissa) * 5.9604644775390625e-8f));
-  }
-  return bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  const std::uint32_t normal = ((exponent + 112u) << 23) | (mantissa << 13);
+  const std::uint32_t inf_nan = 0x7f800000u | (mantissa << 13);
+  // Zero or subnormal: mantissa * 2^-24, exact in fp32.
+  const std::uint32_t subnormal = float_bits(static_cast<float>(mantissa) * 5.9604644775390625e-8f);
+  const std::uint32_t magnitude = exponent == 0x1fu ? inf_nan : (exponent == 0 ? subnormal : normal);
+  return bits_float(sign | magnitude);
 }
 
 TPCOLL_HOST_DEVICE inline std::uint16_t float_to_fp16(float f) {
   const std::uint32_t u = float_bits(f);
   const std::uint32_t sign = (u >> 16) & 0x8000u;
-  std::uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return 0x7fff;                               // NaN
-  if (a >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds to inf
-  if (a >= 0x38800000u) {                                           // normal fp16
-    a += 0xfffu + ((a >> 13) & 1u);
-    return static_cast<std::uint16_t>(sign | ((a - 0x38000000u) >> 13));
-  }
-  // Subnormal or zero: adding 0.5 makes fp32's own rounding (ulp 2^-24 at 0.5)
-  // round to the fp16 subnormal grid, ties to even.
-  const float shifted = bits_float(a) + 0.5f;
-  return static_cast<std::uint16_t>(sign | (float_bits(shifted) - 0x3f000000u));
+  const std::uint32_t a = u & 0x7fffffffu;
+  // Normal fp16 (a >= 2^-14): round the mantissa to 10 bits, ties to even,
+  // and rebias the exponent; a carry out of the mantissa is the right answer.
+  const std::uint32_t normal = (a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13;
+  // Subnormal or zero: adding 0.5 makes fp32's own rounding (ulp 2^-24 at
+  // 0.5) round to the fp16 subnormal grid, ties to even.
+  const std::uint32_t subnormal = float_bits(bits_float(a) + 0.5f) - 0x3f000000u;
+  const std::uint32_t finite = a >= 0x477ff000u ? 0x7c00u : (a >= 0x38800000u ? normal : subnormal);
+  return static_cast<std::uint16_t>(a > 0x7f800000u ? 0x7fffu : (sign | finite));
 }
 
 }  // namespace tpcoll::numerics

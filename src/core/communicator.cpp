@@ -54,7 +54,8 @@ Communicator::Communicator(const tpcoll_comm_config_t& config) : rank_(config.ra
   context_.world = world_;
   context_.staging_bytes = static_cast<std::size_t>(staging);
   context_.disabled = env::kDisable.as_bool();
-  context_.forced = env::forced_algo();
+  env_forced_ = env::forced_algo();
+  context_.forced = env_forced_;
   context_.table = &builtin_cpu_table();
 
   bootstrap_ = config.allgather
@@ -148,6 +149,6 @@ Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const st
   return make_plan(validate_plan_request(op, dtype, ndim, shape, dim), context_, /*explain=*/true);
 }
 
-void Communicator::force_algo(std::optional<tpcoll_algo_t> algo) { context_.forced = algo; }
+void Communicator::force_algo(std::optional<tpcoll_algo_t> algo) { context_.forced = algo ? algo : env_forced_; }
 
 }  // namespace tpcoll::core

@@ -43,6 +43,7 @@ class Communicator {
   std::unique_ptr<Backend> fast_;
   std::unique_ptr<Backend> fallback_;
   PlanContext context_;
+  std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed
 };
 

@@ -71,10 +71,17 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
   }
   if (!rows_fit) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
 
+  // Two-shot splits the fused op by whole rows: with fewer rows than ranks
+  // some ranks would idle and every rank would wait twice.
+  const bool rows_split = call.op != TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || call.rows() >= static_cast<std::size_t>(ctx.world);
   if (ctx.table != nullptr) {
-    if (const auto choice = lookup(*ctx.table, call.op, ctx.world, call.bytes)) {
+    if (const auto choice = lookup(*ctx.table, call.op, call.dtype, ctx.world, call.bytes)) {
+      if (choice->algo == TPCOLL_ALGO_TWOSHOT && !rows_split)
+        return finish(TPCOLL_ALGO_ONESHOT, [&] {
+          return fmt::format("{} token(s) cannot be shared by {} ranks: one-shot", call.rows(), ctx.world);
+        });
       return finish(choice->algo, [&] {
-        std::string reason = tpcoll::explain(*ctx.table, *choice, ctx.world, call.bytes);
+        std::string reason = tpcoll::explain(*ctx.table, *choice, call.dtype, ctx.world, call.bytes);
         if (ctx.forced) reason += fmt::format(" ({} does not apply to {})", algo_name(*ctx.forced), op_name(call.op));
         return reason;
       });

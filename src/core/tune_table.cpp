@@ -1,6 +1,7 @@
 #include "core/tune_table.hpp"
 
 #include "core/call.hpp"
+#include "core/dtype.hpp"
 
 #include <fmt/format.h>
 
@@ -12,15 +13,17 @@ namespace tpcoll {
 namespace {
 constexpr std::size_t kAny = std::numeric_limits<std::size_t>::max();
 
-// Crossovers measured with `tpcoll bench` on the 2-core development machine
-// (bench/results/cpu-2core-*.json): one-shot wins while a rank can reduce the
-// whole message in cache; two-shot halves the reduction work above that.
+// Measured with `tpcoll bench` at 2 ranks on the 2-core development machine
+// (bench/results/cpu-2core-*.json; TPCOLL_ALGO=oneshot|twoshot per run).
+// float32 reduces cheaply, so one-shot (which moves less data at 2 ranks)
+// wins up to 16 MiB; the 16-bit types pay for conversions, which two-shot
+// halves, from 1 KiB up; so does the fused op's RMSNorm. Other world sizes
+// use the same rows until they are measured.
 constexpr std::array kCpuRows{
-    TableRow{TPCOLL_OP_ALL_REDUCE, 1, 64, 32 * 1024, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_ALL_REDUCE, 1, 64, kAny, TPCOLL_ALGO_TWOSHOT},
-    TableRow{TPCOLL_OP_ALL_GATHER, 1, 64, kAny, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, 1, 64, 32 * 1024, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, 1, 64, kAny, TPCOLL_ALGO_TWOSHOT},
+    TableRow{TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, TPCOLL_MAX_RANKS, 16 * 1024 * 1024, TPCOLL_ALGO_ONESHOT},
+    TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
+    TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
+    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
 };
 }  // namespace
 
@@ -29,19 +32,24 @@ const TuneTable& builtin_cpu_table() {
   return table;
 }
 
-std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, int world, std::size_t bytes) {
+std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world,
+                                  std::size_t bytes) {
   for (const TableRow& row : table.rows) {
-    if (row.op != op || world < row.min_world || world > row.max_world || bytes > row.max_bytes) continue;
+    if (row.op != op || (row.dtype != kAnyDtype && row.dtype != dtype) || world < row.min_world ||
+        world > row.max_world || bytes > row.max_bytes)
+      continue;
     return TableChoice{row.algo, &row};
   }
   return std::nullopt;
 }
 
-std::string explain(const TuneTable& table, const TableChoice& choice, int world, std::size_t bytes) {
+std::string explain(const TuneTable& table, const TableChoice& choice, tpcoll_dtype_t dtype, int world,
+                    std::size_t bytes) {
   const std::size_t max = choice.row->max_bytes;
   const std::string bound = max == kAny ? std::string("any size") : fmt::format("<= {} B", max);
-  return fmt::format("table {}: {} B per rank at world {} is in the {} row ({})", table.name, bytes, world,
-                     algo_name(choice.algo), bound);
+  const char* which = choice.row->dtype == kAnyDtype ? "any dtype" : dtype_name(dtype);
+  return fmt::format("table {}: {} B of {} per rank at world {} is in the {} row ({}, {})", table.name, bytes,
+                     dtype_name(dtype), world, algo_name(choice.algo), which, bound);
 }
 
 }  // namespace tpcoll

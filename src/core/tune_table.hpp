@@ -12,8 +12,11 @@
 
 namespace tpcoll {
 
+inline constexpr int kAnyDtype = -1;
+
 struct TableRow {
   tpcoll_op_t op;
+  int dtype;  // a tpcoll_dtype_t, or kAnyDtype
   int min_world;
   int max_world;
   std::size_t max_bytes;  // per-rank input bytes, inclusive
@@ -34,9 +37,11 @@ struct TableChoice {
 // The table the CPU shared-memory backend ships with.
 const TuneTable& builtin_cpu_table();
 
-// The first row matching op and world whose max_bytes >= bytes.
-std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, int world, std::size_t bytes);
+// The first row matching op, dtype and world whose max_bytes >= bytes.
+std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world,
+                                  std::size_t bytes);
 // Why `choice` was made, in words (off the hot path: it formats).
-std::string explain(const TuneTable& table, const TableChoice& choice, int world, std::size_t bytes);
+std::string explain(const TuneTable& table, const TableChoice& choice, tpcoll_dtype_t dtype, int world,
+                    std::size_t bytes);
 
 }  // namespace tpcoll

@@ -40,9 +40,7 @@ constexpr std::size_t kPage = 4096;
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
 // A two-shot share: [lo, hi) of `total` units for `rank`, `align` units at a time.
-struct Share {
-  std::size_t lo, hi;
-};
+using Share = ShmBackend::ByteRange;
 Share share_of(std::size_t total, int world, int rank, std::size_t align) {
   const std::size_t per = round_up((total + world - 1) / world, align);
   const std::size_t lo = std::min(total, per * rank);
@@ -198,25 +196,31 @@ void ShmBackend::run(const Call& call, const Plan& plan, const Buffers& buffers)
   }
 }
 
+void ShmBackend::stage(const Step& step, const std::byte* src, std::size_t length, ByteRange local_only) {
+  std::byte* slot = input(rank_, step.k());
+  std::memcpy(slot, src, local_only.lo);
+  std::memcpy(slot + local_only.hi, src + local_only.hi, length - local_only.hi);
+}
+
 void ShmBackend::all_reduce_chunk(Step& step, const Call& call, tpcoll_algo_t algo, std::size_t offset,
                                   std::size_t length, const Buffers& buffers) {
   const std::size_t elem = dtype_size(call.dtype);
-  std::memcpy(input(rank_, step.k()), static_cast<const std::byte*>(buffers.in) + offset, length);
+  const std::size_t count = length / elem;
+  const auto* in = static_cast<const std::byte*>(buffers.in) + offset;
+  auto* out = static_cast<std::byte*>(buffers.out) + offset;
+  // Two-shot shares are 64-byte multiples so that vectors stay aligned. Only
+  // what peers read is staged: my own share I reduce from the caller's buffer.
+  const bool oneshot = algo == TPCOLL_ALGO_ONESHOT;
+  const std::size_t align = 64 / elem;
+  const Share mine = oneshot ? Share{0, count} : share_of(count, world_, rank_, align);
+  stage(step, in, length, oneshot ? Share{0, 0} : Share{mine.lo * elem, mine.hi * elem});
   step.post();
   step.await_posted();
 
-  auto* out = static_cast<std::byte*>(buffers.out) + offset;
   std::array<const void*, TPCOLL_MAX_RANKS> srcs;
-  if (algo == TPCOLL_ALGO_ONESHOT) {
-    for (int p = 0; p < world_; ++p) srcs[p] = input(p, step.k());
-    reduce(call.dtype, srcs.data(), world_, out, length / elem);
-    return;
-  }
-  // Two-shot: shares of 64 bytes' worth of elements keep vectors aligned.
-  const std::size_t count = length / elem;
-  const std::size_t align = 64 / elem;
-  const Share mine = share_of(count, world_, rank_, align);
-  for (int p = 0; p < world_; ++p) srcs[p] = input(p, step.k()) + mine.lo * elem;
+  for (int p = 0; p < world_; ++p) srcs[p] = (p == rank_ ? in : input(p, step.k())) + mine.lo * elem;
+  if (oneshot) return reduce(call.dtype, srcs.data(), world_, out, count);
+
   if (mine.hi > mine.lo) reduce(call.dtype, srcs.data(), world_, result(rank_, step.k()) + mine.lo * elem, mine.hi - mine.lo);
   step.share_reduced();
   step.await_reduced();
@@ -228,11 +232,12 @@ void ShmBackend::all_reduce_chunk(Step& step, const Call& call, tpcoll_algo_t al
 
 void ShmBackend::all_gather_chunk(Step& step, const Call& call, std::size_t offset, std::size_t length,
                                   const Buffers& buffers) {
-  std::memcpy(input(rank_, step.k()), static_cast<const std::byte*>(buffers.in) + offset, length);
+  const auto* in = static_cast<const std::byte*>(buffers.in) + offset;
+  stage(step, in, length, Share{0, 0});
   step.post();
   step.await_posted();
   for (int p = 0; p < world_; ++p)
-    place_gathered(input(p, step.k()), offset, length, p, world_, call.inner_bytes,
+    place_gathered(p == rank_ ? in : input(p, step.k()), offset, length, p, world_, call.inner_bytes,
                    static_cast<std::byte*>(buffers.out));
 }
 
@@ -240,8 +245,10 @@ void ShmBackend::fused_chunk(Step& step, const Call& call, tpcoll_algo_t algo, s
                              std::size_t rows, const Buffers& buffers) {
   const std::size_t row_bytes = call.inner_bytes;
   const std::size_t hidden = call.hidden();
-  const std::size_t offset = first_row * row_bytes;
-  std::memcpy(input(rank_, step.k()), static_cast<const std::byte*>(buffers.in) + offset, rows * row_bytes);
+  const auto* x = static_cast<const std::byte*>(buffers.in) + first_row * row_bytes;
+  const bool oneshot = algo == TPCOLL_ALGO_ONESHOT;
+  const Share mine = oneshot ? Share{0, rows} : share_of(rows, world_, rank_, 1);
+  stage(step, x, rows * row_bytes, oneshot ? Share{0, 0} : Share{mine.lo * row_bytes, mine.hi * row_bytes});
   step.post();
   step.await_posted();
 
@@ -249,15 +256,13 @@ void ShmBackend::fused_chunk(Step& step, const Call& call, tpcoll_algo_t algo, s
     return base == nullptr ? nullptr : const_cast<std::byte*>(static_cast<const std::byte*>(base)) + row * row_bytes;
   };
   std::array<const void*, TPCOLL_MAX_RANKS> srcs;
-  const bool oneshot = algo == TPCOLL_ALGO_ONESHOT;
-  const Share mine = oneshot ? Share{0, rows} : share_of(rows, world_, rank_, 1);
   // One-shot writes straight into the caller's buffers; two-shot into its
   // slot's result area, laid out as [out rows | residual_out rows] of a share.
   const std::size_t share_rows = share_of(rows, world_, 0, 1).hi;
   std::byte* out_rows = oneshot ? at(buffers.out, first_row) : result(rank_, step.k());
   std::byte* residual_rows = oneshot ? at(buffers.residual_out, first_row) : out_rows + share_rows * row_bytes;
   if (mine.hi > mine.lo) {
-    for (int p = 0; p < world_; ++p) srcs[p] = input(p, step.k()) + mine.lo * row_bytes;
+    for (int p = 0; p < world_; ++p) srcs[p] = (p == rank_ ? x : input(p, step.k())) + mine.lo * row_bytes;
     reduce(call.dtype, srcs.data(), world_, out_rows, (mine.hi - mine.lo) * hidden);
     add_rmsnorm(call.dtype, RmsNormRows{out_rows, at(buffers.residual, first_row + mine.lo), buffers.weight, out_rows,
                                         call.has_residual ? residual_rows : nullptr, mine.hi - mine.lo, hidden,

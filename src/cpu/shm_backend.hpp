@@ -23,6 +23,11 @@ class ShmBackend final : public Backend {
 
   void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
 
+ public:
+  struct ByteRange {  // [lo, hi)
+    std::size_t lo, hi;
+  };
+
  private:
   struct Control;
   class Step;
@@ -31,6 +36,9 @@ class ShmBackend final : public Backend {
   std::byte* input(int rank, std::uint64_t step) const;
   std::byte* result(int rank, std::uint64_t step) const;
 
+  // Copies my chunk into my slot for the peers, except `local_only`, a range
+  // that only this rank reads (and reads from the caller's buffer).
+  void stage(const Step& step, const std::byte* src, std::size_t length, ByteRange local_only);
   void all_reduce_chunk(Step& step, const Call& call, tpcoll_algo_t algo, std::size_t offset, std::size_t length,
                         const Buffers& buffers);
   void all_gather_chunk(Step& step, const Call& call, std::size_t offset, std::size_t length, const Buffers& buffers);
