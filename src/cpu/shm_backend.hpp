@@ -5,8 +5,10 @@
 #include "core/backend.hpp"
 #include "cpu/shm_segment.hpp"
 
+#include <tpcoll/tpcoll.h>
+
+#include <array>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 namespace tpcoll {
@@ -23,22 +25,28 @@ class ShmBackend final : public Backend {
 
   void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
 
- public:
   struct ByteRange {  // [lo, hi)
     std::size_t lo, hi;
   };
+  struct Control;  // per-rank sequence words, in shared memory
+  class Step;      // one step of the protocol (shm_step.hpp)
 
  private:
-  struct Control;
-  class Step;
+  using ChunkPointers = std::array<const std::byte*, TPCOLL_MAX_RANKS>;
 
+  static std::size_t control_bytes(int world);
+  static std::size_t segment_bytes(int world, std::size_t staging_bytes);
   Control& control(int rank) const;
   std::byte* input(int rank, std::uint64_t step) const;
   std::byte* result(int rank, std::uint64_t step) const;
 
-  // Copies my chunk into my slot for the peers, except `local_only`, a range
-  // that only this rank reads (and reads from the caller's buffer).
-  void stage(const Step& step, const std::byte* src, std::size_t length, ByteRange local_only);
+  // One-shot exchange: publishes my chunk and points chunks[p] at every
+  // rank's (mine: the caller's buffer).
+  void exchange(Step& step, const std::byte* mine, std::size_t length, ChunkPointers& chunks);
+  // Two-shot publish: stages my chunk except `local_only`, a range that only
+  // this rank reads (from the caller's buffer), then waits for every peer's.
+  void publish_except(Step& step, const std::byte* mine, std::size_t length, ByteRange local_only);
+
   void all_reduce_chunk(Step& step, const Call& call, tpcoll_algo_t algo, std::size_t offset, std::size_t length,
                         const Buffers& buffers);
   void all_gather_chunk(Step& step, const Call& call, std::size_t offset, std::size_t length, const Buffers& buffers);
@@ -51,8 +59,8 @@ class ShmBackend final : public Backend {
   std::size_t staging_bytes_;
   std::int64_t timeout_ms_;
   std::uint64_t step_ = 0;  // only grows; identical on every rank
-  // Highest `posted` / `reduced` seen per peer: a wait already satisfied
-  // costs no read of the peer's cache line.
+  // Highest step each peer is known to have started (`posted`) or reduced:
+  // a wait already satisfied costs no read of the peer's cache line.
   std::vector<std::uint64_t> seen_posted_;
   std::vector<std::uint64_t> seen_reduced_;
   ShmSegment segment_;

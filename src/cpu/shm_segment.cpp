@@ -1,5 +1,6 @@
 #include "cpu/shm_segment.hpp"
 
+#include "bootstrap/bootstrap.hpp"
 #include "core/error.hpp"
 
 #include <fcntl.h>
@@ -7,7 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
+#include <optional>
+#include <random>
 #include <utility>
+#include <vector>
 
 namespace tpcoll::cpu {
 namespace {
@@ -18,7 +24,50 @@ std::byte* map(int fd, std::size_t bytes, const std::string& name) {
   return static_cast<std::byte*>(p);
 }
 
+std::string unique_name() {
+  static std::atomic<unsigned> counter{0};
+  std::random_device rd;
+  return fmt::format("/tpcoll-{}-{}-{:08x}", ::getpid(), counter++, rd());
+}
+
 }  // namespace
+
+ShmSegment ShmSegment::create_collectively(Bootstrap& bootstrap, std::size_t bytes) {
+  const int world = bootstrap.world();
+  // Rank 0 names the segment; an empty name tells the others it failed.
+  std::array<char, 64> name{};
+  std::string error;
+  std::optional<ShmSegment> segment;
+  if (bootstrap.rank() == 0) {
+    const std::string n = unique_name();
+    try {
+      segment.emplace(create(n, bytes));
+      std::memcpy(name.data(), n.data(), n.size());
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  }
+  std::vector<char> names(name.size() * world);
+  bootstrap.all_gather(name.data(), names.data(), name.size());
+  if (names[0] == '\0') fail(TPCOLL_SYSTEM_ERROR, "rank 0 could not create shared memory: {}", error);
+  char attached = 1;
+  if (!segment) {
+    try {
+      segment.emplace(open(std::string(names.data()), bytes));
+    } catch (const Error& e) {
+      error = e.what();
+      attached = 0;
+    }
+  }
+  std::vector<char> all_attached(world);
+  bootstrap.all_gather(&attached, all_attached.data(), 1);
+  if (bootstrap.rank() == 0 && segment) segment->unlink();
+  for (int r = 0; r < world; ++r)
+    if (!all_attached[r])
+      fail(TPCOLL_SYSTEM_ERROR, "rank {} could not attach shared memory {}{}", r, names.data(),
+           error.empty() ? "" : ": " + error);
+  return std::move(*segment);
+}
 
 ShmSegment ShmSegment::create(const std::string& name, std::size_t bytes) {
   const int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);

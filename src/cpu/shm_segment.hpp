@@ -4,6 +4,10 @@
 #include <cstddef>
 #include <string>
 
+namespace tpcoll {
+class Bootstrap;
+}
+
 namespace tpcoll::cpu {
 
 class ShmSegment {
@@ -14,6 +18,11 @@ class ShmSegment {
   static ShmSegment create(const std::string& name, std::size_t bytes);
   // Maps an existing segment, which must be exactly `bytes` long.
   static ShmSegment open(const std::string& name, std::size_t bytes);
+  // Collective: rank 0 creates a segment under a fresh name and the others
+  // attach to it; once all have, the name is removed, so nothing is left
+  // behind however the processes end. Every rank fails together
+  // (TPCOLL_SYSTEM_ERROR) if any rank could not take part.
+  static ShmSegment create_collectively(Bootstrap& bootstrap, std::size_t bytes);
 
   ShmSegment(ShmSegment&& other) noexcept;
   ShmSegment& operator=(ShmSegment&& other) noexcept;

@@ -21,21 +21,27 @@ inline void store_release(std::uint64_t& word, std::uint64_t value) {
 // Backs off one notch: pause, yield or nap depending on how long we waited.
 void back_off(std::uint32_t attempt);
 
-// Returns once word >= target; calls on_timeout() (which must throw) if the
+// Returns once ready() holds; calls on_timeout() (which must throw) if the
 // deadline passes first.
-template <typename OnTimeout>
-void wait_at_least(const std::uint64_t& word, std::uint64_t target, std::int64_t timeout_ms, OnTimeout&& on_timeout) {
+template <typename Ready, typename OnTimeout>
+void wait_until(Ready&& ready, std::int64_t timeout_ms, OnTimeout&& on_timeout) {
   constexpr std::uint32_t kFreeAttempts = 1024;  // no clock reads on the fast path
   for (std::uint32_t attempt = 0; attempt < kFreeAttempts; ++attempt) {
-    if (load_acquire(word) >= target) return;
+    if (ready()) return;
     back_off(attempt);
   }
   const Deadline deadline(timeout_ms);
   for (std::uint32_t attempt = kFreeAttempts;; ++attempt) {
-    if (load_acquire(word) >= target) return;
+    if (ready()) return;
     if (deadline.expired()) on_timeout();
     back_off(attempt);
   }
+}
+
+// Returns once word >= target.
+template <typename OnTimeout>
+void wait_at_least(const std::uint64_t& word, std::uint64_t target, std::int64_t timeout_ms, OnTimeout&& on_timeout) {
+  wait_until([&] { return load_acquire(word) >= target; }, timeout_ms, on_timeout);
 }
 
 }  // namespace tpcoll::cpu

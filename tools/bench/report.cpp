@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <stdexcept>
@@ -32,6 +33,8 @@ RunInfo describe_run() {
   info.device = fmt::format("cpu: {}, {} cores", cpu_model(), std::thread::hardware_concurrency());
   info.placement = "processes on one host, shared memory";
   info.date = fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::time(nullptr)));
+  const char* commit = std::getenv("TPCOLL_COMMIT");
+  info.commit = commit ? commit : "unknown";
   return info;
 }
 
@@ -57,7 +60,7 @@ void print_row(const Row& row) {
 
 void write_json(const std::string& path, const RunInfo& info, const std::vector<Row>& rows) {
   nlohmann::json out;
-  out["meta"] = {{"device", info.device}, {"placement", info.placement}, {"date", info.date}};
+  out["meta"] = {{"device", info.device}, {"placement", info.placement}, {"date", info.date}, {"commit", info.commit}};
   out["rows"] = nlohmann::json::array();
   for (const Row& r : rows) {
     nlohmann::json j = {{"op", r.op},

@@ -12,6 +12,7 @@ struct RunInfo {
   std::string device;     // "cpu: <model>, N cores"
   std::string placement;  // where the ranks are
   std::string date;       // UTC, ISO 8601
+  std::string commit;     // $TPCOLL_COMMIT, set by scripts/bench-record.sh
 };
 
 RunInfo describe_run();
