@@ -60,6 +60,7 @@ int exit_code_of(int status) {
 
 [[noreturn]] void exec_rank(const LaunchOptions& o, int rank, const std::string& job, int out_fd, int err_fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the launcher
+  setpgid(0, 0);                     // a group of its own, so stopping it stops its children too
   if (out_fd >= 0) dup2(out_fd, STDOUT_FILENO);
   if (err_fd >= 0) dup2(err_fd, STDERR_FILENO);
   setenv("TPCOLL_RANK", std::to_string(rank).c_str(), 1);
@@ -122,7 +123,7 @@ int launch(const LaunchOptions& o) {
       std::chrono::duration<double>(o.kill_grace_seconds));
   const auto stop_others = [&](int sig) {
     for (const Rank& r : ranks)
-      if (r.running) kill(r.pid, sig);
+      if (r.running) kill(-r.pid, sig);
   };
 
   int running = o.ranks;

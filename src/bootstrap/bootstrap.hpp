@@ -7,8 +7,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace tpcoll {
 
@@ -40,6 +42,15 @@ class Bootstrap {
 // TPCOLL_TIMEOUT naming the missing ranks when not all arrive in time.
 std::unique_ptr<Bootstrap> connect_socket_bootstrap(int rank, int world, const std::string& key,
                                                     std::int64_t timeout_ms);
+
+// Ranks that are threads of one process: one bootstrap per rank, each to be
+// used by its own thread; abort() makes every waiting and later exchange fail
+// at once (a rank whose set-up failed must not leave the others waiting).
+struct LocalBootstraps {
+  std::vector<std::unique_ptr<Bootstrap>> ranks;
+  std::function<void(const std::string& why)> abort;
+};
+LocalBootstraps make_local_bootstraps(int world, std::int64_t timeout_ms);
 
 // A framework's own all-gather (for example torch.distributed's).
 std::unique_ptr<Bootstrap> make_callback_bootstrap(int rank, int world, tpcoll_allgather_fn fn, void* user_data);

@@ -189,7 +189,7 @@ class SocketBootstrap final : public Bootstrap {
         fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: expected a hello frame, got kind {} with length {}", h.kind, h.length);
       if (static_cast<int>(h.world) != world())
         fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: rank {} says world size {}, rank 0 says {}", h.rank, h.world, world());
-      if (h.rank == 0 || static_cast<int>(h.rank) >= world())
+      if (h.rank == 0 || h.rank >= static_cast<std::uint32_t>(world()))
         fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: a peer claims rank {}, outside 1..{}", h.rank, world() - 1);
       if (peers_[h.rank].get() >= 0) fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: two processes claim rank {}", h.rank);
       peers_[h.rank] = std::move(conn);
@@ -223,7 +223,7 @@ class SocketBootstrap final : public Bootstrap {
     for (int r = 1; r < world() && error.empty(); ++r) {
       const std::string who = fmt::format("rank {}", r);
       const FrameHeader h = read_header(peers_[r].get(), deadline, who);
-      if (h.kind != static_cast<std::uint16_t>(FrameKind::kGather) || static_cast<int>(h.rank) != r)
+      if (h.kind != static_cast<std::uint16_t>(FrameKind::kGather) || h.rank != static_cast<std::uint32_t>(r))
         error = fmt::format("bootstrap: {} sent frame kind {} claiming rank {}; expected an all-gather frame", who,
                             h.kind, h.rank);
       else if (h.length != bytes)
@@ -243,7 +243,16 @@ class SocketBootstrap final : public Bootstrap {
   }
 
   void gather_at_peer(const void* send, void* recv, std::size_t bytes, const Deadline& deadline) {
-    send_frame(root_.get(), FrameKind::kGather, rank(), world(), send, bytes, deadline, "rank 0");
+    try {
+      send_frame(root_.get(), FrameKind::kGather, rank(), world(), send, bytes, deadline, "rank 0");
+    } catch (const Error&) {
+      // Rank 0 may have failed this exchange and closed before our frame
+      // arrived; its error frame, if it sent one, says why.
+      const FrameHeader h = read_header(root_.get(), deadline, "rank 0");
+      if (h.kind == static_cast<std::uint16_t>(FrameKind::kError))
+        throw Error(TPCOLL_BOOTSTRAP_ERROR, read_error_payload(root_.get(), h.length, deadline, "rank 0"));
+      throw;
+    }
     const FrameHeader h = read_header(root_.get(), deadline, "rank 0");
     if (h.kind == static_cast<std::uint16_t>(FrameKind::kError))
       throw Error(TPCOLL_BOOTSTRAP_ERROR, read_error_payload(root_.get(), h.length, deadline, "rank 0"));

@@ -11,8 +11,11 @@ class Deadline {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // Timeouts beyond a year are treated as a year (the clock's nanoseconds
+  // would overflow near 292 years).
   explicit Deadline(std::int64_t timeout_ms)
-      : timeout_ms_(timeout_ms), end_(Clock::now() + std::chrono::milliseconds(timeout_ms)) {}
+      : timeout_ms_(timeout_ms),
+        end_(Clock::now() + std::chrono::milliseconds(std::min<std::int64_t>(timeout_ms, kYearMs))) {}
 
   bool expired() const { return Clock::now() >= end_; }
   std::int64_t timeout_ms() const { return timeout_ms_; }
@@ -23,6 +26,7 @@ class Deadline {
   }
 
  private:
+  static constexpr std::int64_t kYearMs = 365LL * 24 * 3600 * 1000;
   std::int64_t timeout_ms_;
   Clock::time_point end_;
 };

@@ -1,0 +1,261 @@
+// The CUDA all-reduce, with every rank of a job as a stream of this process
+// on GPU 0 (so several ranks share the GPU): results bit-identical to the
+// numeric contract computed on the host, on every rank, for one-shot and
+// two-shot, chunked or not, eager and replayed from a CUDA graph, and bad
+// input refused. Exits 77 (ctest: skipped) without a CUDA device.
+#include "common/numerics.hpp"
+
+#include <tpcoll/tpcoll.hpp>
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <vector>
+
+namespace {
+
+namespace nx = tpcoll::numerics;
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+float widen(tpcoll_dtype_t d, const std::byte* p, std::size_t i) {
+  switch (d) {
+    case TPCOLL_FLOAT32: return reinterpret_cast<const float*>(p)[i];
+    case TPCOLL_FLOAT16: return nx::fp16_to_float(reinterpret_cast<const std::uint16_t*>(p)[i]);
+    default: return nx::bf16_to_float(reinterpret_cast<const std::uint16_t*>(p)[i]);
+  }
+}
+
+void narrow(tpcoll_dtype_t d, std::byte* p, std::size_t i, float v) {
+  switch (d) {
+    case TPCOLL_FLOAT32: reinterpret_cast<float*>(p)[i] = v; break;
+    case TPCOLL_FLOAT16: reinterpret_cast<std::uint16_t*>(p)[i] = nx::float_to_fp16(v); break;
+    default: reinterpret_cast<std::uint16_t*>(p)[i] = nx::float_to_bf16(v); break;
+  }
+}
+
+// All ranks of one job in this process, each with a stream and buffers.
+class LocalJob {
+ public:
+  LocalJob(int world, std::size_t max_bytes) : comms_(world), streams_(world), in_(world), out_(world), bytes_(max_bytes) {
+    std::vector<int> devices(world, 0);
+    tpcoll::check(tpcoll_comm_create_local(world, devices.data(), comms_.data()));
+    for (int r = 0; r < world; ++r) {
+      cudaStreamCreateWithFlags(&streams_[r], cudaStreamNonBlocking);
+      cudaMalloc(&in_[r], max_bytes);
+      cudaMalloc(&out_[r], max_bytes);
+    }
+  }
+  ~LocalJob() {
+    cudaDeviceSynchronize();
+    for (std::size_t r = 0; r < comms_.size(); ++r) {
+      tpcoll_comm_destroy(comms_[r]);
+      cudaStreamDestroy(streams_[r]);
+      cudaFree(in_[r]);
+      cudaFree(out_[r]);
+    }
+  }
+  int world() const { return static_cast<int>(comms_.size()); }
+
+  // Uploads fresh random inputs (some -0.0) and returns the expected output:
+  // rank 0's value, plus ranks 1..n-1 in order in fp32, rounded once.
+  std::vector<std::byte> fill(tpcoll_dtype_t d, std::size_t count, std::uint32_t seed) {
+    const std::size_t bytes = count * tpcoll_dtype_size(d);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<std::vector<std::byte>> inputs(world(), std::vector<std::byte>(bytes));
+    for (int r = 0; r < world(); ++r) {
+      for (std::size_t i = 0; i < count; ++i) narrow(d, inputs[r].data(), i, i % 97 == 0 ? -0.0f : dist(rng));
+      EXPECT_EQ(cudaMemcpy(in_[r], inputs[r].data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    std::vector<std::byte> expected(bytes);
+    for (std::size_t i = 0; i < count; ++i) {
+      float acc = widen(d, inputs[0].data(), i);
+      for (int r = 1; r < world(); ++r) acc += widen(d, inputs[r].data(), i);
+      narrow(d, expected.data(), i, acc);
+    }
+    return expected;
+  }
+
+  void all_reduce(tpcoll_dtype_t d, std::size_t count, bool in_place = false) {
+    for (int r = 0; r < world(); ++r)
+      tpcoll::check(tpcoll_all_reduce(comms_[r], in_[r], in_place ? in_[r] : out_[r], count, d, streams_[r]));
+  }
+
+  void force(std::optional<tpcoll::Algo> algo) {
+    for (tpcoll_comm_t c : comms_) tpcoll::check(tpcoll_comm_force_algo(c, algo ? static_cast<int>(*algo) : TPCOLL_ALGO_AUTO));
+  }
+
+  // Every rank's output equals `expected`, bit for bit.
+  void expect_all(const std::vector<std::byte>& expected, bool in_place = false) {
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::byte> got(expected.size());
+    for (int r = 0; r < world(); ++r) {
+      ASSERT_EQ(cudaMemcpy(got.data(), in_place ? in_[r] : out_[r], got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size()), 0) << "rank " << r << " of " << world();
+    }
+  }
+
+  tpcoll_comm_t comm(int r) const { return comms_[r]; }
+  cudaStream_t stream(int r) const { return streams_[r]; }
+  void* in(int r) const { return in_[r]; }
+  void* out(int r) const { return out_[r]; }
+
+ private:
+  std::vector<tpcoll_comm_t> comms_;
+  std::vector<cudaStream_t> streams_;
+  std::vector<void*> in_, out_;
+  std::size_t bytes_;
+};
+
+constexpr tpcoll_dtype_t kDtypes[] = {TPCOLL_FLOAT32, TPCOLL_FLOAT16, TPCOLL_BFLOAT16};
+
+TEST(CudaAllReduce, EveryWorldDtypeCountAndAlgorithm) {
+  const std::size_t counts[] = {1, 7, 8, 1000, 4097, 65536 + 3, 1 << 20};
+  for (int world : {2, 3, 4, 8}) {
+    LocalJob job(world, (std::size_t{1} << 20) * 4);
+    for (tpcoll_dtype_t d : kDtypes)
+      for (std::size_t count : counts)
+        for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot}) {
+          SCOPED_TRACE(testing::Message() << "world " << world << " dtype " << tpcoll_dtype_name(d) << " count "
+                                          << count << " algo " << static_cast<int>(algo));
+          const auto expected = job.fill(d, count, static_cast<std::uint32_t>(count * 7 + world));
+          job.force(algo);
+          job.all_reduce(d, count);
+          job.expect_all(expected);
+        }
+  }
+}
+
+TEST(CudaAllReduce, InPlaceAndUnalignedBuffers) {
+  LocalJob job(2, 1 << 20);
+  for (tpcoll_dtype_t d : kDtypes) {
+    const auto expected = job.fill(d, 5003, 11);
+    job.all_reduce(d, 5003, /*in_place=*/true);
+    job.expect_all(expected, /*in_place=*/true);
+  }
+  // Buffers one element off 16-byte alignment take the element-wide kernels.
+  const auto expected = job.fill(TPCOLL_FLOAT32, 1001, 5);
+  std::vector<std::byte> host(1001 * 4);
+  for (int r = 0; r < 2; ++r) {
+    CUDA_OK(cudaMemcpy(host.data(), job.in(r), host.size(), cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(static_cast<float*>(job.in(r)) + 1, host.data(), host.size(), cudaMemcpyHostToDevice));
+  }
+  for (int r = 0; r < 2; ++r)
+    tpcoll::check(tpcoll_all_reduce(job.comm(r), static_cast<float*>(job.in(r)) + 1,
+                                    static_cast<float*>(job.out(r)) + 1, 1001, TPCOLL_FLOAT32, job.stream(r)));
+  CUDA_OK(cudaDeviceSynchronize());
+  for (int r = 0; r < 2; ++r) {
+    CUDA_OK(cudaMemcpy(host.data(), static_cast<float*>(job.out(r)) + 1, host.size(), cudaMemcpyDeviceToHost));
+    ASSERT_EQ(std::memcmp(host.data(), expected.data(), host.size()), 0) << "rank " << r;
+  }
+}
+
+TEST(CudaAllReduce, ChunkedThroughSmallStaging) {
+  setenv("TPCOLL_CUDA_BUFFER_BYTES", "65536", 1);
+  LocalJob job(3, 1 << 22);
+  unsetenv("TPCOLL_CUDA_BUFFER_BYTES");
+  for (tpcoll_dtype_t d : kDtypes)
+    for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot}) {
+      const std::size_t count = 300001;  // many chunks and a tail
+      const auto expected = job.fill(d, count, 3);
+      job.force(algo);
+      job.all_reduce(d, count);
+      job.expect_all(expected);
+    }
+}
+
+TEST(CudaAllReduce, GraphReplayWithNewDataEveryTime) {
+  LocalJob job(4, 1 << 20);
+  const std::size_t count = 12345;
+  cudaStream_t origin;
+  CUDA_OK(cudaStreamCreateWithFlags(&origin, cudaStreamNonBlocking));
+  cudaEvent_t fork, join;
+  CUDA_OK(cudaEventCreate(&fork));
+  CUDA_OK(cudaEventCreate(&join));
+  for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot}) {
+    job.force(algo);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CUDA_OK(cudaStreamBeginCapture(origin, cudaStreamCaptureModeThreadLocal));
+    CUDA_OK(cudaEventRecord(fork, origin));
+    for (int r = 0; r < job.world(); ++r) CUDA_OK(cudaStreamWaitEvent(job.stream(r), fork));
+    for (int k = 0; k < 3; ++k) job.all_reduce(TPCOLL_BFLOAT16, count);  // the same op three times
+    for (int r = 0; r < job.world(); ++r) {
+      CUDA_OK(cudaEventRecord(join, job.stream(r)));
+      CUDA_OK(cudaStreamWaitEvent(origin, join));
+    }
+    CUDA_OK(cudaStreamEndCapture(origin, &graph));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 20; ++replay) {
+      const auto expected = job.fill(TPCOLL_BFLOAT16, count, 100 + replay);
+      CUDA_OK(cudaGraphLaunch(exec, origin));
+      CUDA_OK(cudaStreamSynchronize(origin));
+      job.expect_all(expected);
+      // Eager calls between replays keep the sequence in step.
+      const auto eager = job.fill(TPCOLL_BFLOAT16, 77, 200 + replay);
+      job.all_reduce(TPCOLL_BFLOAT16, 77);
+      job.expect_all(eager);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  job.force(std::nullopt);
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaStreamDestroy(origin);
+}
+
+TEST(CudaAllReduce, TenThousandBackToBackCalls) {
+  LocalJob job(2, 1 << 16);
+  const auto expected = job.fill(TPCOLL_FLOAT16, 1024, 9);
+  for (int i = 0; i < 10000; ++i) job.all_reduce(TPCOLL_FLOAT16, 1024);
+  job.expect_all(expected);
+  tpcoll_result_t async = TPCOLL_INTERNAL_ERROR;
+  tpcoll::check(tpcoll_comm_get_async_error(job.comm(0), &async));
+  EXPECT_EQ(async, TPCOLL_SUCCESS);
+}
+
+TEST(CudaAllReduce, BadInputIsRefusedWithoutLaunching) {
+  LocalJob job(2, 1 << 16);
+  std::vector<float> host(16);
+  EXPECT_EQ(tpcoll_all_reduce(job.comm(0), host.data(), job.out(0), 16, TPCOLL_FLOAT32, job.stream(0)),
+            TPCOLL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(tpcoll_last_error()).find("host memory"), std::string::npos) << tpcoll_last_error();
+  EXPECT_EQ(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 16, TPCOLL_INT32, job.stream(0)),
+            TPCOLL_INVALID_ARGUMENT);
+}
+
+TEST(CudaAllReduce, RanksThatDisagreeGetAnErrorNotAHang) {
+  setenv("TPCOLL_TIMEOUT_MS", "3000", 1);
+  LocalJob job(2, 1 << 16);
+  unsetenv("TPCOLL_TIMEOUT_MS");
+  job.fill(TPCOLL_FLOAT32, 256, 1);
+  // Same launch shape (one block each), different counts.
+  tpcoll::check(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)));
+  tpcoll::check(tpcoll_all_reduce(job.comm(1), job.in(1), job.out(1), 255, TPCOLL_FLOAT32, job.stream(1)));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (int r = 0; r < 2; ++r) {
+    tpcoll_result_t async = TPCOLL_SUCCESS;
+    tpcoll::check(tpcoll_comm_get_async_error(job.comm(r), &async));
+    EXPECT_EQ(async, TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
+  }
+  EXPECT_EQ(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)), TPCOLL_MISMATCH);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device: skipped\n");
+    return 77;
+  }
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,184 @@
+// common/numerics.hpp on the device: its conversions, compiled for the GPU,
+// must give exactly the bits they give on the host, and the bits of CUDA's
+// own round-to-nearest-even intrinsics (__float2bfloat16_rn, __float2half_rn;
+// NaN aside, which tpcoll narrows to the canonical 0x7fff). The 16-bit to
+// float widenings are checked for all 2^16 patterns, the narrowings for
+// special values, every midpoint between adjacent 16-bit values, and a few
+// million random floats.
+//
+// Exit status: 0 pass, 1 fail, 77 no CUDA device (ctest reports "Skipped").
+#include "common/numerics.hpp"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+namespace nx = tpcoll::numerics;
+
+namespace {
+
+struct Narrowed {
+  std::uint16_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
+};
+
+struct Widened {
+  std::uint32_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
+};
+
+__global__ void narrow_kernel(const float* in, Narrowed* out, std::size_t n) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    const float f = in[i];
+    out[i].tp_bf16 = nx::float_to_bf16(f);
+    out[i].tp_fp16 = nx::float_to_fp16(f);
+    out[i].cuda_bf16 = __bfloat16_as_ushort(__float2bfloat16_rn(f));
+    out[i].cuda_fp16 = __half_as_ushort(__float2half_rn(f));
+  }
+}
+
+__global__ void widen_kernel(Widened* out) {
+  const unsigned h = blockIdx.x * blockDim.x + threadIdx.x;
+  if (h > 0xffffu) return;
+  const auto x = static_cast<std::uint16_t>(h);
+  out[h].tp_bf16 = __float_as_uint(nx::bf16_to_float(x));
+  out[h].tp_fp16 = __float_as_uint(nx::fp16_to_float(x));
+  out[h].cuda_bf16 = __float_as_uint(__bfloat162float(__ushort_as_bfloat16(x)));
+  out[h].cuda_fp16 = __float_as_uint(__half2float(__ushort_as_half(x)));
+}
+
+int failures = 0;
+
+void fail(const char* what, std::uint32_t input, unsigned got, unsigned expected) {
+  if (++failures <= 20)
+    std::printf("FAILED %s: input 0x%08x gave 0x%04x, expected 0x%04x\n", what, input, got, expected);
+}
+
+bool check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return true;
+  std::printf("FAILED %s: %s\n", what, cudaGetErrorString(e));
+  ++failures;
+  return false;
+}
+
+float bits_to_float(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::uint32_t float_to_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+bool is_nan_bits(std::uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
+
+}  // namespace
+
+int main() {
+  int devices = 0;
+  const cudaError_t probe = cudaGetDeviceCount(&devices);
+  if (probe != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device (%s): skipping\n", probe != cudaSuccess ? cudaGetErrorString(probe) : "0 devices");
+    return 77;
+  }
+
+  // ---- inputs ----
+  std::vector<float> in;
+  for (const std::uint32_t u :
+       {0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x007fffffu, 0x00800000u, 0x3f800000u, 0x7f7fffffu,
+        0xff7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x477ff000u, 0x477fefffu,
+        0x38800000u, 0x387fffffu, 0x33000000u, 0x33000001u, 0x33c00000u, 0x3f808000u, 0x3f818000u})
+    in.push_back(bits_to_float(u));
+  // Every midpoint between adjacent finite 16-bit values, and one float ulp either side.
+  for (std::uint32_t lo = 0; lo < 0x7f80u; ++lo) {
+    const float mid = bits_to_float((lo << 16) | 0x8000u);
+    for (const float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+      in.push_back(f);
+      in.push_back(-f);
+    }
+  }
+  for (std::uint32_t lo = 0; lo < 0x7bffu; ++lo) {
+    const float a = nx::fp16_to_float(static_cast<std::uint16_t>(lo));
+    const float b = nx::fp16_to_float(static_cast<std::uint16_t>(lo + 1));
+    const float mid = static_cast<float>((static_cast<double>(a) + b) / 2);
+    for (const float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+      in.push_back(f);
+      in.push_back(-f);
+    }
+  }
+  // Random floats: all bit patterns, and ones within fp16's range (subnormals included).
+  std::uint64_t state = 0x9e3779b97f4a7c15ull;
+  const auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (int i = 0; i < 4'000'000; ++i) {
+    const std::uint64_t r = next();
+    std::uint32_t u = static_cast<std::uint32_t>(r);
+    if (i % 2) u = (u & 0x807fffffu) | ((96u + static_cast<std::uint32_t>((r >> 32) % 48)) << 23);
+    in.push_back(bits_to_float(u));
+  }
+
+  // ---- device ----
+  float* d_in = nullptr;
+  Narrowed* d_narrow = nullptr;
+  Widened* d_widen = nullptr;
+  const std::size_t n = in.size();
+  std::vector<Narrowed> narrow(n);
+  std::vector<Widened> widen(65536);
+  if (!check(cudaMalloc(&d_in, n * sizeof(float)), "cudaMalloc") ||
+      !check(cudaMalloc(&d_narrow, n * sizeof(Narrowed)), "cudaMalloc") ||
+      !check(cudaMalloc(&d_widen, 65536 * sizeof(Widened)), "cudaMalloc") ||
+      !check(cudaMemcpy(d_in, in.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy"))
+    return 1;
+  narrow_kernel<<<1024, 256>>>(d_in, d_narrow, n);
+  widen_kernel<<<256, 256>>>(d_widen);
+  if (!check(cudaGetLastError(), "kernel launch") || !check(cudaDeviceSynchronize(), "kernels") ||
+      !check(cudaMemcpy(narrow.data(), d_narrow, n * sizeof(Narrowed), cudaMemcpyDeviceToHost), "cudaMemcpy") ||
+      !check(cudaMemcpy(widen.data(), d_widen, 65536 * sizeof(Widened), cudaMemcpyDeviceToHost), "cudaMemcpy"))
+    return 1;
+
+  // ---- compare ----
+  for (std::size_t i = 0; i < n; ++i) {
+    const float f = in[i];
+    const std::uint32_t u = float_to_bits(f);
+    const Narrowed& r = narrow[i];
+    const std::uint16_t host_bf16 = nx::float_to_bf16(f), host_fp16 = nx::float_to_fp16(f);
+    if (r.tp_bf16 != host_bf16) fail("device float_to_bf16 vs host", u, r.tp_bf16, host_bf16);
+    if (r.tp_fp16 != host_fp16) fail("device float_to_fp16 vs host", u, r.tp_fp16, host_fp16);
+    if (is_nan_bits(u)) {
+      if (r.tp_bf16 != 0x7fff) fail("float_to_bf16 of NaN", u, r.tp_bf16, 0x7fff);
+      if (r.tp_fp16 != 0x7fff) fail("float_to_fp16 of NaN", u, r.tp_fp16, 0x7fff);
+      continue;
+    }
+    if (r.tp_bf16 != r.cuda_bf16) fail("float_to_bf16 vs __float2bfloat16_rn", u, r.tp_bf16, r.cuda_bf16);
+    if (r.tp_fp16 != r.cuda_fp16) fail("float_to_fp16 vs __float2half_rn", u, r.tp_fp16, r.cuda_fp16);
+  }
+  for (std::uint32_t h = 0; h <= 0xffffu; ++h) {
+    const Widened& w = widen[h];
+    const auto x = static_cast<std::uint16_t>(h);
+    const std::uint32_t host_bf16 = float_to_bits(nx::bf16_to_float(x));
+    const std::uint32_t host_fp16 = float_to_bits(nx::fp16_to_float(x));
+    if (w.tp_bf16 != host_bf16) fail("device bf16_to_float vs host", h, w.tp_bf16, host_bf16);
+    if (w.tp_fp16 != host_fp16) fail("device fp16_to_float vs host", h, w.tp_fp16, host_fp16);
+    if (is_nan_bits(w.cuda_bf16) ? !is_nan_bits(w.tp_bf16) : w.tp_bf16 != w.cuda_bf16)
+      fail("bf16_to_float vs __bfloat162float", h, w.tp_bf16, w.cuda_bf16);
+    if (is_nan_bits(w.cuda_fp16) ? !is_nan_bits(w.tp_fp16) : w.tp_fp16 != w.cuda_fp16)
+      fail("fp16_to_float vs __half2float", h, w.tp_fp16, w.cuda_fp16);
+  }
+  cudaFree(d_in);
+  cudaFree(d_narrow);
+  cudaFree(d_widen);
+  std::printf("%zu narrowings and 65536 widenings checked: %d failure(s)\n", n, failures);
+  return failures == 0 ? 0 : 1;
+}
