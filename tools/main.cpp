@@ -97,6 +97,9 @@ int main(int argc, char** argv) {
   b->add_option("--baseline", baseline, "none or mpi (MPI_Allreduce/MPI_Allgather, same ranks)")
       ->check(CLI::IsMember({"none", "mpi"}));
   b->add_option("--json", bench.json_path, "write the rows as JSON");
+  std::string backend = "auto";
+  b->add_option("--backend", backend, "auto (CUDA when a GPU is visible), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 
   // ---- env ----
   auto* env = app.add_subcommand("env", "list the environment variables tpcoll reads");
@@ -121,6 +124,9 @@ int main(int argc, char** argv) {
       if (!dtypes.empty()) bench.dtypes = parse_dtypes(dtypes);
       if (!gather_dtypes.empty()) bench.gather_dtypes = parse_dtypes(gather_dtypes);
       bench.baseline = baseline == "mpi" ? tpcoll::bench::BaselineKind::kMpi : tpcoll::bench::BaselineKind::kNone;
+      bench.backend = backend == "cpu"    ? tpcoll::bench::BackendKind::kCpu
+                      : backend == "cuda" ? tpcoll::bench::BackendKind::kCuda
+                                          : tpcoll::bench::BackendKind::kAuto;
       return tpcoll::bench::run(bench, argc, argv);
     }
     if (env->parsed()) return print_env();

@@ -123,7 +123,21 @@ TPCOLL_API const char* tpcoll_dtype_name(tpcoll_dtype_t dtype);
 TPCOLL_API tpcoll_result_t tpcoll_comm_config_from_env(tpcoll_comm_config_t* config);
 /* Collective over the ranks of config: every rank must call it. */
 TPCOLL_API tpcoll_result_t tpcoll_comm_create(const tpcoll_comm_config_t* config, tpcoll_comm_t* comm);
+/*
+ * Creates all `world` ranks of a communicator in this process, rank r on
+ * devices[r]: CUDA ordinals, which may repeat (ranks may share a GPU), or all
+ * TPCOLL_DEVICE_CPU. Each GPU rank is then driven with its own stream, for
+ * example all from one thread. No job id or launcher is needed.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_comm_create_local(int world, const int* devices, tpcoll_comm_t* comms);
 TPCOLL_API tpcoll_result_t tpcoll_comm_destroy(tpcoll_comm_t comm);
+/*
+ * An error that enqueued GPU work reported after its call returned (a peer
+ * timed out or ran a different call), like ncclCommGetAsyncError: *result is
+ * TPCOLL_SUCCESS if none, else the error, whose message tpcoll_last_error()
+ * then holds. Such an error also fails every later call on the communicator.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcoll_result_t* result);
 TPCOLL_API tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank);
 TPCOLL_API tpcoll_result_t tpcoll_comm_world_size(tpcoll_comm_t comm, int* world_size);
 
@@ -150,8 +164,9 @@ TPCOLL_API tpcoll_result_t tpcoll_all_gather(tpcoll_comm_t comm, const void* in,
  *   residual_out = s                 (skipped when residual is NULL)
  *   out = s * rsqrt(mean(s^2) + eps) * weight
  * fp32 accumulation; the result equals, bit for bit, tpcoll_all_reduce
- * followed by tpcoll_add_rmsnorm. residual must be identical on every rank
- * (as in tensor parallelism). residual_out may alias residual, out may alias x.
+ * followed by tpcoll_add_rmsnorm. residual and weight must be identical on
+ * every rank (as in tensor parallelism). residual_out may alias residual, out
+ * may alias x.
  */
 TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm(
     tpcoll_comm_t comm, const void* x, const void* residual, const void* weight, void* out,
@@ -168,7 +183,9 @@ TPCOLL_API tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x,
 /*
  * Forces one algorithm for every later call that can use it (benchmarks and
  * tests; TPCOLL_ALGO does the same from the environment). Every rank must
- * force the same algorithm: ranks that disagree get TPCOLL_MISMATCH.
+ * force the same algorithm: ranks that disagree get an error, not a hang
+ * (TPCOLL_MISMATCH where both algorithms share a transport, otherwise
+ * TPCOLL_TIMEOUT after TPCOLL_TIMEOUT_MS, and the communicator is unusable).
  * TPCOLL_ALGO_AUTO restores the default: TPCOLL_ALGO if set, else the
  * measured choice.
  */

@@ -12,14 +12,10 @@
 //     one lane per partial and xor-shuffles, whatever its launch shape.
 #pragma once
 
+#include "common/host_device.hpp"
+
 #include <cstdint>
 #include <cstring>
-
-#if defined(__CUDACC__)
-#define TPCOLL_HOST_DEVICE __host__ __device__
-#else
-#define TPCOLL_HOST_DEVICE
-#endif
 
 namespace tpcoll::numerics {
 

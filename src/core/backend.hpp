@@ -13,6 +13,7 @@ struct Buffers {
   const void* residual = nullptr; // fused only
   const void* weight = nullptr;   // fused only
   void* residual_out = nullptr;   // fused only
+  void* stream = nullptr;         // cudaStream_t for a CUDA communicator
 };
 
 class Backend {
@@ -21,6 +22,9 @@ class Backend {
   // Runs `call` with `plan` on every rank; throws tpcoll::Error. Must detect
   // ranks that run a different call (TPCOLL_MISMATCH) before writing output.
   virtual void run(const Call& call, const Plan& plan, const Buffers& buffers) = 0;
+  // Throws an error that enqueued (asynchronous) work reported; synchronous
+  // backends report at the call and have none.
+  virtual void raise_async_error() const {}
 };
 
 }  // namespace tpcoll

@@ -2,15 +2,19 @@
 // crosses it, and leaves its message in the thread's last-error slot.
 #include <tpcoll/tpcoll.h>
 
+#include "bootstrap/bootstrap.hpp"
 #include "core/communicator.hpp"
 #include "core/config.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
+#include <vector>
 
 struct tpcoll_comm {
   tpcoll::core::Communicator impl;
@@ -82,8 +86,14 @@ tpcoll_result_t tpcoll_comm_config_from_env(tpcoll_comm_config_t* config) {
     // The job string must outlive the call: it is the process environment's.
     const char* job = std::getenv(tpcoll::env::kJob.name);
     *config = tpcoll_comm_config_t{};
-    config->rank = static_cast<int>(tpcoll::env::kRank.as_int());
-    config->world_size = static_cast<int>(tpcoll::env::kWorldSize.as_int());
+    const std::int64_t rank = tpcoll::env::kRank.as_int();
+    const std::int64_t world = tpcoll::env::kWorldSize.as_int();
+    if (world < 1 || world > TPCOLL_MAX_RANKS)
+      tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_WORLD_SIZE={} is outside 1..{}", world, TPCOLL_MAX_RANKS);
+    if (rank < 0 || rank >= world)
+      tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_RANK={} is outside 0..{}", rank, world - 1);
+    config->rank = static_cast<int>(rank);
+    config->world_size = static_cast<int>(world);
     config->device = TPCOLL_DEVICE_CPU;
     config->job_id = job ? job : "";
   });
@@ -97,8 +107,59 @@ tpcoll_result_t tpcoll_comm_create(const tpcoll_comm_config_t* config, tpcoll_co
   });
 }
 
+tpcoll_result_t tpcoll_comm_create_local(int world, const int* devices, tpcoll_comm_t* comms) {
+  return guarded([&] {
+    if (world < 1 || world > TPCOLL_MAX_RANKS)
+      tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "world {} is outside 1..{}", world, TPCOLL_MAX_RANKS);
+    if (devices == nullptr) tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "devices is NULL");
+    if (comms == nullptr) tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "comms is NULL");
+    for (int r = 1; r < world; ++r)
+      if ((devices[r] == TPCOLL_DEVICE_CPU) != (devices[0] == TPCOLL_DEVICE_CPU))
+        tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "devices mixes CPU and GPU ranks (rank 0: {}, rank {}: {})", devices[0],
+                     r, devices[r]);
+    // Creation is collective, so each rank is created by its own thread.
+    tpcoll::LocalBootstraps group =
+        tpcoll::make_local_bootstraps(world, tpcoll::env::kBootstrapTimeoutMs.as_int());
+    std::vector<tpcoll_comm_t> made(world, nullptr);
+    std::vector<std::exception_ptr> errors(world);
+    std::atomic<int> first_failure{-1};  // the root cause; the others were aborted by it
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          tpcoll_comm_config_t config{r, world, devices[r], "local", nullptr, nullptr};
+          made[r] = new tpcoll_comm{tpcoll::core::Communicator(config, std::move(group.ranks[r]))};
+        } catch (const std::exception& e) {
+          errors[r] = std::current_exception();
+          int none = -1;
+          first_failure.compare_exchange_strong(none, r);
+          group.abort(e.what());
+        }
+      });
+    for (auto& t : threads) t.join();
+    if (const int failed = first_failure.load(); failed >= 0) {
+      for (tpcoll_comm_t c : made) delete c;
+      std::rethrow_exception(errors[failed]);
+    }
+    std::copy(made.begin(), made.end(), comms);
+  });
+}
+
 tpcoll_result_t tpcoll_comm_destroy(tpcoll_comm_t comm) {
   return guarded([&] { delete comm; });
+}
+
+tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcoll_result_t* result) {
+  return guarded([&] {
+    if (result == nullptr) tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "result is NULL");
+    *result = TPCOLL_SUCCESS;
+    try {
+      comm_of(comm).raise_async_error();
+    } catch (const tpcoll::Error& e) {
+      t_last_error = e.what();
+      *result = e.code();
+    }
+  });
 }
 
 tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank) {

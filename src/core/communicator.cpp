@@ -7,6 +7,7 @@
 #include "cpu/fallback_backend.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/shm_backend.hpp"
+#include "cuda/cuda_backend.hpp"
 
 #include <map>
 #include <mutex>
@@ -34,36 +35,51 @@ struct Settings {
 
 }  // namespace
 
-Communicator::Communicator(const tpcoll_comm_config_t& config) : rank_(config.rank), world_(config.world_size) {
+Communicator::Communicator(const tpcoll_comm_config_t& config, std::unique_ptr<Bootstrap> bootstrap)
+    : rank_(config.rank), world_(config.world_size), device_(config.device) {
   refresh_log_level();
   if (world_ < 1 || world_ > TPCOLL_MAX_RANKS)
     fail(TPCOLL_INVALID_ARGUMENT, "world_size {} is outside 1..{}", world_, TPCOLL_MAX_RANKS);
   if (rank_ < 0 || rank_ >= world_) fail(TPCOLL_INVALID_ARGUMENT, "rank {} is outside 0..{}", rank_, world_ - 1);
-  if (config.device != TPCOLL_DEVICE_CPU)
-    fail(TPCOLL_UNSUPPORTED, "device {}: this build has the CPU backend only (pass TPCOLL_DEVICE_CPU)", config.device);
+  if (device_ < TPCOLL_DEVICE_CPU) fail(TPCOLL_INVALID_ARGUMENT, "device {} is neither a CUDA ordinal nor CPU", device_);
   const std::string job = config.job_id ? config.job_id : "";
-  if (config.allgather == nullptr && job.empty() && world_ > 1)
+  if (!bootstrap && config.allgather == nullptr && job.empty() && world_ > 1)
     fail(TPCOLL_INVALID_ARGUMENT, "job_id is empty: ranks need a shared job id (tpcoll run sets TPCOLL_JOB) "
                                   "or an allgather callback to find each other");
 
   timeout_ms_ = env::kTimeoutMs.as_int();
   if (timeout_ms_ <= 0) fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_TIMEOUT_MS={} must be positive", timeout_ms_);
-  const std::int64_t staging = env::kCpuBufferBytes.as_int();
+  const EnvParam& staging_param = on_gpu() ? env::kCudaBufferBytes : env::kCpuBufferBytes;
+  const std::int64_t staging = staging_param.as_int();
   if (staging < 4096 || staging % 64 != 0)
-    fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_CPU_BUFFER_BYTES={} must be a multiple of 64 and at least 4096", staging);
+    fail(TPCOLL_INVALID_ARGUMENT, "{}={} must be a multiple of 64 and at least 4096", staging_param.name, staging);
   context_.world = world_;
   context_.staging_bytes = static_cast<std::size_t>(staging);
   context_.disabled = env::kDisable.as_bool();
   env_forced_ = env::forced_algo();
   context_.forced = env_forced_;
-  context_.table = &builtin_cpu_table();
+  context_.table = on_gpu() ? &builtin_cuda_table() : &builtin_cpu_table();
 
-  bootstrap_ = config.allgather
-                   ? make_callback_bootstrap(rank_, world_, config.allgather, config.allgather_user_data)
-                   : connect_socket_bootstrap(rank_, world_, rendezvous_key(job), env::kBootstrapTimeoutMs.as_int());
+  if (bootstrap)
+    bootstrap_ = std::move(bootstrap);
+  else if (config.allgather)
+    bootstrap_ = make_callback_bootstrap(rank_, world_, config.allgather, config.allgather_user_data);
+  else
+    bootstrap_ = connect_socket_bootstrap(rank_, world_, rendezvous_key(job), env::kBootstrapTimeoutMs.as_int());
   bootstrap_->set_timeout_ms(timeout_ms_);
   agree_on_settings();
 
+  if (on_gpu())
+    create_cuda_backend();
+  else
+    create_cpu_backends();
+  log(LogLevel::kInfo, "init", "rank {}/{}: backend {}, staging {} B per rank, table {} ({}), timeout {} ms{}{}",
+      rank_, world_, context_.fast_backend, context_.staging_bytes, context_.table->name, context_.table->source,
+      timeout_ms_, context_.disabled ? ", TPCOLL_DISABLE=1" : "",
+      context_.forced ? std::string(", forced ") + algo_name(*context_.forced) : std::string());
+}
+
+void Communicator::create_cpu_backends() {
   fallback_ = std::make_unique<cpu::FallbackBackend>(*bootstrap_);
   try {
     fast_ = std::make_unique<cpu::ShmBackend>(*bootstrap_, context_.staging_bytes, timeout_ms_);
@@ -73,10 +89,11 @@ Communicator::Communicator(const tpcoll_comm_config_t& config) : rank_(config.ra
     context_.fast_unavailable_reason = std::string("shared memory unavailable: ") + e.what();
     log(LogLevel::kWarn, "init", "rank {}: {}; every op takes the fallback path", rank_, e.what());
   }
-  log(LogLevel::kInfo, "init", "rank {}/{}: backend {}, staging {} B per rank, table {} ({}), timeout {} ms{}{}",
-      rank_, world_, context_.fast_backend, context_.staging_bytes, context_.table->name, context_.table->source,
-      timeout_ms_, context_.disabled ? ", TPCOLL_DISABLE=1" : "",
-      context_.forced ? std::string(", forced ") + algo_name(*context_.forced) : std::string());
+}
+
+void Communicator::create_cuda_backend() {
+  context_.fast_backend = kCudaBackend;
+  fast_ = std::make_unique<cuda::CudaBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
 }
 
 Communicator::~Communicator() = default;
@@ -97,7 +114,8 @@ void Communicator::agree_on_settings() {
 void Communicator::require_usable(void* stream) const {
   if (!broken_.empty())
     fail(TPCOLL_SYSTEM_ERROR, "communicator is unusable after an earlier failure: {}", broken_);
-  if (stream != nullptr) fail(TPCOLL_INVALID_ARGUMENT, "stream is not NULL, but this is a CPU communicator");
+  if (stream != nullptr && !on_gpu())
+    fail(TPCOLL_INVALID_ARGUMENT, "stream is not NULL, but this is a CPU communicator");
 }
 
 void Communicator::run(const Call& call, const Buffers& buffers) {
@@ -106,6 +124,9 @@ void Communicator::run(const Call& call, const Buffers& buffers) {
   if (trace)
     log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
         plan.steps, plan.reason);
+  if (plan.algo == TPCOLL_ALGO_FALLBACK && !fallback_)
+    fail(TPCOLL_UNSUPPORTED, "{} needs the fallback engine ({}), which the CUDA backend does not have yet",
+         describe(call), plan.reason.empty() ? "TPCOLL_DISABLE or TPCOLL_ALGO" : plan.reason);
   Backend& backend = plan.algo == TPCOLL_ALGO_FALLBACK ? *fallback_ : *fast_;
   try {
     backend.run(call, plan, buffers);
@@ -119,13 +140,13 @@ void Communicator::run(const Call& call, const Buffers& buffers) {
 
 void Communicator::all_reduce(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream) {
   require_usable(stream);
-  run(validate_all_reduce(in, out, count, dtype), Buffers{in, out});
+  run(validate_all_reduce(in, out, count, dtype), Buffers{in, out, nullptr, nullptr, nullptr, stream});
 }
 
 void Communicator::all_gather(const void* in, void* out, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape,
                               int dim, void* stream) {
   require_usable(stream);
-  run(validate_all_gather(in, out, dtype, ndim, shape, dim), Buffers{in, out});
+  run(validate_all_gather(in, out, dtype, ndim, shape, dim), Buffers{in, out, nullptr, nullptr, nullptr, stream});
 }
 
 void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden,
@@ -134,7 +155,9 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
   const Call call = validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
                                      RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,
                                      dtype, eps);
-  run(call, b);
+  Buffers with_stream = b;
+  with_stream.stream = stream;
+  run(call, with_stream);
 }
 
 void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
@@ -142,11 +165,16 @@ void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t
   require_usable(stream);
   validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out},
                    tokens, hidden, dtype, eps);
+  if (on_gpu()) fail(TPCOLL_UNSUPPORTED, "add_rmsnorm is not yet implemented on the CUDA backend");
   cpu::add_rmsnorm(dtype, cpu::RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});
 }
 
 Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const {
   return make_plan(validate_plan_request(op, dtype, ndim, shape, dim), context_, /*explain=*/true);
+}
+
+void Communicator::raise_async_error() const {
+  if (fast_) fast_->raise_async_error();
 }
 
 void Communicator::force_algo(std::optional<tpcoll_algo_t> algo) { context_.forced = algo ? algo : env_forced_; }

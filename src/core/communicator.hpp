@@ -15,7 +15,8 @@ namespace tpcoll::core {
 
 class Communicator {
  public:
-  explicit Communicator(const tpcoll_comm_config_t& config);
+  // bootstrap: given by tpcoll_comm_create_local; otherwise made from config.
+  explicit Communicator(const tpcoll_comm_config_t& config, std::unique_ptr<Bootstrap> bootstrap = nullptr);
   ~Communicator();
 
   int rank() const { return rank_; }
@@ -30,14 +31,19 @@ class Communicator {
                    void* stream);
   Plan plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const;
   void force_algo(std::optional<tpcoll_algo_t> algo);
+  void raise_async_error() const;
 
  private:
   void run(const Call& call, const Buffers& buffers);
   void require_usable(void* stream) const;
   void agree_on_settings();
+  void create_cpu_backends();
+  void create_cuda_backend();
+  bool on_gpu() const { return device_ != TPCOLL_DEVICE_CPU; }
 
   int rank_;
   int world_;
+  int device_;
   std::int64_t timeout_ms_;
   std::unique_ptr<Bootstrap> bootstrap_;
   std::unique_ptr<Backend> fast_;

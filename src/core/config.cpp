@@ -35,8 +35,9 @@ bool EnvParam::as_bool() const {
 namespace env {
 
 std::span<const EnvParam> all() {
-  static constexpr std::array params{kDisable, kAlgo,           kDebug, kTimeoutMs, kBootstrapTimeoutMs,
-                                     kCpuBufferBytes, kRank, kWorldSize, kJob};
+  static constexpr std::array params{kDisable,        kAlgo,            kDebug,  kTimeoutMs,     kBootstrapTimeoutMs,
+                                     kCpuBufferBytes, kCudaBufferBytes, kDevice, kLocalRank,     kRank,
+                                     kWorldSize,      kJob};
   return params;
 }
 

@@ -32,6 +32,11 @@ inline constexpr EnvParam kBootstrapTimeoutMs{"TPCOLL_BOOTSTRAP_TIMEOUT_MS", "12
                                               "bound on the rendezvous at communicator creation"};
 inline constexpr EnvParam kCpuBufferBytes{"TPCOLL_CPU_BUFFER_BYTES", "1048576",
                                           "per-rank staging buffer of the CPU backend (chunk size)"};
+inline constexpr EnvParam kCudaBufferBytes{"TPCOLL_CUDA_BUFFER_BYTES", "8388608",
+                                           "largest per-rank chunk one CUDA kernel moves (staging size)"};
+inline constexpr EnvParam kDevice{"TPCOLL_DEVICE", "", "CUDA device of this rank for tpcoll_comm_config_from_env: "
+                                                       "an ordinal, or auto (local rank modulo the device count)"};
+inline constexpr EnvParam kLocalRank{"TPCOLL_LOCAL_RANK", "0", "rank on this host (set by tpcoll run)"};
 inline constexpr EnvParam kRank{"TPCOLL_RANK", "0", "rank of this process (set by tpcoll run)"};
 inline constexpr EnvParam kWorldSize{"TPCOLL_WORLD_SIZE", "1", "number of ranks (set by tpcoll run)"};
 inline constexpr EnvParam kJob{"TPCOLL_JOB", "", "rendezvous key shared by the ranks (set by tpcoll run)"};

@@ -31,6 +31,7 @@ struct Plan {
 };
 
 inline constexpr const char* kFallbackBackend = "cpu-fallback";
+inline constexpr const char* kCudaBackend = "cuda-p2p";
 
 // explain: also fill Plan::reason (it formats text, so not on the hot path).
 Plan make_plan(const Call& call, const PlanContext& context, bool explain);

@@ -25,10 +25,22 @@ constexpr std::array kCpuRows{
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
 };
+// Until `tpcoll bench` has measured the crossover on a GPU: one-shot for
+// small messages, where latency rules, two-shot for large ones, where it
+// moves less data per rank.
+constexpr std::array kCudaRows{
+    TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, 256 * 1024, TPCOLL_ALGO_ONESHOT},
+    TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
+};
 }  // namespace
 
 const TuneTable& builtin_cpu_table() {
   static const TuneTable table{"cpu-builtin", "bench/results/cpu-2core", kCpuRows};
+  return table;
+}
+
+const TuneTable& builtin_cuda_table() {
+  static const TuneTable table{"cuda-builtin", "provisional, not yet measured", kCudaRows};
   return table;
 }
 

@@ -34,8 +34,9 @@ struct TableChoice {
   const TableRow* row;
 };
 
-// The table the CPU shared-memory backend ships with.
+// The tables the backends ship with.
 const TuneTable& builtin_cpu_table();
+const TuneTable& builtin_cuda_table();
 
 // The first row matching op, dtype and world whose max_bytes >= bytes.
 std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world,

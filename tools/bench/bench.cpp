@@ -1,6 +1,7 @@
 #include "tools/bench/bench.hpp"
 
 #include "tools/bench/baseline.hpp"
+#include "tools/bench/gpu_bench.hpp"
 #include "tools/bench/harness.hpp"
 #include "tools/bench/report.hpp"
 #include "tools/launcher.hpp"
@@ -73,6 +74,11 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
 }  // namespace
 
 int run(const Options& o, int argc, char** argv) {
+  const bool launched_rank = std::getenv("TPCOLL_RANK") != nullptr || started_by_mpirun();
+  const bool cuda = o.backend == BackendKind::kCuda ||
+                    (o.backend == BackendKind::kAuto && o.baseline == BaselineKind::kNone && !launched_rank &&
+                     gpu_available());
+  if (cuda) return run_gpu(o);
   if (o.baseline == BaselineKind::kMpi) {
     if (!started_by_mpirun()) {
       std::vector<std::string> args = mpirun_prefix(o.ranks);

@@ -10,6 +10,7 @@
 namespace tpcoll::bench {
 
 enum class BaselineKind { kNone, kMpi };
+enum class BackendKind { kAuto, kCpu, kCuda };  // auto: CUDA when a GPU is visible
 
 struct Options {
   std::size_t min_bytes = 1024;              // -b
@@ -24,6 +25,7 @@ struct Options {
   std::vector<std::size_t> tokens{1, 16, 128, 512};
   std::vector<std::size_t> hidden{2880, 4096, 8192};
   BaselineKind baseline = BaselineKind::kNone;
+  BackendKind backend = BackendKind::kAuto;
   std::string json_path;
 };
 

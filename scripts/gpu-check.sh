@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU check: builds (unless BUILD_DIR already holds a build), starts the
+# MPS daemon (ranks in different processes sharing a GPU need it), runs the
+# GPU tests and a short bench, stops MPS, and prints a summary last.
+# Usage: scripts/gpu-check.sh [BUILD_DIR]   (default: build)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+if [ ! -x "$build/tpcoll" ]; then
+  cmake -S . -B "$build" && cmake --build "$build" -j "$(nproc)" || { echo "gpu-check: build failed"; exit 1; }
+fi
+
+mps_started=0
+if command -v nvidia-cuda-mps-control >/dev/null 2>&1 || [ -x /usr/local/nvidia/bin/nvidia-cuda-mps-control ]; then
+  export PATH=$PATH:/usr/local/nvidia/bin
+  export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/tpcoll-mps} CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/tpcoll-mps-log}
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d && mps_started=1
+fi
+stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
+trap stop_mps EXIT
+
+declare -a summary
+run_step() {  # name, command...
+  local name=$1
+  shift
+  local start=$SECONDS
+  if "$@"; then summary+=("PASS  $name ($((SECONDS - start)) s)"); else summary+=("FAIL  $name ($((SECONDS - start)) s)"); fi
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+# The test binaries are run directly: ctest files hold the build machine's paths.
+for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
+  [ -x "$t" ] && run_step "$(basename "$t")" "$t"
+done
+run_step "bench (bf16, 1K-256M, 2 ranks as streams)" \
+  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --json "${OUT:-/tmp}/gpu-bench-bf16.json"
+
+echo
+echo "gpu-check summary:"
+printf '  %s\n' "${summary[@]}"
+! printf '%s\n' "${summary[@]}" | grep -q '^FAIL'

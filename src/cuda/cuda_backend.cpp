@@ -1,0 +1,194 @@
+#include "cuda/cuda_backend.hpp"
+
+#include "bootstrap/bootstrap.hpp"
+#include "core/dtype.hpp"
+#include "core/log.hpp"
+#include "core/signature.hpp"
+#include "cuda/cuda_check.hpp"
+#include "cuda/launch.hpp"
+
+#include <fmt/ranges.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+namespace tpcoll::cuda {
+namespace {
+
+// What each rank tells the others about its buffer.
+struct PeerRecord {
+  std::int32_t pid;
+  std::int32_t device;
+  char uuid[16];
+  std::uint64_t pointer;
+  std::uint64_t bytes;
+  cudaIpcMemHandle_t handle;
+};
+
+bool mps_running() {
+  // The MPS control daemon listens in its pipe directory.
+  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  return std::filesystem::exists(std::filesystem::path(dir ? dir : "/tmp/nvidia-mps") / "control");
+}
+
+std::string uuid_text(const char (&uuid)[16]) {
+  std::string s;
+  for (char c : uuid) s += fmt::format("{:02x}", static_cast<unsigned char>(c));
+  return s;
+}
+
+}  // namespace
+
+int CudaBackend::blocks_for(std::size_t chunk_bytes, int world) {
+  constexpr std::size_t kBytesPerBlock = 32 * 1024;
+  const int fit = std::min(kMaxBlocks, 128 / world);  // all ranks on one 132-SM GPU
+  const auto wanted = static_cast<int>(std::min<std::size_t>((chunk_bytes + kBytesPerBlock - 1) / kBytesPerBlock, fit));
+  return std::max(1, wanted);
+}
+
+CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_bytes, std::int64_t timeout_ms)
+    : rank_(bootstrap.rank()),
+      world_(bootstrap.world()),
+      device_(device),
+      layout_{chunk_bytes, bootstrap.world()},
+      timeout_ns_(static_cast<std::uint64_t>(timeout_ms) * 1000000u) {
+  if (world_ > kMaxRanks)
+    fail(TPCOLL_UNSUPPORTED, "world size {} exceeds the {} ranks the CUDA kernels serve", world_, kMaxRanks);
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || device_ >= devices) {
+    cudaGetLastError();
+    fail(TPCOLL_UNSUPPORTED, "device {}: this machine has {} usable CUDA device(s)", device_, devices);
+  }
+  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  check_cuda(cudaMalloc(&buffer_, layout_.total()), "allocating the staging buffer");
+  check_cuda(cudaMemset(buffer_, 0, layout_.total()), "clearing the staging buffer");
+  check_cuda(cudaHostAlloc(&failure_host_, sizeof(std::uint32_t), cudaHostAllocMapped), "allocating the error word");
+  *failure_host_ = 0;
+  check_cuda(cudaHostGetDevicePointer(&failure_device_, failure_host_, 0), "mapping the error word");
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+
+  cudaDeviceProp prop{};
+  check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+  PeerRecord mine{};
+  mine.pid = static_cast<std::int32_t>(::getpid());
+  mine.device = device_;
+  std::memcpy(mine.uuid, prop.uuid.bytes, sizeof mine.uuid);
+  mine.pointer = reinterpret_cast<std::uint64_t>(buffer_);
+  mine.bytes = layout_.total();
+  check_cuda(cudaIpcGetMemHandle(&mine.handle, buffer_), "cudaIpcGetMemHandle");
+  std::vector<PeerRecord> all(world_);
+  bootstrap.all_gather(&mine, all.data(), sizeof mine);
+
+  peers_.assign(world_, nullptr);
+  std::map<std::string, std::vector<int>> by_gpu;
+  bool processes_share_gpu = false;
+  for (int r = 0; r < world_; ++r) {
+    const PeerRecord& peer = all[r];
+    if (peer.bytes != mine.bytes)
+      fail(TPCOLL_MISMATCH, "rank {} has a {} B staging buffer, rank {} {} B: TPCOLL_CUDA_BUFFER_BYTES differs", r,
+           peer.bytes, rank_, mine.bytes);
+    const std::string gpu = uuid_text(peer.uuid);
+    by_gpu[gpu].push_back(r);
+    const bool same_gpu = gpu == uuid_text(mine.uuid);
+    if (same_gpu && peer.pid != mine.pid) processes_share_gpu = true;
+    if (r == rank_) {
+      peers_[r] = buffer_;
+    } else if (peer.pid == mine.pid) {
+      if (peer.device != device_) {
+        int can = 0;
+        check_cuda(cudaDeviceCanAccessPeer(&can, device_, peer.device), "cudaDeviceCanAccessPeer");
+        if (!can) fail(TPCOLL_UNSUPPORTED, "GPU {} cannot access GPU {} (no peer access)", device_, peer.device);
+        const cudaError_t e = cudaDeviceEnablePeerAccess(peer.device, 0);
+        if (e == cudaErrorPeerAccessAlreadyEnabled)
+          cudaGetLastError();
+        else
+          check_cuda(e, "cudaDeviceEnablePeerAccess");
+      }
+      peers_[r] = reinterpret_cast<std::byte*>(peer.pointer);
+    } else {
+      void* mapped = nullptr;
+      check_cuda(cudaIpcOpenMemHandle(&mapped, peer.handle, cudaIpcMemLazyEnablePeerAccess),
+                 "cudaIpcOpenMemHandle (peer buffer of another process)");
+      opened_.push_back(mapped);
+      peers_[r] = static_cast<std::byte*>(mapped);
+    }
+  }
+  for (const auto& [gpu, ranks] : by_gpu)
+    placement_ += fmt::format("{}rank{} {} on GPU {}", placement_.empty() ? "" : "; ", ranks.size() > 1 ? "s" : "",
+                              fmt::join(ranks, ","), gpu.substr(0, 8));
+  if (processes_share_gpu && !mps_running())
+    log(LogLevel::kWarn, "init",
+        "rank {}: ranks in different processes share a GPU but the MPS daemon is not running: each wait "
+        "will take milliseconds. Start it with `nvidia-cuda-mps-control -d`",
+        rank_);
+  log(LogLevel::kInfo, "init", "rank {}: cuda backend on device {} ({}), {}", rank_, device_, prop.name, placement_);
+  bootstrap.barrier();  // every mapping is open before anyone launches
+}
+
+CudaBackend::~CudaBackend() {
+  cudaSetDevice(device_);
+  for (void* p : opened_) cudaIpcCloseMemHandle(p);
+  cudaFree(buffer_);
+  cudaFreeHost(failure_host_);
+}
+
+void CudaBackend::raise_async_error() const {
+  const std::uint32_t failure = *reinterpret_cast<volatile std::uint32_t*>(failure_host_);
+  if (failure == 0) return;
+  const std::uint32_t peer = failure & 0xffffu;
+  if ((failure & ~0xffffu) == kFailMismatch)
+    fail(TPCOLL_MISMATCH, "rank {}: peer {} ran a different call (op, dtype, count or algorithm) in the same step",
+         rank_, peer);
+  fail(TPCOLL_TIMEOUT, "rank {}: peer {} timed out: it did not arrive within {} ms", rank_, peer,
+       timeout_ns_ / 1000000u);
+}
+
+void CudaBackend::check_device_pointer(const void* p, const char* name) const {
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+    cudaGetLastError();
+    fail(TPCOLL_INVALID_ARGUMENT, "{} ({}) is not memory CUDA knows", name, p);
+  }
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+    fail(TPCOLL_INVALID_ARGUMENT, "{} ({}) is host memory; a CUDA communicator needs device memory", name, p);
+  if (attr.device != device_)
+    fail(TPCOLL_INVALID_ARGUMENT, "{} ({}) is on device {}, but this rank's device is {}", name, p, attr.device,
+         device_);
+}
+
+void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
+  if (call.op != TPCOLL_OP_ALL_REDUCE)
+    fail(TPCOLL_UNSUPPORTED, "{} is not yet implemented on the CUDA backend", op_name(call.op));
+  raise_async_error();
+  check_device_pointer(buffers.in, "in");
+  check_device_pointer(buffers.out, "out");
+
+  const void* in = buffers.in;
+  void* out = buffers.out;
+  const std::size_t elem = dtype_size(call.dtype);
+  // Chunks are whole 16-byte vectors (plan.chunk_bytes is a multiple of 64),
+  // so 16-byte alignment of the buffers carries over to every chunk.
+  const bool vectorized = reinterpret_cast<std::uintptr_t>(in) % 16 == 0 && reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
+  AllReduceArgs args{};
+  std::copy(peers_.begin(), peers_.end(), args.buffers);
+  args.layout = layout_;
+  args.rank = rank_;
+  args.world = world_;
+  args.timeout_ns = timeout_ns_;
+  args.failure = failure_device_;
+  args.call_hash = make_signature(call, plan.algo, 0).call_hash();
+  args.in = in;
+  args.out = out;
+  args.count = call.count;
+  args.chunk_count = plan.chunk_bytes / elem;
+  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  check_cuda(launch_all_reduce(plan.algo, call.dtype, vectorized, blocks_for(plan.chunk_bytes, world_), args,
+                               static_cast<cudaStream_t>(buffers.stream)),
+             "launching the all-reduce kernel");
+}
+
+}  // namespace tpcoll::cuda

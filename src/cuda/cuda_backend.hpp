@@ -1,0 +1,58 @@
+// The CUDA backend: each rank owns one device buffer (signals + staging),
+// mapped into every peer: through CUDA IPC across processes, as a plain
+// device pointer within one. Several ranks may share one GPU.
+#pragma once
+
+#include "core/backend.hpp"
+#include "cuda/kernels/layout.cuh"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tpcoll {
+class Bootstrap;
+}
+
+namespace tpcoll::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  // Collective over the bootstrap's ranks. chunk_bytes bounds one kernel's
+  // per-rank message; larger messages run in chunks.
+  CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_bytes, std::int64_t timeout_ms);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
+  // Throws what a kernel of this rank reported (a peer timed out or ran
+  // another call), if anything: errors of enqueued work arrive late.
+  void raise_async_error() const override;
+
+  // Blocks per rank for a chunk: a pure function of its size and the world
+  // size, so every rank launches the same shape; small enough that every
+  // rank's blocks fit on one GPU at once (a spinning block must never wait
+  // for a block that cannot be scheduled).
+  static int blocks_for(std::size_t chunk_bytes, int world);
+
+  // "ranks 0,1 share GPU 0 (NVIDIA H100 80GB HBM3)"; for logs and `plan`.
+  const std::string& placement() const { return placement_; }
+
+ private:
+  void check_device_pointer(const void* p, const char* name) const;
+
+  int rank_;
+  int world_;
+  int device_;
+  BufferLayout layout_;
+  std::uint64_t timeout_ns_;
+  std::byte* buffer_ = nullptr;               // this rank's buffer
+  std::vector<std::byte*> peers_;             // every rank's buffer, as mapped here
+  std::vector<void*> opened_;                 // IPC mappings to close
+  std::uint32_t* failure_host_ = nullptr;     // host-mapped: kFail* | peer, from the kernels
+  std::uint32_t* failure_device_ = nullptr;
+  std::string placement_;
+};
+
+}  // namespace tpcoll::cuda

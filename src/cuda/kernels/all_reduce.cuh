@@ -1,0 +1,226 @@
+// One-shot and two-shot all-reduce kernels. One kernel per op and rank: it
+// walks the message in chunks that fit the staging buffers (a chunk is one
+// protocol step with its own sequence number), so an op never becomes a chain
+// of launches that another rank's stream could be queued behind.
+//
+// Each block owns a fixed slice of every chunk (the same on every rank, since
+// the launch shape is part of the plan), pushes its data to the peers that
+// need it (posted stores; nobody waits on a remote load), raises one flag per
+// peer, and waits only on flags in its own rank's memory. Reusing a slot at
+// step s is safe because a peer's block raised its step s-1 flag (which this
+// block waited for) only after it finished step s-2.
+#pragma once
+
+#include "cuda/kernels/layout.cuh"
+#include "cuda/kernels/sync.cuh"
+#include "cuda/kernels/vector.cuh"
+
+namespace tpcoll::cuda {
+
+struct Range {
+  std::size_t lo, hi;
+};
+
+// Part `part` of `parts` equal parts of [0, n).
+__device__ __forceinline__ Range split(std::size_t n, std::size_t parts, std::size_t part) {
+  const std::size_t per = (n + parts - 1) / parts;
+  const std::size_t lo = min(n, part * per);
+  return {lo, min(n, lo + per)};
+}
+
+// One chunk of the op: a protocol step.
+struct Chunk {
+  const void* in;
+  void* out;
+  std::size_t count;  // elements
+  bool has_tail;      // the last chunk may end in a partial vector
+};
+
+// The protocol state of one kernel, shared by both algorithms.
+class Protocol {
+ public:
+  __device__ explicit Protocol(const AllReduceArgs& a)
+      : a_(a), state_(reinterpret_cast<RankState*>(a.buffers[a.rank] + BufferLayout::kState)) {
+    base_ = state_->seq;  // written by the previous kernel on this stream
+    seq_ = base_;
+  }
+
+  __device__ void begin_step(std::size_t chunk) { seq_ = base_ + 1 + chunk; }
+  __device__ int slot() const { return static_cast<int>(seq_ % kSlots); }
+
+  template <typename T>
+  __device__ T* at(int rank, std::size_t offset) const {
+    return reinterpret_cast<T*>(a_.buffers[rank] + offset);
+  }
+  __device__ Signals* signals(int rank) const { return at<Signals>(rank, BufferLayout::kSignals); }
+
+  // After this block's stores to peers: one flag per peer, with the call's
+  // hash ahead of it. The release is cumulative, so after the barrier it
+  // publishes every thread's stores.
+  __device__ void raise(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int p = 0; p < a_.world; ++p) {
+        if (p == a_.rank) continue;
+        signals(p)->call[blockIdx.x][a_.rank] = a_.call_hash;
+        store_release_sys(&(signals(p)->*flags)[blockIdx.x][a_.rank], seq_);
+      }
+    }
+  }
+
+  // Every peer's flag for this block; false (for the whole block) if a peer
+  // timed out or runs another call, which is reported to the host.
+  __device__ bool await(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
+    std::uint32_t failure = 0;
+    const int p = static_cast<int>(threadIdx.x);
+    if (p < a_.world && p != a_.rank) {
+      if (!wait_at_least(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_, a_.timeout_ns))
+        failure = kFailTimeout | p;
+      else if (signals(a_.rank)->call[blockIdx.x][p] != a_.call_hash)
+        failure = kFailMismatch | p;
+      // Any one code is a right answer, so racing writers need no atomics
+      // (which host-mapped memory may not support).
+      if (failure) *reinterpret_cast<volatile std::uint32_t*>(a_.failure) = failure;
+    }
+    return __syncthreads_and(failure == 0);
+  }
+
+  // The last block to finish publishes the sequence number for the next op.
+  __device__ void finish(std::size_t steps) const {
+    __syncthreads();
+    if (threadIdx.x == 0 && atomicAdd(&state_->blocks_done, 1u) == gridDim.x - 1) {
+      state_->blocks_done = 0;
+      state_->seq = base_ + steps;
+    }
+  }
+
+ private:
+  const AllReduceArgs& a_;
+  RankState* state_;
+  std::uint64_t base_;
+  std::uint64_t seq_;
+};
+
+// The elements after the last whole vector travel one-shot, element-wide,
+// in the last block.
+template <typename E>
+__device__ __forceinline__ void push_tail(const AllReduceArgs& a, const Protocol& proto, const Chunk& c,
+                                          std::size_t first) {
+  using S = typename E::Storage;
+  const S* in = static_cast<const S*>(c.in);
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    S* dst = proto.at<S>(p, a.layout.recv(proto.slot(), a.rank));
+    for (std::size_t i = first + threadIdx.x; i < c.count; i += blockDim.x) dst[i] = in[i];
+  }
+}
+
+template <typename E>
+__device__ __forceinline__ void reduce_tail(const AllReduceArgs& a, const Protocol& proto, const Chunk& c,
+                                            std::size_t first) {
+  using V = Vec<E, sizeof(typename E::Storage)>;
+  const auto source = [&](int r) {
+    return r == a.rank ? static_cast<const V*>(c.in) : proto.at<const V>(a.rank, a.layout.recv(proto.slot(), r));
+  };
+  auto* out = static_cast<V*>(c.out);
+  for (std::size_t i = first + threadIdx.x; i < c.count; i += blockDim.x)
+    out[i] = reduce_ranks<E, sizeof(typename E::Storage)>(source, a.world, i);
+}
+
+// Every rank pushes its whole chunk to every peer and reduces all of it.
+template <typename E, int kBytes>
+__device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chunk& c) {
+  using V = Vec<E, kBytes>;
+  const std::size_t vectors = c.count / V::kLanes;
+  const Range mine = split(vectors, gridDim.x, blockIdx.x);
+  const bool tail = c.has_tail && blockIdx.x == gridDim.x - 1;
+  const V* in = static_cast<const V*>(c.in);
+
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    V* dst = proto.at<V>(p, a.layout.recv(proto.slot(), a.rank));
+    for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x) dst[i] = in[i];
+  }
+  if (tail) push_tail<E>(a, proto, c, vectors * V::kLanes);
+  proto.raise(&Signals::arrived);
+  if (!proto.await(&Signals::arrived)) return false;
+
+  const auto source = [&](int r) {
+    return r == a.rank ? in : proto.at<const V>(a.rank, a.layout.recv(proto.slot(), r));
+  };
+  V* out = static_cast<V*>(c.out);
+  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
+    out[i] = reduce_ranks<E, kBytes>(source, a.world, i);
+  if (tail) reduce_tail<E>(a, proto, c, vectors * V::kLanes);
+  return true;
+}
+
+// Rank r owns share r of the chunk: every rank pushes share r of its data to
+// rank r, which reduces it and pushes the result to every rank.
+template <typename E, int kBytes>
+__device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chunk& c) {
+  using V = Vec<E, kBytes>;
+  const std::size_t vectors = c.count / V::kLanes;
+  const std::size_t share = (vectors + a.world - 1) / a.world;
+  // This block's part of every share, relative to the share's start.
+  const Range part = split(share, gridDim.x, blockIdx.x);
+  const auto share_range = [&](int owner) {
+    const std::size_t base = share * owner;
+    return Range{min(vectors, base + part.lo), min(vectors, base + part.hi)};
+  };
+  const bool tail = c.has_tail && blockIdx.x == gridDim.x - 1;
+  const V* in = static_cast<const V*>(c.in);
+  V* out = static_cast<V*>(c.out);
+
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    const Range r = share_range(p);
+    V* dst = proto.at<V>(p, a.layout.recv(proto.slot(), a.rank));
+    for (std::size_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) dst[i] = in[i];
+  }
+  if (tail) push_tail<E>(a, proto, c, vectors * V::kLanes);
+  proto.raise(&Signals::arrived);
+  // A block that failed raises no further flag, so its peers fail too rather
+  // than copy a share that was never reduced.
+  if (!proto.await(&Signals::arrived)) return false;
+
+  const auto source = [&](int r) {
+    return r == a.rank ? in : proto.at<const V>(a.rank, a.layout.recv(proto.slot(), r));
+  };
+  const Range mine = share_range(a.rank);
+  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x) {
+    const V v = reduce_ranks<E, kBytes>(source, a.world, i);
+    out[i] = v;
+    for (int p = 0; p < a.world; ++p)
+      if (p != a.rank) proto.at<V>(p, a.layout.result(proto.slot()))[i] = v;
+  }
+  if (tail) reduce_tail<E>(a, proto, c, vectors * V::kLanes);
+  proto.raise(&Signals::reduced);
+  if (!proto.await(&Signals::reduced)) return false;
+
+  const V* results = proto.at<const V>(a.rank, a.layout.result(proto.slot()));
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    const Range r = share_range(p);
+    for (std::size_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) out[i] = results[i];
+  }
+  return true;
+}
+
+template <typename E, int kBytes, bool kTwoShot>
+__global__ void __launch_bounds__(kThreads) all_reduce_kernel(const AllReduceArgs a) {
+  using S = typename E::Storage;
+  Protocol proto(a);
+  const std::size_t steps = (a.count + a.chunk_count - 1) / a.chunk_count;
+  for (std::size_t step = 0; step < steps; ++step) {
+    proto.begin_step(step);
+    const std::size_t first = step * a.chunk_count;
+    const Chunk c{static_cast<const S*>(a.in) + first, static_cast<S*>(a.out) + first,
+                  min(a.chunk_count, a.count - first), step == steps - 1};
+    const bool ok = kTwoShot ? two_shot_step<E, kBytes>(a, proto, c) : one_shot_step<E, kBytes>(a, proto, c);
+    if (!ok) break;  // reported; the communicator is unusable from here
+  }
+  proto.finish(steps);
+}
+
+}  // namespace tpcoll::cuda

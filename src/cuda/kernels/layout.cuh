@@ -1,0 +1,72 @@
+// What a rank's device buffer holds and what every kernel gets, passed by
+// value: peer pointers (from CUDA IPC or plain pointers within a process), so
+// kernels do not know where the ranks are.
+#pragma once
+
+#include "common/host_device.hpp"
+
+#include <tpcoll/tpcoll.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tpcoll::cuda {
+
+inline constexpr int kMaxRanks = 8;        // ranks our kernels serve (more: another engine)
+inline constexpr int kMaxBlocks = 64;      // blocks per rank per kernel
+inline constexpr int kThreads = 512;       // threads per block
+inline constexpr int kSlots = 2;           // staging slots, alternating by sequence number
+
+// Written by peers into the receiving rank's buffer: the sequence number of
+// the op whose data (per block, per sender) has landed. Only grows.
+struct Signals {
+  std::uint64_t arrived[kMaxBlocks][kMaxRanks];  // a sender's input slice is in my recv area
+  std::uint64_t reduced[kMaxBlocks][kMaxRanks];  // an owner's reduced share is in my result area
+  std::uint64_t call[kMaxBlocks][kMaxRanks];     // the hash of the call the sender is running
+};
+
+// Local to a rank: advanced by its own kernels, so graph replays advance it.
+struct RankState {
+  std::uint64_t seq;           // the last op this rank completed
+  std::uint32_t blocks_done;   // blocks of the running kernel that finished
+};
+
+// What a kernel reports to the host through a host-mapped word: 0 if fine.
+inline constexpr std::uint32_t kFailTimeout = 1u << 16;   // | peer
+inline constexpr std::uint32_t kFailMismatch = 2u << 16;  // | peer
+
+// Byte offsets inside one rank's buffer:
+// [Signals][RankState][recv: slot x sender x chunk][result: slot x chunk]
+struct BufferLayout {
+  std::size_t chunk_bytes;  // the largest per-rank chunk one kernel moves
+  int world;
+
+  static constexpr std::size_t kSignals = 0;
+  static constexpr std::size_t kState = (sizeof(Signals) + 255) / 256 * 256;
+  static constexpr std::size_t kData = kState + 256;
+
+  TPCOLL_HOST_DEVICE std::size_t recv(int slot, int sender) const {
+    return kData + (static_cast<std::size_t>(slot) * world + sender) * chunk_bytes;
+  }
+  TPCOLL_HOST_DEVICE std::size_t result(int slot) const {
+    return kData + static_cast<std::size_t>(kSlots) * world * chunk_bytes + slot * chunk_bytes;
+  }
+  TPCOLL_HOST_DEVICE std::size_t total() const { return result(kSlots); }
+};
+
+// Everything one all-reduce kernel needs.
+struct AllReduceArgs {
+  std::byte* buffers[kMaxRanks];  // every rank's buffer, as mapped in this process
+  BufferLayout layout;
+  int rank;
+  int world;
+  const void* in;
+  void* out;
+  std::size_t count;            // elements of the whole op
+  std::size_t chunk_count;      // elements per step (fits the staging; whole vectors)
+  std::uint64_t call_hash;      // peers running another call are reported, not read
+  std::uint64_t timeout_ns;     // bound on every wait for a peer
+  std::uint32_t* failure;       // host-mapped: kFailTimeout or kFailMismatch | peer
+};
+
+}  // namespace tpcoll::cuda

@@ -1,0 +1,55 @@
+// 16-byte vectors of fp32 / fp16 / bf16 widened to fp32 and narrowed back
+// with the numeric contract of common/numerics.hpp.
+#pragma once
+
+#include "common/numerics.hpp"
+
+#include <cstdint>
+
+namespace tpcoll::cuda {
+
+struct Float32 {
+  using Storage = float;
+  __device__ static float load(float v) { return v; }
+  __device__ static float store(float f) { return f; }
+};
+struct BFloat16 {
+  using Storage = std::uint16_t;
+  __device__ static float load(std::uint16_t v) { return numerics::bf16_to_float(v); }
+  __device__ static std::uint16_t store(float f) { return numerics::float_to_bf16(f); }
+};
+struct Float16 {
+  using Storage = std::uint16_t;
+  __device__ static float load(std::uint16_t v) { return numerics::fp16_to_float(v); }
+  __device__ static std::uint16_t store(float f) { return numerics::float_to_fp16(f); }
+};
+
+// kBytes elements' worth moved as one access: 16 bytes when the buffers
+// are 16-byte aligned, else a single element.
+template <typename E, int kBytes>
+struct alignas(kBytes) Vec {
+  static constexpr int kLanes = kBytes / static_cast<int>(sizeof(typename E::Storage));
+  typename E::Storage lanes[kLanes];
+};
+
+// Reduces vector i of every rank's data in rank order 0..n-1, starting from
+// rank 0's value, with one rounding at the end.
+template <typename E, int kBytes, typename Source>
+__device__ __forceinline__ Vec<E, kBytes> reduce_ranks(Source&& source, int world, std::size_t i) {
+  constexpr int kLanes = Vec<E, kBytes>::kLanes;
+  float acc[kLanes];
+  const Vec<E, kBytes> first = source(0)[i];
+#pragma unroll
+  for (int l = 0; l < kLanes; ++l) acc[l] = E::load(first.lanes[l]);
+  for (int r = 1; r < world; ++r) {
+    const Vec<E, kBytes> v = source(r)[i];
+#pragma unroll
+    for (int l = 0; l < kLanes; ++l) acc[l] = __fadd_rn(acc[l], E::load(v.lanes[l]));
+  }
+  Vec<E, kBytes> out;
+#pragma unroll
+  for (int l = 0; l < kLanes; ++l) out.lanes[l] = E::store(acc[l]);
+  return out;
+}
+
+}  // namespace tpcoll::cuda
