@@ -131,9 +131,11 @@ void Communicator::run(const Call& call, const Buffers& buffers) {
   try {
     backend.run(call, plan, buffers);
   } catch (const Error& e) {
-    // A disagreement is seen by every rank at the same step, which all then
-    // complete; anything else leaves peers at unknown steps.
-    if (e.code() != TPCOLL_MISMATCH) broken_ = e.what();
+    // A refused argument touched nothing, and a disagreement is seen by every
+    // rank at the same step, which all then complete; a timeout or a failed
+    // transport leaves peers at unknown steps.
+    const tpcoll_result_t code = e.code();
+    if (code != TPCOLL_MISMATCH && code != TPCOLL_INVALID_ARGUMENT && code != TPCOLL_UNSUPPORTED) broken_ = e.what();
     throw;
   }
 }

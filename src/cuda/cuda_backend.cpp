@@ -44,7 +44,7 @@ std::string uuid_text(const char (&uuid)[16]) {
 }  // namespace
 
 int CudaBackend::blocks_for(std::size_t chunk_bytes, int world) {
-  constexpr std::size_t kBytesPerBlock = 32 * 1024;
+  constexpr std::size_t kBytesPerBlock = 8 * 1024;
   const int fit = std::min(kMaxBlocks, 128 / world);  // all ranks on one 132-SM GPU
   const auto wanted = static_cast<int>(std::min<std::size_t>((chunk_bytes + kBytesPerBlock - 1) / kBytesPerBlock, fit));
   return std::max(1, wanted);
@@ -180,7 +180,7 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   args.world = world_;
   args.timeout_ns = timeout_ns_;
   args.failure = failure_device_;
-  args.call_hash = make_signature(call, plan.algo, 0).call_hash();
+  args.call_tag = static_cast<std::uint32_t>(make_signature(call, plan.algo, 0).call_hash() & ((1u << kCallBits) - 1));
   args.in = in;
   args.out = out;
   args.count = call.count;

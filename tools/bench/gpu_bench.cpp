@@ -106,16 +106,22 @@ class GpuJob {
     return times[times.size() / 2];
   }
 
-  // Device-to-device copy bandwidth (bytes read + written per second) in
-  // this run: the roofline for ranks sharing one GPU.
-  double copy_bandwidth(std::size_t bytes, int replays) {
+  // Device-to-device copy bandwidth (bytes read + written per second) of a
+  // 256 MiB copy in this run: the roofline for ranks sharing one GPU.
+  double copy_bandwidth(int replays) {
+    constexpr std::size_t kBytes = 256u << 20;
+    void *src = nullptr, *dst = nullptr;
+    check(cudaMalloc(&src, kBytes), "cudaMalloc");
+    check(cudaMalloc(&dst, kBytes), "cudaMalloc");
     GpuRank& g = ranks_[0];
     const double us = time_graph(
         [&] {
-          for (int i = 0; i < 10; ++i) check(cudaMemcpyAsync(g.out, g.in, bytes, cudaMemcpyDeviceToDevice, g.stream), "copy");
+          for (int i = 0; i < 4; ++i) check(cudaMemcpyAsync(dst, src, kBytes, cudaMemcpyDeviceToDevice, g.stream), "copy");
         },
-        10, replays);
-    return 2.0 * static_cast<double>(bytes) / (us * 1e-6);
+        4, replays);
+    cudaFree(src);
+    cudaFree(dst);
+    return 2.0 * static_cast<double>(kBytes) / (us * 1e-6);
   }
 
  private:
@@ -213,7 +219,7 @@ int run_gpu(const Options& o) {
   print_header(info, o.ranks, "copy-roofline (same-run device-to-device copy bandwidth)");
 
   GpuJob job(o.ranks, device, o.max_bytes);
-  const double copy_bw = job.copy_bandwidth(std::min<std::size_t>(o.max_bytes, 256u << 20), 5);
+  const double copy_bw = job.copy_bandwidth(5);
   fmt::print("# device-to-device copy: {:.0f} GB/s (bytes read + written)\n", copy_bw / 1e9);
   std::vector<Row> rows;
   for (DType d : o.dtypes)

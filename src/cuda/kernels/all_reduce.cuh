@@ -54,29 +54,27 @@ class Protocol {
   }
   __device__ Signals* signals(int rank) const { return at<Signals>(rank, BufferLayout::kSignals); }
 
-  // After this block's stores to peers: one flag per peer, with the call's
-  // hash ahead of it. The release is cumulative, so after the barrier it
-  // publishes every thread's stores.
+  // After this block's stores to peers: one flag per peer. The release is
+  // cumulative, so after the barrier it publishes every thread's stores.
   __device__ void raise(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
     __syncthreads();
-    if (threadIdx.x == 0) {
-      for (int p = 0; p < a_.world; ++p) {
-        if (p == a_.rank) continue;
-        signals(p)->call[blockIdx.x][a_.rank] = a_.call_hash;
-        store_release_sys(&(signals(p)->*flags)[blockIdx.x][a_.rank], seq_);
-      }
-    }
+    if (threadIdx.x < a_.world && threadIdx.x != a_.rank)
+      store_release_sys(&(signals(threadIdx.x)->*flags)[blockIdx.x][a_.rank], flag());
   }
 
   // Every peer's flag for this block; false (for the whole block) if a peer
-  // timed out or runs another call, which is reported to the host.
+  // timed out or runs another call, which is reported to the host. A peer
+  // already past this step checked our tag itself, so only an equal step is
+  // compared.
   __device__ bool await(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
     std::uint32_t failure = 0;
     const int p = static_cast<int>(threadIdx.x);
     if (p < a_.world && p != a_.rank) {
-      if (!wait_at_least(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_, a_.timeout_ns))
+      const std::uint64_t seen = wait_at_least(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_ << kCallBits,
+                                               a_.timeout_ns);
+      if (seen == 0)
         failure = kFailTimeout | p;
-      else if (signals(a_.rank)->call[blockIdx.x][p] != a_.call_hash)
+      else if ((seen >> kCallBits) == seq_ && seen != flag())
         failure = kFailMismatch | p;
       // Any one code is a right answer, so racing writers need no atomics
       // (which host-mapped memory may not support).
@@ -88,13 +86,16 @@ class Protocol {
   // The last block to finish publishes the sequence number for the next op.
   __device__ void finish(std::size_t steps) const {
     __syncthreads();
-    if (threadIdx.x == 0 && atomicAdd(&state_->blocks_done, 1u) == gridDim.x - 1) {
+    if (threadIdx.x != 0) return;
+    if (gridDim.x == 1 || atomicAdd(&state_->blocks_done, 1u) == gridDim.x - 1) {
       state_->blocks_done = 0;
       state_->seq = base_ + steps;
     }
   }
 
  private:
+  __device__ std::uint64_t flag() const { return seq_ << kCallBits | a_.call_tag; }
+
   const AllReduceArgs& a_;
   RankState* state_;
   std::uint64_t base_;

@@ -17,12 +17,13 @@ inline constexpr int kMaxBlocks = 64;      // blocks per rank per kernel
 inline constexpr int kThreads = 512;       // threads per block
 inline constexpr int kSlots = 2;           // staging slots, alternating by sequence number
 
-// Written by peers into the receiving rank's buffer: the sequence number of
-// the op whose data (per block, per sender) has landed. Only grows.
+// Written by peers into the receiving rank's buffer, per block and sender: a
+// flag word (step << kCallBits | call tag) saying that the sender's data for
+// that step has landed and which call the sender runs, in one load. Only grows.
+inline constexpr int kCallBits = 20;
 struct Signals {
   std::uint64_t arrived[kMaxBlocks][kMaxRanks];  // a sender's input slice is in my recv area
   std::uint64_t reduced[kMaxBlocks][kMaxRanks];  // an owner's reduced share is in my result area
-  std::uint64_t call[kMaxBlocks][kMaxRanks];     // the hash of the call the sender is running
 };
 
 // Local to a rank: advanced by its own kernels, so graph replays advance it.
@@ -64,7 +65,7 @@ struct AllReduceArgs {
   void* out;
   std::size_t count;            // elements of the whole op
   std::size_t chunk_count;      // elements per step (fits the staging; whole vectors)
-  std::uint64_t call_hash;      // peers running another call are reported, not read
+  std::uint32_t call_tag;       // low kCallBits of the call's hash: peers at another call are reported
   std::uint64_t timeout_ns;     // bound on every wait for a peer
   std::uint32_t* failure;       // host-mapped: kFailTimeout or kFailMismatch | peer
 };

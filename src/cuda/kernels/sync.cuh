@@ -22,15 +22,17 @@ __device__ __forceinline__ std::uint64_t global_time_ns() {
   return t;
 }
 
-// Spins until *flag >= target; false if timeout_ns passed first.
-__device__ __forceinline__ bool wait_at_least(const std::uint64_t* flag, std::uint64_t target,
-                                              std::uint64_t timeout_ns) {
-  if (load_acquire_sys(flag) >= target) return true;
+// Spins until *flag >= target (> 0) and returns the value seen; 0 if
+// timeout_ns passed first.
+__device__ __forceinline__ std::uint64_t wait_at_least(const std::uint64_t* flag, std::uint64_t target,
+                                                       std::uint64_t timeout_ns) {
+  std::uint64_t seen = load_acquire_sys(flag);
+  if (seen >= target) return seen;
   const std::uint64_t start = global_time_ns();
-  while (load_acquire_sys(flag) < target) {
-    if (global_time_ns() - start > timeout_ns) return false;
+  while ((seen = load_acquire_sys(flag)) < target) {
+    if (global_time_ns() - start > timeout_ns) return 0;
   }
-  return true;
+  return seen;
 }
 
 }  // namespace tpcoll::cuda

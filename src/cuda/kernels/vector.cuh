@@ -4,6 +4,8 @@
 
 #include "common/numerics.hpp"
 
+#include <cuda_fp16.h>
+
 #include <cstdint>
 
 namespace tpcoll::cuda {
@@ -18,10 +20,14 @@ struct BFloat16 {
   __device__ static float load(std::uint16_t v) { return numerics::bf16_to_float(v); }
   __device__ static std::uint16_t store(float f) { return numerics::float_to_bf16(f); }
 };
+// The hardware conversions give numerics.hpp's bits (tests/gpu checks it),
+// NaN aside, which is narrowed to the canonical 0x7fff as everywhere.
 struct Float16 {
   using Storage = std::uint16_t;
-  __device__ static float load(std::uint16_t v) { return numerics::fp16_to_float(v); }
-  __device__ static std::uint16_t store(float f) { return numerics::float_to_fp16(f); }
+  __device__ static float load(std::uint16_t v) { return __half2float(__ushort_as_half(v)); }
+  __device__ static std::uint16_t store(float f) {
+    return f != f ? std::uint16_t{0x7fff} : __half_as_ushort(__float2half_rn(f));
+  }
 };
 
 // kBytes elements' worth moved as one access: 16 bytes when the buffers
