@@ -174,6 +174,9 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   for (Algo algo : {Algo::kOneShot, Algo::kTwoShot}) {
     job.force(algo);
     for (int r = 0; r < world; ++r) check(cudaMemset(job.rank(r).out, 0xff, bytes), "memset");
+    // cudaMemset runs on the legacy stream, which the ranks' non-blocking
+    // streams do not wait for.
+    check(cudaDeviceSynchronize(), "sync after memset");
     job.all_reduce(count, dtype);
     check(cudaDeviceSynchronize(), "sync after all_reduce");
     for (int r = 0; r < world && failure.empty(); ++r) {
