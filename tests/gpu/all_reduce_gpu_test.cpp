@@ -73,6 +73,9 @@ class LocalJob {
       for (std::size_t i = 0; i < count; ++i) narrow(d, inputs[r].data(), i, i % 97 == 0 ? -0.0f : dist(rng));
       EXPECT_EQ(cudaMemcpy(in_[r], inputs[r].data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
     }
+    // A copy from pageable memory may still be in flight when cudaMemcpy
+    // returns, and the ranks' non-blocking streams would not wait for it.
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<std::byte> expected(bytes);
     for (std::size_t i = 0; i < count; ++i) {
       float acc = widen(d, inputs[0].data(), i);
@@ -146,6 +149,7 @@ TEST(CudaAllReduce, InPlaceAndUnalignedBuffers) {
     CUDA_OK(cudaMemcpy(host.data(), job.in(r), host.size(), cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(static_cast<float*>(job.in(r)) + 1, host.data(), host.size(), cudaMemcpyHostToDevice));
   }
+  CUDA_OK(cudaDeviceSynchronize());
   for (int r = 0; r < 2; ++r)
     tpcoll::check(tpcoll_all_reduce(job.comm(r), static_cast<float*>(job.in(r)) + 1,
                                     static_cast<float*>(job.out(r)) + 1, 1001, TPCOLL_FLOAT32, job.stream(r)));
