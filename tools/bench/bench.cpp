@@ -23,15 +23,6 @@ std::vector<std::string> own_command_line(int argc, char** argv) {
   return args;
 }
 
-std::vector<std::size_t> sizes(const Options& o) {
-  std::vector<std::size_t> out;
-  for (double b = static_cast<double>(o.min_bytes); b <= static_cast<double>(o.max_bytes) * 1.0000001; b *= o.factor) {
-    out.push_back(static_cast<std::size_t>(b));
-    if (o.factor <= 1.0) break;
-  }
-  return out;
-}
-
 int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
   Harness harness(comm, o, baseline);
   const bool printer = comm.rank() == 0;
@@ -46,11 +37,11 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
   for (Op op : o.ops) {
     if (op == Op::kAllReduce)
       for (DType d : o.dtypes)
-        for (std::size_t b : sizes(o))
+        for (std::size_t b : sweep_sizes(o))
           if (b >= dtype_size(d)) add(harness.all_reduce(d, b / dtype_size(d)));
     if (op == Op::kAllGather)
       for (DType d : o.gather_dtypes)
-        for (std::size_t b : sizes(o))
+        for (std::size_t b : sweep_sizes(o))
           for (int dim_kind = 0; dim_kind < 3; ++dim_kind)
             if (b >= dtype_size(d)) add(harness.all_gather(d, b / dtype_size(d), dim_kind));
     if (op == Op::kFusedAllReduceRmsNorm)

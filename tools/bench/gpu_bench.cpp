@@ -130,15 +130,6 @@ class GpuJob {
   cudaStream_t origin_ = nullptr;
 };
 
-std::vector<std::size_t> sizes(const Options& o) {
-  std::vector<std::size_t> out;
-  for (double b = static_cast<double>(o.min_bytes); b <= static_cast<double>(o.max_bytes) * 1.0000001; b *= o.factor) {
-    out.push_back(static_cast<std::size_t>(b));
-    if (o.factor <= 1.0) break;
-  }
-  return out;
-}
-
 // Bytes every rank reads and writes in device memory, all ranks together.
 double bytes_touched(const std::string& algo, std::size_t bytes, int world) {
   const double s = static_cast<double>(bytes), n = world;
@@ -226,7 +217,7 @@ int run_gpu(const Options& o) {
   fmt::print("# device-to-device copy: {:.0f} GB/s (bytes read + written)\n", copy_bw / 1e9);
   std::vector<Row> rows;
   for (DType d : o.dtypes)
-    for (std::size_t b : sizes(o))
+    for (std::size_t b : sweep_sizes(o))
       if (b >= dtype_size(d)) {
         rows.push_back(run_all_reduce(job, o, d, b / dtype_size(d), copy_bw));
         print_row(rows.back());

@@ -29,4 +29,14 @@ struct Options {
   std::string json_path;
 };
 
+// The per-rank sizes -b, -e and -f describe.
+inline std::vector<std::size_t> sweep_sizes(const Options& o) {
+  std::vector<std::size_t> out;
+  for (double b = static_cast<double>(o.min_bytes); b <= static_cast<double>(o.max_bytes) * 1.0000001; b *= o.factor) {
+    out.push_back(static_cast<std::size_t>(b));
+    if (o.factor <= 1.0) break;
+  }
+  return out;
+}
+
 }  // namespace tpcoll::bench
