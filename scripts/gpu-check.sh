@@ -35,6 +35,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
   [ -x "$t" ] && run_step "$(basename "$t")" "$t"
 done
+for n in 2 4; do
+  run_step "all-reduce, $n processes sharing the GPU (MPS: $mps_started)" \
+    env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
+done
 run_step "bench (bf16, 1K-256M, 2 ranks as streams)" \
   "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --json "${OUT:-/tmp}/gpu-bench-bf16.json"
 

@@ -6,6 +6,7 @@
 #include "core/communicator.hpp"
 #include "core/config.hpp"
 #include "core/dtype.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "core/error.hpp"
 
 #include <algorithm>
@@ -94,7 +95,7 @@ tpcoll_result_t tpcoll_comm_config_from_env(tpcoll_comm_config_t* config) {
       tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_RANK={} is outside 0..{}", rank, world - 1);
     config->rank = static_cast<int>(rank);
     config->world_size = static_cast<int>(world);
-    config->device = TPCOLL_DEVICE_CPU;
+    config->device = tpcoll::cuda::device_from_env();
     config->job_id = job ? job : "";
   });
 }

@@ -2,6 +2,7 @@
 
 #include "bootstrap/bootstrap.hpp"
 #include "core/dtype.hpp"
+#include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/signature.hpp"
 #include "cuda/cuda_check.hpp"
@@ -15,19 +16,29 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <random>
 
 namespace tpcoll::cuda {
 namespace {
 
 // What each rank tells the others about its buffer.
 struct PeerRecord {
-  std::int32_t pid;
+  std::uint64_t process;  // process_token(): equal only within one process
   std::int32_t device;
   char uuid[16];
   std::uint64_t pointer;
   std::uint64_t bytes;
   cudaIpcMemHandle_t handle;
 };
+
+// A random token per process: pids can repeat across containers.
+std::uint64_t process_token() {
+  static const std::uint64_t token = [] {
+    std::random_device rd;
+    return (std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(::getpid());
+  }();
+  return token;
+}
 
 bool mps_running() {
   // The MPS control daemon listens in its pipe directory.
@@ -42,6 +53,22 @@ std::string uuid_text(const char (&uuid)[16]) {
 }
 
 }  // namespace
+
+int device_from_env() {
+  const std::string value = env::kDevice.value();
+  if (value.empty() || value == "cpu") return TPCOLL_DEVICE_CPU;
+  if (value != "auto") {
+    const std::int64_t device = env::kDevice.as_int();
+    if (device < 0) fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_DEVICE={} is not a device ordinal", device);
+    return static_cast<int>(device);
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    fail(TPCOLL_UNSUPPORTED, "TPCOLL_DEVICE=auto, but this machine has no usable CUDA device");
+  }
+  return static_cast<int>(env::kLocalRank.as_int() % devices);
+}
 
 int CudaBackend::blocks_for(std::size_t chunk_bytes, int world) {
   constexpr std::size_t kBytesPerBlock = 8 * 1024;
@@ -74,7 +101,7 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
   cudaDeviceProp prop{};
   check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
   PeerRecord mine{};
-  mine.pid = static_cast<std::int32_t>(::getpid());
+  mine.process = process_token();
   mine.device = device_;
   std::memcpy(mine.uuid, prop.uuid.bytes, sizeof mine.uuid);
   mine.pointer = reinterpret_cast<std::uint64_t>(buffer_);
@@ -94,10 +121,10 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
     const std::string gpu = uuid_text(peer.uuid);
     by_gpu[gpu].push_back(r);
     const bool same_gpu = gpu == uuid_text(mine.uuid);
-    if (same_gpu && peer.pid != mine.pid) processes_share_gpu = true;
+    if (same_gpu && peer.process != mine.process) processes_share_gpu = true;
     if (r == rank_) {
       peers_[r] = buffer_;
-    } else if (peer.pid == mine.pid) {
+    } else if (peer.process == mine.process) {
       if (peer.device != device_) {
         int can = 0;
         check_cuda(cudaDeviceCanAccessPeer(&can, device_, peer.device), "cudaDeviceCanAccessPeer");

@@ -16,6 +16,10 @@ class Bootstrap;
 
 namespace tpcoll::cuda {
 
+// TPCOLL_DEVICE: unset or "cpu" -> TPCOLL_DEVICE_CPU; "auto" -> the local
+// rank modulo the number of visible GPUs; else an ordinal.
+int device_from_env();
+
 class CudaBackend final : public Backend {
  public:
   // Collective over the bootstrap's ranks. chunk_bytes bounds one kernel's
