@@ -144,6 +144,7 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
       peers_[r] = static_cast<std::byte*>(mapped);
     }
   }
+  one_gpu_ = by_gpu.size() == 1;
   for (const auto& [gpu, ranks] : by_gpu)
     placement_ += fmt::format("{}rank{} {} on GPU {}", placement_.empty() ? "" : "; ", ranks.size() > 1 ? "s" : "",
                               fmt::join(ranks, ","), gpu.substr(0, 8));
@@ -213,7 +214,7 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   args.count = call.count;
   args.chunk_count = plan.chunk_bytes / elem;
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-  check_cuda(launch_all_reduce(plan.algo, call.dtype, vectorized, blocks_for(plan.chunk_bytes, world_), args,
+  check_cuda(launch_all_reduce(plan.algo, call.dtype, vectorized, one_gpu_, blocks_for(plan.chunk_bytes, world_), args,
                                static_cast<cudaStream_t>(buffers.stream)),
              "launching the all-reduce kernel");
 }

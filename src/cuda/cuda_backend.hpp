@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
   std::vector<void*> opened_;                 // IPC mappings to close
   std::uint32_t* failure_host_ = nullptr;     // host-mapped: kFail* | peer, from the kernels
   std::uint32_t* failure_device_ = nullptr;
+  bool one_gpu_ = false;  // every rank on this GPU: GPU-scope signals suffice
   std::string placement_;
 };
 

@@ -36,7 +36,14 @@ struct Chunk {
   bool has_tail;      // the last chunk may end in a partial vector
 };
 
+// `offset` bytes into rank `rank`'s buffer, as mapped in this process.
+template <typename T>
+__device__ __forceinline__ T* buffer_at(const AllReduceArgs& a, int rank, std::size_t offset) {
+  return reinterpret_cast<T*>(a.buffers[rank] + offset);
+}
+
 // The protocol state of one kernel, shared by both algorithms.
+template <Scope kScope>
 class Protocol {
  public:
   __device__ explicit Protocol(const AllReduceArgs& a)
@@ -48,18 +55,14 @@ class Protocol {
   __device__ void begin_step(std::size_t chunk) { seq_ = base_ + 1 + chunk; }
   __device__ int slot() const { return static_cast<int>(seq_ % kSlots); }
 
-  template <typename T>
-  __device__ T* at(int rank, std::size_t offset) const {
-    return reinterpret_cast<T*>(a_.buffers[rank] + offset);
-  }
-  __device__ Signals* signals(int rank) const { return at<Signals>(rank, BufferLayout::kSignals); }
+  __device__ Signals* signals(int rank) const { return buffer_at<Signals>(a_, rank, BufferLayout::kSignals); }
 
   // After this block's stores to peers: one flag per peer. The release is
   // cumulative, so after the barrier it publishes every thread's stores.
   __device__ void raise(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
     __syncthreads();
     if (threadIdx.x < a_.world && threadIdx.x != a_.rank)
-      store_release_sys(&(signals(threadIdx.x)->*flags)[blockIdx.x][a_.rank], flag());
+      store_release<kScope>(&(signals(threadIdx.x)->*flags)[blockIdx.x][a_.rank], flag());
   }
 
   // Every peer's flag for this block; false (for the whole block) if a peer
@@ -70,8 +73,8 @@ class Protocol {
     std::uint32_t failure = 0;
     const int p = static_cast<int>(threadIdx.x);
     if (p < a_.world && p != a_.rank) {
-      const std::uint64_t seen = wait_at_least(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_ << kCallBits,
-                                               a_.timeout_ns);
+      const std::uint64_t seen =
+          wait_at_least<kScope>(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_ << kCallBits, a_.timeout_ns);
       if (seen == 0)
         failure = kFailTimeout | p;
       else if ((seen >> kCallBits) == seq_ && seen != flag())
@@ -83,9 +86,9 @@ class Protocol {
     return __syncthreads_and(failure == 0);
   }
 
-  // The last block to finish publishes the sequence number for the next op.
+  // The last block to finish publishes the sequence number for the next op
+  // (which, on the same stream, starts only after this kernel has ended).
   __device__ void finish(std::size_t steps) const {
-    __syncthreads();
     if (threadIdx.x != 0) return;
     if (gridDim.x == 1 || atomicAdd(&state_->blocks_done, 1u) == gridDim.x - 1) {
       state_->blocks_done = 0;
@@ -104,24 +107,24 @@ class Protocol {
 
 // The elements after the last whole vector travel one-shot, element-wide,
 // in the last block.
-template <typename E>
+template <typename E, typename Protocol>
 __device__ __forceinline__ void push_tail(const AllReduceArgs& a, const Protocol& proto, const Chunk& c,
                                           std::size_t first) {
   using S = typename E::Storage;
   const S* in = static_cast<const S*>(c.in);
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
-    S* dst = proto.at<S>(p, a.layout.recv(proto.slot(), a.rank));
+    S* dst = buffer_at<S>(a, p, a.layout.recv(proto.slot(), a.rank));
     for (std::size_t i = first + threadIdx.x; i < c.count; i += blockDim.x) dst[i] = in[i];
   }
 }
 
-template <typename E>
+template <typename E, typename Protocol>
 __device__ __forceinline__ void reduce_tail(const AllReduceArgs& a, const Protocol& proto, const Chunk& c,
                                             std::size_t first) {
   using V = Vec<E, sizeof(typename E::Storage)>;
   const auto source = [&](int r) {
-    return r == a.rank ? static_cast<const V*>(c.in) : proto.at<const V>(a.rank, a.layout.recv(proto.slot(), r));
+    return r == a.rank ? static_cast<const V*>(c.in) : buffer_at<const V>(a, a.rank, a.layout.recv(proto.slot(), r));
   };
   auto* out = static_cast<V*>(c.out);
   for (std::size_t i = first + threadIdx.x; i < c.count; i += blockDim.x)
@@ -129,7 +132,7 @@ __device__ __forceinline__ void reduce_tail(const AllReduceArgs& a, const Protoc
 }
 
 // Every rank pushes its whole chunk to every peer and reduces all of it.
-template <typename E, int kBytes>
+template <typename E, int kBytes, typename Protocol>
 __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chunk& c) {
   using V = Vec<E, kBytes>;
   const std::size_t vectors = c.count / V::kLanes;
@@ -139,7 +142,7 @@ __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
 
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
-    V* dst = proto.at<V>(p, a.layout.recv(proto.slot(), a.rank));
+    V* dst = buffer_at<V>(a, p, a.layout.recv(proto.slot(), a.rank));
     for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x) dst[i] = in[i];
   }
   if (tail) push_tail<E>(a, proto, c, vectors * V::kLanes);
@@ -147,7 +150,7 @@ __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
   if (!proto.await(&Signals::arrived)) return false;
 
   const auto source = [&](int r) {
-    return r == a.rank ? in : proto.at<const V>(a.rank, a.layout.recv(proto.slot(), r));
+    return r == a.rank ? in : buffer_at<const V>(a, a.rank, a.layout.recv(proto.slot(), r));
   };
   V* out = static_cast<V*>(c.out);
   for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
@@ -158,7 +161,7 @@ __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
 
 // Rank r owns share r of the chunk: every rank pushes share r of its data to
 // rank r, which reduces it and pushes the result to every rank.
-template <typename E, int kBytes>
+template <typename E, int kBytes, typename Protocol>
 __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chunk& c) {
   using V = Vec<E, kBytes>;
   const std::size_t vectors = c.count / V::kLanes;
@@ -176,7 +179,7 @@ __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
     const Range r = share_range(p);
-    V* dst = proto.at<V>(p, a.layout.recv(proto.slot(), a.rank));
+    V* dst = buffer_at<V>(a, p, a.layout.recv(proto.slot(), a.rank));
     for (std::size_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) dst[i] = in[i];
   }
   if (tail) push_tail<E>(a, proto, c, vectors * V::kLanes);
@@ -186,20 +189,20 @@ __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
   if (!proto.await(&Signals::arrived)) return false;
 
   const auto source = [&](int r) {
-    return r == a.rank ? in : proto.at<const V>(a.rank, a.layout.recv(proto.slot(), r));
+    return r == a.rank ? in : buffer_at<const V>(a, a.rank, a.layout.recv(proto.slot(), r));
   };
   const Range mine = share_range(a.rank);
   for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x) {
     const V v = reduce_ranks<E, kBytes>(source, a.world, i);
     out[i] = v;
     for (int p = 0; p < a.world; ++p)
-      if (p != a.rank) proto.at<V>(p, a.layout.result(proto.slot()))[i] = v;
+      if (p != a.rank) buffer_at<V>(a, p, a.layout.result(proto.slot()))[i] = v;
   }
   if (tail) reduce_tail<E>(a, proto, c, vectors * V::kLanes);
   proto.raise(&Signals::reduced);
   if (!proto.await(&Signals::reduced)) return false;
 
-  const V* results = proto.at<const V>(a.rank, a.layout.result(proto.slot()));
+  const V* results = buffer_at<const V>(a, a.rank, a.layout.result(proto.slot()));
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
     const Range r = share_range(p);
@@ -208,10 +211,10 @@ __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
   return true;
 }
 
-template <typename E, int kBytes, bool kTwoShot>
+template <typename E, int kBytes, bool kTwoShot, Scope kScope>
 __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const AllReduceArgs a) {
   using S = typename E::Storage;
-  Protocol proto(a);
+  Protocol<kScope> proto(a);
   const std::size_t steps = (a.count + a.chunk_count - 1) / a.chunk_count;
   for (std::size_t step = 0; step < steps; ++step) {
     proto.begin_step(step);
