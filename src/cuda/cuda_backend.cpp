@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -59,7 +60,8 @@ int device_from_env() {
   if (value.empty() || value == "cpu") return TPCOLL_DEVICE_CPU;
   if (value != "auto") {
     const std::int64_t device = env::kDevice.as_int();
-    if (device < 0) fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_DEVICE={} is not a device ordinal", device);
+    if (device < 0 || device > std::numeric_limits<int>::max())
+      fail(TPCOLL_INVALID_ARGUMENT, "TPCOLL_DEVICE={} is not a device ordinal", device);
     return static_cast<int>(device);
   }
   int devices = 0;
