@@ -50,16 +50,7 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
           for (std::size_t t : o.tokens) add(harness.fused(d, t, h));
   }
 
-  std::size_t failed = 0;
-  for (const Row& r : rows) failed += r.check != "ok";
-  if (printer) {
-    if (!o.json_path.empty()) write_json(o.json_path, info, rows);
-    if (failed == 0)
-      fmt::print("# tpcoll bench: {} configurations, all checks ok\n", rows.size());
-    else
-      fmt::print("# tpcoll bench: {} configurations, {} checks FAILED (rows above)\n", rows.size(), failed);
-  }
-  return failed == 0 ? 0 : 1;
+  return summarize(info, rows, o.json_path, printer);
 }
 
 }  // namespace

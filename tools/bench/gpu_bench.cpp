@@ -222,14 +222,7 @@ int run_gpu(const Options& o) {
         rows.push_back(run_all_reduce(job, o, d, b / dtype_size(d), copy_bw));
         print_row(rows.back());
       }
-  std::size_t failed = 0;
-  for (const Row& r : rows) failed += r.check != "ok";
-  if (!o.json_path.empty()) write_json(o.json_path, info, rows);
-  if (failed == 0)
-    fmt::print("# tpcoll bench: {} configurations, all checks ok\n", rows.size());
-  else
-    fmt::print("# tpcoll bench: {} configurations, {} checks FAILED (rows above)\n", rows.size(), failed);
-  return failed == 0 ? 0 : 1;
+  return summarize(info, rows, o.json_path, /*print=*/true);
 }
 
 }  // namespace tpcoll::bench

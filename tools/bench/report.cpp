@@ -95,4 +95,17 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
   file << out.dump(1) << "\n";
 }
 
+int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::string& json_path, bool print) {
+  std::size_t failed = 0;
+  for (const Row& r : rows) failed += r.check != "ok";
+  if (print) {
+    if (!json_path.empty()) write_json(json_path, info, rows);
+    if (failed == 0)
+      fmt::print("# tpcoll bench: {} configurations, all checks ok\n", rows.size());
+    else
+      fmt::print("# tpcoll bench: {} configurations, {} checks FAILED (rows above)\n", rows.size(), failed);
+  }
+  return failed == 0 ? 0 : 1;
+}
+
 }  // namespace tpcoll::bench

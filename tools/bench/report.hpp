@@ -20,5 +20,8 @@ void print_header(const RunInfo& info, int world, const std::string& baseline);
 void print_row(const Row& row);
 // Writes {"meta": ..., "rows": [...]}; every row also carries device and placement.
 void write_json(const std::string& path, const RunInfo& info, const std::vector<Row>& rows);
+// The run's last line (and the JSON, if a path is given) when `print`;
+// returns the exit code: 0 when every check passed.
+int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::string& json_path, bool print);
 
 }  // namespace tpcoll::bench
