@@ -325,9 +325,12 @@ TEST(SocketBootstrapStranger, BadGatherFrameFailsTheExchangeOnBothSides) {
   EXPECT_EQ(::send(fd, &h, sizeof h, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof h));
   tpcoll::wire::FrameHeader g{tpcoll::wire::kMagic, tpcoll::wire::kVersion,
                               static_cast<std::uint16_t>(tpcoll::wire::FrameKind::kGather), 5, 2, 4};
-  const char payload[4] = {1, 2, 3, 4};
-  EXPECT_EQ(::send(fd, &g, sizeof g, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof g));
-  EXPECT_EQ(::send(fd, payload, sizeof payload, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof payload));
+  // Header and payload in one send: rank 0 may close as soon as it has read
+  // the header, and a second send would then fail with EPIPE.
+  char frame[sizeof g + 4];
+  std::memcpy(frame, &g, sizeof g);
+  std::memcpy(frame + sizeof g, "\x01\x02\x03\x04", 4);
+  EXPECT_EQ(::send(fd, frame, sizeof frame, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof frame));
   tpcoll::wire::FrameHeader answer{};
   EXPECT_EQ(::recv(fd, &answer, sizeof answer, MSG_WAITALL), static_cast<ssize_t>(sizeof answer));
   EXPECT_EQ(answer.magic, tpcoll::wire::kMagic);
