@@ -216,8 +216,9 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   args.count = call.count;
   args.chunk_count = plan.chunk_bytes / elem;
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-  check_cuda(launch_all_reduce(plan.algo, call.dtype, vectorized, one_gpu_, blocks_for(plan.chunk_bytes, world_), args,
-                               static_cast<cudaStream_t>(buffers.stream)),
+  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
+  choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= kLowLatencyBytes;
+  check_cuda(launch_all_reduce(choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the all-reduce kernel");
 }
 

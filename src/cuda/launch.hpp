@@ -7,9 +7,16 @@
 
 namespace tpcoll::cuda {
 
-// vectorized: in, out and the chunk are 16-byte aligned. one_gpu: every rank
-// is on this GPU, so signals need only GPU scope.
-cudaError_t launch_all_reduce(tpcoll_algo_t algo, tpcoll_dtype_t dtype, bool vectorized, bool one_gpu, int blocks,
-                              const AllReduceArgs& args, cudaStream_t stream);
+// Which all-reduce kernel runs, and how wide.
+struct KernelChoice {
+  tpcoll_algo_t algo;
+  tpcoll_dtype_t dtype;
+  bool vectorized;   // in and out are 16-byte aligned (chunks keep it)
+  bool one_gpu;      // every rank is on this GPU: GPU-scope signals suffice
+  bool low_latency;  // one-shot of at most kLowLatencyBytes, in flagged units
+  int blocks;
+};
+
+cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream);
 
 }  // namespace tpcoll::cuda

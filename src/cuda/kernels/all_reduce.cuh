@@ -53,6 +53,8 @@ class Protocol {
   }
 
   __device__ void begin_step(std::size_t chunk) { seq_ = base_ + 1 + chunk; }
+  __device__ std::uint64_t seq() const { return seq_; }
+  __device__ std::uint32_t call_tag() const { return a_.call_tag; }
   __device__ int slot() const { return static_cast<int>(seq_ % kSlots); }
 
   __device__ Signals* signals(int rank) const { return buffer_at<Signals>(a_, rank, BufferLayout::kSignals); }
@@ -86,6 +88,9 @@ class Protocol {
     return __syncthreads_and(failure == 0);
   }
 
+  // The arrival word of this step: step << kCallBits | call tag.
+  __device__ std::uint64_t flag() const { return seq_ << kCallBits | a_.call_tag; }
+
   // The last block to finish publishes the sequence number for the next op
   // (which, on the same stream, starts only after this kernel has ended).
   __device__ void finish(std::size_t steps) const {
@@ -97,7 +102,6 @@ class Protocol {
   }
 
  private:
-  __device__ std::uint64_t flag() const { return seq_ << kCallBits | a_.call_tag; }
 
   const AllReduceArgs& a_;
   RankState* state_;

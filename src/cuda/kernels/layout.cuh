@@ -16,6 +16,9 @@ inline constexpr int kMaxRanks = 8;        // ranks our kernels serve (more: ano
 inline constexpr int kMaxBlocks = 64;      // blocks per rank per kernel
 inline constexpr int kThreads = 512;       // threads per block
 inline constexpr int kSlots = 2;           // staging slots, alternating by sequence number
+// One-shot messages up to this size travel in low-latency units (see
+// low_latency.cuh): 16 bytes carrying 8 data bytes and the step's flag twice.
+inline constexpr std::size_t kLowLatencyBytes = 64 * 1024;
 
 // Written by peers into the receiving rank's buffer, per block and sender: a
 // flag word (step << kCallBits | call tag) saying that the sender's data for
@@ -38,6 +41,7 @@ inline constexpr std::uint32_t kFailMismatch = 2u << 16;  // | peer
 
 // Byte offsets inside one rank's buffer:
 // [Signals][RankState][recv: slot x sender x chunk][result: slot x chunk]
+// [low latency: slot x sender x 2 * kLowLatencyBytes]
 struct BufferLayout {
   std::size_t chunk_bytes;  // the largest per-rank chunk one kernel moves
   int world;
@@ -52,7 +56,10 @@ struct BufferLayout {
   TPCOLL_HOST_DEVICE std::size_t result(int slot) const {
     return kData + static_cast<std::size_t>(kSlots) * world * chunk_bytes + slot * chunk_bytes;
   }
-  TPCOLL_HOST_DEVICE std::size_t total() const { return result(kSlots); }
+  TPCOLL_HOST_DEVICE std::size_t low_latency(int slot, int sender) const {
+    return result(kSlots) + (static_cast<std::size_t>(slot) * world + sender) * 2 * kLowLatencyBytes;
+  }
+  TPCOLL_HOST_DEVICE std::size_t total() const { return low_latency(kSlots, 0); }
 };
 
 // Everything one all-reduce kernel needs.

@@ -1,0 +1,123 @@
+// The low-latency one-shot all-reduce for small messages. Every 16-byte
+// store into a peer carries 8 data bytes and the step's 32-bit flag twice
+// ({data, flag, data, flag}, each 8-byte half written at once), so a reader
+// polls the data itself: no flag after the data, no fence, no reset.
+//
+// The flag mixes the step number and the call tag. A peer at the same step
+// but another call therefore never produces our flag, so its data is never
+// taken; block 0 also raises the ordinary arrival word (step and tag), which
+// a waiting reader checks to report the mismatch instead of timing out.
+// Stale data (from step s-2 or older, the last use of this slot) could pass
+// only if two steps' mixed flags collide in 32 bits.
+#pragma once
+
+#include "cuda/kernels/all_reduce.cuh"
+
+namespace tpcoll::cuda {
+
+__device__ __forceinline__ std::uint32_t low_latency_flag(std::uint64_t step, std::uint32_t tag) {
+  std::uint64_t x = step * 0x9e3779b97f4a7c15ull;  // splitmix64's finaliser: a bijection
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return static_cast<std::uint32_t>(x) ^ tag;
+}
+
+__device__ __forceinline__ void store_unit(uint4* addr, uint2 data, std::uint32_t flag) {
+  asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(addr), "r"(data.x), "r"(flag), "r"(data.y),
+               "r"(flag)
+               : "memory");
+}
+
+__device__ __forceinline__ uint4 load_unit(const uint4* addr) {
+  uint4 v;
+  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(addr)
+               : "memory");
+  return v;
+}
+
+// Unit i (8 bytes) of a message of `bytes` bytes; zero past the end.
+__device__ __forceinline__ uint2 read_unit(const void* base, std::size_t i, std::size_t bytes) {
+  if ((i + 1) * 8 <= bytes) return static_cast<const uint2*>(base)[i];
+  uint2 v{0, 0};
+  for (std::size_t b = i * 8; b < bytes; ++b)
+    reinterpret_cast<unsigned char*>(&v)[b - i * 8] = static_cast<const unsigned char*>(base)[b];
+  return v;
+}
+
+__device__ __forceinline__ void write_unit(void* base, std::size_t i, std::size_t bytes, uint2 v) {
+  if ((i + 1) * 8 <= bytes) {
+    static_cast<uint2*>(base)[i] = v;
+    return;
+  }
+  for (std::size_t b = i * 8; b < bytes; ++b)
+    static_cast<unsigned char*>(base)[b] = reinterpret_cast<const unsigned char*>(&v)[b - i * 8];
+}
+
+template <typename E, Scope kScope>
+__global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllReduceArgs a) {
+  using S = typename E::Storage;
+  constexpr int kLanes = 8 / sizeof(S);
+  Protocol<kScope> proto(a);
+  proto.begin_step(0);
+  const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
+  const std::size_t bytes = a.count * sizeof(S);
+  const Range mine = split((bytes + 7) / 8, gridDim.x, blockIdx.x);
+
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank));
+    for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
+      store_unit(dst + i, read_unit(a.in, i, bytes), flag);
+  }
+  if (blockIdx.x == 0) proto.raise(&Signals::arrived);  // for a mismatching peer to see our call
+
+  std::uint32_t failure = 0;
+  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi && failure == 0; i += blockDim.x) {
+    float acc[kLanes];
+    for (int r = 0; r < a.world && failure == 0; ++r) {
+      uint2 data;
+      if (r == a.rank) {
+        data = read_unit(a.in, i, bytes);
+      } else {
+        const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r)) + i;
+        uint4 u = load_unit(src);
+        if (u.y != flag || u.w != flag) {
+          const std::uint64_t start = global_time_ns();
+          const std::uint64_t* arrival = &proto.signals(a.rank)->arrived[0][r];
+          for (;;) {
+            u = load_unit(src);
+            if (u.y == flag && u.w == flag) break;
+            const std::uint64_t seen = load_acquire<kScope>(arrival);
+            if ((seen >> kCallBits) == proto.seq() && (seen & ((1u << kCallBits) - 1)) != proto.call_tag()) {
+              failure = kFailMismatch | r;
+              break;
+            }
+            if (global_time_ns() - start > a.timeout_ns) {
+              failure = kFailTimeout | r;
+              break;
+            }
+          }
+        }
+        data = make_uint2(u.x, u.z);
+      }
+      S lanes[kLanes];
+      memcpy(lanes, &data, sizeof data);
+#pragma unroll
+      for (int l = 0; l < kLanes; ++l) acc[l] = r == 0 ? E::load(lanes[l]) : __fadd_rn(acc[l], E::load(lanes[l]));
+    }
+    if (failure) break;
+    S out[kLanes];
+#pragma unroll
+    for (int l = 0; l < kLanes; ++l) out[l] = E::store(acc[l]);
+    uint2 packed;
+    memcpy(&packed, out, sizeof packed);
+    write_unit(a.out, i, bytes, packed);
+  }
+  if (failure) *reinterpret_cast<volatile std::uint32_t*>(a.failure) = failure;
+  proto.finish(1);
+}
+
+}  // namespace tpcoll::cuda
