@@ -84,7 +84,9 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
       world_(bootstrap.world()),
       device_(device),
       layout_{chunk_bytes, bootstrap.world()},
-      timeout_ns_(static_cast<std::uint64_t>(timeout_ms) * 1000000u) {
+      timeout_ns_(static_cast<std::uint64_t>(timeout_ms) * 1000000u),
+      low_latency_bytes_(static_cast<std::size_t>(
+          std::clamp<std::int64_t>(env::kCudaLowLatencyBytes.as_int(), 0, static_cast<std::int64_t>(kLowLatencyBytes)))) {
   if (world_ > kMaxRanks)
     fail(TPCOLL_UNSUPPORTED, "world size {} exceeds the {} ranks the CUDA kernels serve", world_, kMaxRanks);
   int devices = 0;
@@ -217,7 +219,9 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   args.chunk_count = plan.chunk_bytes / elem;
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
-  choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= kLowLatencyBytes;
+  choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= low_latency_bytes_;
+  // Low-latency units carry 8 data bytes in 16: one unit per thread.
+  if (choice.low_latency) choice.blocks = blocks_for(2 * call.bytes, world_);
   check_cuda(launch_all_reduce(choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the all-reduce kernel");
 }

@@ -51,6 +51,7 @@ class CudaBackend final : public Backend {
   int device_;
   BufferLayout layout_;
   std::uint64_t timeout_ns_;
+  std::size_t low_latency_bytes_;  // TPCOLL_CUDA_LOW_LATENCY_BYTES, at most kLowLatencyBytes
   std::byte* buffer_ = nullptr;               // this rank's buffer
   std::vector<std::byte*> peers_;             // every rank's buffer, as mapped here
   std::vector<void*> opened_;                 // IPC mappings to close
