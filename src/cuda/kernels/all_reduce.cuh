@@ -28,13 +28,29 @@ __device__ __forceinline__ Range split(std::size_t n, std::size_t parts, std::si
   return {lo, min(n, lo + per)};
 }
 
-// One chunk of the op: a protocol step.
+// One chunk of the op: a protocol step. Every step of a kernel divides its
+// chunk among the blocks as if it were full (`full_vectors`), clipped to
+// what it holds: a block then touches, in every step, only staging that it
+// alone touched in the steps before, which is what its flags vouch for.
 struct Chunk {
   const void* in;
   void* out;
-  std::size_t count;  // elements
-  bool has_tail;      // the last chunk may end in a partial vector
+  std::size_t count;         // elements
+  std::size_t full_vectors;  // vectors of a full chunk of this kernel
+  bool has_tail;             // the last chunk may end in a partial vector
 };
+
+// Part `part` of [0, full) in `parts` equal parts, clipped to [0, n).
+__device__ __forceinline__ Range split_clipped(std::size_t full, std::size_t n, std::size_t parts, std::size_t part) {
+  const Range r = split(full, parts, part);
+  return {min(n, r.lo), min(n, r.hi)};
+}
+
+// The block whose part of a full chunk holds index i (for the tail).
+__device__ __forceinline__ unsigned owner_block(std::size_t full, std::size_t i) {
+  const std::size_t per = max(std::size_t{1}, (full + gridDim.x - 1) / gridDim.x);
+  return static_cast<unsigned>(min(static_cast<std::size_t>(gridDim.x - 1), i / per));
+}
 
 // `offset` bytes into rank `rank`'s buffer, as mapped in this process.
 template <typename T>
@@ -140,8 +156,8 @@ template <typename E, int kBytes, typename Protocol>
 __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chunk& c) {
   using V = Vec<E, kBytes>;
   const std::size_t vectors = c.count / V::kLanes;
-  const Range mine = split(vectors, gridDim.x, blockIdx.x);
-  const bool tail = c.has_tail && blockIdx.x == gridDim.x - 1;
+  const Range mine = split_clipped(c.full_vectors, vectors, gridDim.x, blockIdx.x);
+  const bool tail = c.has_tail && blockIdx.x == owner_block(c.full_vectors, vectors);
   const V* in = static_cast<const V*>(c.in);
 
   for (int p = 0; p < a.world; ++p) {
@@ -169,14 +185,14 @@ template <typename E, int kBytes, typename Protocol>
 __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chunk& c) {
   using V = Vec<E, kBytes>;
   const std::size_t vectors = c.count / V::kLanes;
-  const std::size_t share = (vectors + a.world - 1) / a.world;
+  const std::size_t share = max(std::size_t{1}, (c.full_vectors + a.world - 1) / a.world);
   // This block's part of every share, relative to the share's start.
   const Range part = split(share, gridDim.x, blockIdx.x);
   const auto share_range = [&](int owner) {
     const std::size_t base = share * owner;
     return Range{min(vectors, base + part.lo), min(vectors, base + part.hi)};
   };
-  const bool tail = c.has_tail && blockIdx.x == gridDim.x - 1;
+  const bool tail = c.has_tail && blockIdx.x == owner_block(share, vectors % share);
   const V* in = static_cast<const V*>(c.in);
   V* out = static_cast<V*>(c.out);
 
@@ -224,7 +240,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const AllReduceArg
     proto.begin_step(step);
     const std::size_t first = step * a.chunk_count;
     const Chunk c{static_cast<const S*>(a.in) + first, static_cast<S*>(a.out) + first,
-                  min(a.chunk_count, a.count - first), step == steps - 1};
+                  min(a.chunk_count, a.count - first), a.chunk_count / Vec<E, kBytes>::kLanes, step == steps - 1};
     const bool ok = kTwoShot ? two_shot_step<E, kBytes>(a, proto, c) : one_shot_step<E, kBytes>(a, proto, c);
     if (!ok) break;  // reported; the communicator is unusable from here
   }
