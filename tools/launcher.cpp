@@ -108,6 +108,9 @@ int launch(const LaunchOptions& o) {
     const pid_t pid = fork();
     if (pid < 0) throw std::runtime_error(fmt::format("tpcoll run: fork: {}", std::strerror(errno)));
     if (pid == 0) exec_rank(o, r, job, out[1], err[1]);
+    // Also here, not only in the child: a rank that fails before a sibling
+    // has run must still find the sibling's group to stop.
+    setpgid(pid, pid);
     ranks[r] = Rank{pid, true, 0};
     if (o.prefix_output) {
       close(out[1]);
@@ -123,7 +126,7 @@ int launch(const LaunchOptions& o) {
       std::chrono::duration<double>(o.kill_grace_seconds));
   const auto stop_others = [&](int sig) {
     for (const Rank& r : ranks)
-      if (r.running) kill(-r.pid, sig);
+      if (r.running && kill(-r.pid, sig) != 0) kill(r.pid, sig);
   };
 
   int running = o.ranks;

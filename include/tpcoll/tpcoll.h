@@ -118,10 +118,13 @@ TPCOLL_API const char* tpcoll_dtype_name(tpcoll_dtype_t dtype);
 /* ---- communicator ---- */
 /*
  * Fills config from the environment the launcher sets (TPCOLL_RANK,
- * TPCOLL_WORLD_SIZE, TPCOLL_JOB; absent: rank 0 of 1) with device = CPU.
+ * TPCOLL_WORLD_SIZE, TPCOLL_JOB; absent: rank 0 of 1). The device is
+ * TPCOLL_DEVICE: an ordinal, "auto" (TPCOLL_LOCAL_RANK modulo the GPU count),
+ * or, when unset, the CPU.
  */
 TPCOLL_API tpcoll_result_t tpcoll_comm_config_from_env(tpcoll_comm_config_t* config);
-/* Collective over the ranks of config: every rank must call it. */
+/* Collective over the ranks of config: every rank must call it. A CUDA
+ * communicator's streams must be idle (synchronised) when it is destroyed. */
 TPCOLL_API tpcoll_result_t tpcoll_comm_create(const tpcoll_comm_config_t* config, tpcoll_comm_t* comm);
 /*
  * Creates all `world` ranks of a communicator in this process, rank r on
