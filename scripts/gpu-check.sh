@@ -31,6 +31,7 @@ run_step() {  # name, command...
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+"$build/tpcoll" check -n 2
 # The test binaries are run directly: ctest files hold the build machine's paths.
 for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
   [ -x "$t" ] && run_step "$(basename "$t")" "$t"

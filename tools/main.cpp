@@ -1,6 +1,7 @@
 // The `tpcoll` command: run (launcher), bench, env.
 #include "core/config.hpp"
 #include "tools/bench/bench.hpp"
+#include "tools/check.hpp"
 #include "tools/launcher.hpp"
 
 #include <CLI/CLI.hpp>
@@ -101,6 +102,11 @@ int main(int argc, char** argv) {
   b->add_option("--backend", backend, "auto (CUDA when a GPU is visible), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 
+  // ---- check ----
+  int check_ranks = 2;
+  auto* chk = app.add_subcommand("check", "GPUs, peer access, MPS, placement and the paths tpcoll will take");
+  chk->add_option("-n,--ranks", check_ranks, "ranks to place")->check(CLI::Range(1, 64));
+
   // ---- env ----
   auto* env = app.add_subcommand("env", "list the environment variables tpcoll reads");
 
@@ -130,6 +136,7 @@ int main(int argc, char** argv) {
       return tpcoll::bench::run(bench, argc, argv);
     }
     if (env->parsed()) return print_env();
+    if (chk->parsed()) return tpcoll::tools::check(check_ranks);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const tpcoll::Error& e) {
