@@ -4,6 +4,7 @@
 #include "core/config.hpp"
 #include "core/dtype.hpp"
 #include "core/tune_table.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "cuda/kernels/layout.cuh"
 
 #include <cuda_runtime.h>
@@ -11,7 +12,6 @@
 #include <fmt/ranges.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <limits>
 #include <map>
 #include <thread>
@@ -19,11 +19,6 @@
 
 namespace tpcoll::tools {
 namespace {
-
-bool mps_pipe_present() {
-  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
-  return std::filesystem::exists(std::filesystem::path(dir ? dir : "/tmp/nvidia-mps") / "control");
-}
 
 int p2p_attribute(cudaDeviceP2PAttr attr, int from, int to) {
   int value = 0;
@@ -69,7 +64,7 @@ int check(int ranks) {
   fmt::print("{} ranks (TPCOLL_DEVICE=auto):", ranks);
   for (const auto& [gpu, rs] : by_gpu) fmt::print(" GPU {} <- ranks {};", gpu, fmt::join(rs, ","));
   fmt::print("\n");
-  const bool mps = mps_pipe_present();
+  const bool mps = cuda::mps_running();
   fmt::print("MPS daemon: {}\n", mps ? "running" : "not running");
   if (shared && !mps)
     fmt::print("WARNING: ranks share a GPU; as separate processes they need MPS or every wait takes "

@@ -41,11 +41,6 @@ std::uint64_t process_token() {
   return token;
 }
 
-bool mps_running() {
-  // The MPS control daemon listens in its pipe directory.
-  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
-  return std::filesystem::exists(std::filesystem::path(dir ? dir : "/tmp/nvidia-mps") / "control");
-}
 
 std::string uuid_text(const char (&uuid)[16]) {
   std::string s;
@@ -54,6 +49,12 @@ std::string uuid_text(const char (&uuid)[16]) {
 }
 
 }  // namespace
+
+bool mps_running() {
+  // The MPS control daemon listens in its pipe directory.
+  const char* dir = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+  return std::filesystem::exists(std::filesystem::path(dir ? dir : "/tmp/nvidia-mps") / "control");
+}
 
 int device_from_env() {
   const std::string value = env::kDevice.value();

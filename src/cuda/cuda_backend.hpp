@@ -20,6 +20,10 @@ namespace tpcoll::cuda {
 // rank modulo the number of visible GPUs; else an ordinal.
 int device_from_env();
 
+// Whether the MPS control daemon runs (its pipe exists): processes sharing a
+// GPU need it, or every wait for a peer takes a time slice (milliseconds).
+bool mps_running();
+
 class CudaBackend final : public Backend {
  public:
   // Collective over the bootstrap's ranks. chunk_bytes bounds one kernel's
