@@ -174,7 +174,8 @@ void CudaBackend::raise_async_error() const {
   if (failure == 0) return;
   const std::uint32_t peer = failure & 0xffffu;
   if ((failure & ~0xffffu) == kFailMismatch)
-    fail(TPCOLL_MISMATCH, "rank {}: peer {} ran a different call (op, dtype, count or algorithm) in the same step",
+    fail(TPCOLL_MISMATCH, "rank {}: peer {} ran a different call (op, dtype, count, algorithm, or buffers 16-byte aligned on one "
+         "rank and not the other) in the same step",
          rank_, peer);
   fail(TPCOLL_TIMEOUT, "rank {}: peer {} timed out: it did not arrive within {} ms", rank_, peer,
        timeout_ns_ / 1000000u);
@@ -213,7 +214,6 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   args.world = world_;
   args.timeout_ns = timeout_ns_;
   args.failure = failure_device_;
-  args.call_tag = static_cast<std::uint32_t>(make_signature(call, plan.algo, 0).call_hash() & ((1u << kCallBits) - 1));
   args.in = in;
   args.out = out;
   args.count = call.count;
@@ -223,6 +223,12 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= low_latency_bytes_;
   // Low-latency units carry 8 data bytes in 16: one unit per thread.
   if (choice.low_latency) choice.blocks = blocks_for(2 * call.bytes, world_);
+  // The kernel variant depends on this rank's buffer alignment, so it is part
+  // of the tag: ranks whose variants differ would split the data differently,
+  // and are reported as a mismatch instead.
+  const std::uint64_t variant = (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u);
+  const std::uint64_t hash = make_signature(call, plan.algo, 0).call_hash() ^ (variant * 0x9e3779b97f4a7c15ull);
+  args.call_tag = static_cast<std::uint32_t>(hash & ((1u << kCallBits) - 1));
   check_cuda(launch_all_reduce(choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the all-reduce kernel");
 }

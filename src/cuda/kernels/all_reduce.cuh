@@ -52,6 +52,22 @@ __device__ __forceinline__ unsigned owner_block(std::size_t full, std::size_t i)
   return static_cast<unsigned>(min(static_cast<std::size_t>(gridDim.x - 1), i / per));
 }
 
+// For every i in r (this thread's share: threadIdx.x, + blockDim.x, ...),
+// store(i, load(i)), with kDepth loads in flight per thread before their
+// stores: one 16-byte access at a time leaves HBM idle at one block per SM.
+template <int kDepth = 4, typename Load, typename Store>
+__device__ __forceinline__ void pipelined(Range r, Load&& load, Store&& store) {
+  for (std::size_t base = r.lo + threadIdx.x; base < r.hi; base += kDepth * blockDim.x) {
+    decltype(load(base)) v[kDepth];
+#pragma unroll
+    for (int k = 0; k < kDepth; ++k)
+      if (base + k * blockDim.x < r.hi) v[k] = load(base + k * blockDim.x);
+#pragma unroll
+    for (int k = 0; k < kDepth; ++k)
+      if (base + k * blockDim.x < r.hi) store(base + k * blockDim.x, v[k]);
+  }
+}
+
 // `offset` bytes into rank `rank`'s buffer, as mapped in this process.
 template <typename T>
 __device__ __forceinline__ T* buffer_at(const AllReduceArgs& a, int rank, std::size_t offset) {
@@ -64,7 +80,7 @@ class Protocol {
  public:
   __device__ explicit Protocol(const AllReduceArgs& a)
       : a_(a), state_(reinterpret_cast<RankState*>(a.buffers[a.rank] + BufferLayout::kState)) {
-    base_ = state_->seq;  // written by the previous kernel on this stream
+    base_ = state_->seq[blockIdx.x];  // written by the previous kernel on this stream
     seq_ = base_;
   }
 
@@ -107,14 +123,14 @@ class Protocol {
   // The arrival word of this step: step << kCallBits | call tag.
   __device__ std::uint64_t flag() const { return seq_ << kCallBits | a_.call_tag; }
 
-  // The last block to finish publishes the sequence number for the next op
-  // (which, on the same stream, starts only after this kernel has ended).
+  // Publishes the sequence number for the next op (which, on the same
+  // stream, starts only after this kernel has ended), in the entries that
+  // RankState assigns to this block; the barrier keeps every thread's read
+  // of its own entry before the write.
   __device__ void finish(std::size_t steps) const {
-    if (threadIdx.x != 0) return;
-    if (gridDim.x == 1 || atomicAdd(&state_->blocks_done, 1u) == gridDim.x - 1) {
-      state_->blocks_done = 0;
-      state_->seq = base_ + steps;
-    }
+    __syncthreads();
+    for (unsigned b = blockIdx.x + threadIdx.x * gridDim.x; b < kMaxBlocks; b += blockDim.x * gridDim.x)
+      state_->seq[b] = base_ + steps;
   }
 
  private:
@@ -163,7 +179,7 @@ __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
     V* dst = buffer_at<V>(a, p, a.layout.recv(proto.slot(), a.rank));
-    for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x) dst[i] = in[i];
+    pipelined(mine, [&](std::size_t i) { return in[i]; }, [&](std::size_t i, const V& v) { dst[i] = v; });
   }
   if (tail) push_tail<E>(a, proto, c, vectors * V::kLanes);
   proto.raise(&Signals::arrived);
@@ -173,8 +189,9 @@ __device__ bool one_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
     return r == a.rank ? in : buffer_at<const V>(a, a.rank, a.layout.recv(proto.slot(), r));
   };
   V* out = static_cast<V*>(c.out);
-  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
-    out[i] = reduce_ranks<E, kBytes>(source, a.world, i);
+  pipelined(
+      mine, [&](std::size_t i) { return reduce_ranks<E, kBytes>(source, a.world, i); },
+      [&](std::size_t i, const V& v) { out[i] = v; });
   if (tail) reduce_tail<E>(a, proto, c, vectors * V::kLanes);
   return true;
 }
@@ -198,9 +215,8 @@ __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
 
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
-    const Range r = share_range(p);
     V* dst = buffer_at<V>(a, p, a.layout.recv(proto.slot(), a.rank));
-    for (std::size_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) dst[i] = in[i];
+    pipelined(share_range(p), [&](std::size_t i) { return in[i]; }, [&](std::size_t i, const V& v) { dst[i] = v; });
   }
   if (tail) push_tail<E>(a, proto, c, vectors * V::kLanes);
   proto.raise(&Signals::arrived);
@@ -211,23 +227,21 @@ __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
   const auto source = [&](int r) {
     return r == a.rank ? in : buffer_at<const V>(a, a.rank, a.layout.recv(proto.slot(), r));
   };
-  const Range mine = share_range(a.rank);
-  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x) {
-    const V v = reduce_ranks<E, kBytes>(source, a.world, i);
-    out[i] = v;
-    for (int p = 0; p < a.world; ++p)
-      if (p != a.rank) buffer_at<V>(a, p, a.layout.result(proto.slot()))[i] = v;
-  }
+  pipelined(
+      share_range(a.rank), [&](std::size_t i) { return reduce_ranks<E, kBytes>(source, a.world, i); },
+      [&](std::size_t i, const V& v) {
+        out[i] = v;
+        for (int p = 0; p < a.world; ++p)
+          if (p != a.rank) buffer_at<V>(a, p, a.layout.result(proto.slot()))[i] = v;
+      });
   if (tail) reduce_tail<E>(a, proto, c, vectors * V::kLanes);
   proto.raise(&Signals::reduced);
   if (!proto.await(&Signals::reduced)) return false;
 
   const V* results = buffer_at<const V>(a, a.rank, a.layout.result(proto.slot()));
-  for (int p = 0; p < a.world; ++p) {
-    if (p == a.rank) continue;
-    const Range r = share_range(p);
-    for (std::size_t i = r.lo + threadIdx.x; i < r.hi; i += blockDim.x) out[i] = results[i];
-  }
+  for (int p = 0; p < a.world; ++p)
+    if (p != a.rank)
+      pipelined(share_range(p), [&](std::size_t i) { return results[i]; }, [&](std::size_t i, const V& v) { out[i] = v; });
   return true;
 }
 

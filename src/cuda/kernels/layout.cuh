@@ -30,9 +30,12 @@ struct Signals {
 };
 
 // Local to a rank: advanced by its own kernels, so graph replays advance it.
+// Block b of a kernel reads seq[b]: the last step this rank completed. Each
+// block of a kernel with G blocks writes the entries b, b + G, b + 2G, ...:
+// its own, which only it read, and entries no block of this kernel reads, so
+// no block needs to know when the others finished (no atomic counter).
 struct RankState {
-  std::uint64_t seq;           // the last op this rank completed
-  std::uint32_t blocks_done;   // blocks of the running kernel that finished
+  std::uint64_t seq[kMaxBlocks];
 };
 
 // What a kernel reports to the host through a host-mapped word: 0 if fine.
@@ -48,7 +51,7 @@ struct BufferLayout {
 
   static constexpr std::size_t kSignals = 0;
   static constexpr std::size_t kState = (sizeof(Signals) + 255) / 256 * 256;
-  static constexpr std::size_t kData = kState + 256;
+  static constexpr std::size_t kData = kState + (sizeof(RankState) + 255) / 256 * 256;
 
   TPCOLL_HOST_DEVICE std::size_t recv(int slot, int sender) const {
     return kData + (static_cast<std::size_t>(slot) * world + sender) * chunk_bytes;

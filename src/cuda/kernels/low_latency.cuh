@@ -5,10 +5,12 @@
 //
 // The flag mixes the step number and the call tag. A peer at the same step
 // but another call therefore never produces our flag, so its data is never
-// taken; block 0 also raises the ordinary arrival word (step and tag), which
-// a waiting reader checks to report the mismatch instead of timing out.
-// Stale data (from step s-2 or older, the last use of this slot) could pass
-// only if two steps' mixed flags collide in 32 bits.
+// taken. A reader that does not find its data at the first look announces
+// its own call in the peer's arrival word (step and tag, no fence: it orders
+// nothing) and checks the peer's word while it waits, so two ranks at
+// different calls both report the mismatch instead of timing out; the fast
+// path pays for none of it. Stale data (from step s-2 or older, the last use
+// of this slot) could pass only if two steps' mixed flags collide in 32 bits.
 #pragma once
 
 #include "cuda/kernels/all_reduce.cuh"
@@ -56,6 +58,14 @@ __device__ __forceinline__ void write_unit(void* base, std::size_t i, std::size_
     static_cast<unsigned char*>(base)[b] = reinterpret_cast<const unsigned char*>(&v)[b - i * 8];
 }
 
+// Writes this rank's (step, call tag) into every peer's arrival word for it.
+template <typename Protocol>
+__device__ __forceinline__ void announce_call(const AllReduceArgs& a, const Protocol& proto) {
+  for (int p = 0; p < a.world; ++p)
+    if (p != a.rank)
+      *reinterpret_cast<volatile std::uint64_t*>(&proto.signals(p)->arrived[0][a.rank]) = proto.flag();
+}
+
 template <typename E, Scope kScope>
 __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllReduceArgs a) {
   using S = typename E::Storage;
@@ -72,9 +82,8 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
     for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
       store_unit(dst + i, read_unit(a.in, i, bytes), flag);
   }
-  if (blockIdx.x == 0) proto.raise(&Signals::arrived);  // for a mismatching peer to see our call
-
   std::uint32_t failure = 0;
+  bool announced = false;
   for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi && failure == 0; i += blockDim.x) {
     float acc[kLanes];
     for (int r = 0; r < a.world && failure == 0; ++r) {
@@ -85,6 +94,10 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
         const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r)) + i;
         uint4 u = load_unit(src);
         if (u.y != flag || u.w != flag) {
+          if (!announced) {
+            announce_call(a, proto);
+            announced = true;
+          }
           const std::uint64_t start = global_time_ns();
           const std::uint64_t* arrival = &proto.signals(a.rank)->arrived[0][r];
           for (;;) {
