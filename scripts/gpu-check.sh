@@ -42,6 +42,12 @@ for n in 2 4; do
 done
 run_step "bench (bf16, 1K-256M, 2 ranks as streams)" \
   "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --json "${OUT:-/tmp}/gpu-bench-bf16.json"
+run_step "bench (bf16, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
+  env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
+  --json "${OUT:-/tmp}/gpu-bench-bf16-processes.json"
+run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
+  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --dtype fp32 --dtype fp16 \
+  --json "${OUT:-/tmp}/gpu-bench-fp32-fp16.json"
 
 echo
 echo "gpu-check summary:"

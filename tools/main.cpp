@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   tpcoll::bench::Options bench;
   std::string min_bytes = "1K", max_bytes = "64M", baseline = "none";
   std::vector<std::string> ops, dtypes, gather_dtypes;
-  auto* b = app.add_subcommand("bench", "check, then time, every op x dtype x size (CPU backend)");
+  auto* b = app.add_subcommand("bench", "check, then time, every op x dtype x size");
   b->add_option("-b,--minbytes", min_bytes, "smallest per-rank size (1K, 64K, 16M)");
   b->add_option("-e,--maxbytes", max_bytes, "largest per-rank size");
   b->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
   std::string backend = "auto";
   b->add_option("--backend", backend, "auto (CUDA when a GPU is visible), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  std::string placement = "streams";
+  b->add_option("--placement", placement,
+                "CUDA ranks as streams of this process, or as processes (TPCOLL_DEVICE, default auto)")
+      ->check(CLI::IsMember({"streams", "processes"}));
 
   // ---- check ----
   int check_ranks = 2;
@@ -133,6 +137,9 @@ int main(int argc, char** argv) {
       bench.backend = backend == "cpu"    ? tpcoll::bench::BackendKind::kCpu
                       : backend == "cuda" ? tpcoll::bench::BackendKind::kCuda
                                           : tpcoll::bench::BackendKind::kAuto;
+      bench.processes = placement == "processes";
+      if (bench.processes && bench.backend == tpcoll::bench::BackendKind::kCpu)
+        throw CLI::ValidationError("--placement", "places CUDA ranks; CPU ranks are always processes");
       return tpcoll::bench::run(bench, argc, argv);
     }
     if (env->parsed()) return print_env();

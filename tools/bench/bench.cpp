@@ -57,9 +57,17 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
 
 int run(const Options& o, int argc, char** argv) {
   const bool launched_rank = std::getenv("TPCOLL_RANK") != nullptr || started_by_mpirun();
-  const bool cuda = o.backend == BackendKind::kCuda ||
+  const bool cuda = o.backend == BackendKind::kCuda || (o.backend == BackendKind::kAuto && o.processes) ||
                     (o.backend == BackendKind::kAuto && o.baseline == BaselineKind::kNone && !launched_rank &&
                      gpu_available());
+  if (cuda && o.processes && !launched_rank) {
+    tools::LaunchOptions launch;
+    launch.ranks = o.ranks;
+    launch.command = own_command_line(argc, argv);
+    launch.prefix_output = false;  // rank 0 alone prints the table
+    if (std::getenv("TPCOLL_DEVICE") == nullptr) launch.environment.emplace_back("TPCOLL_DEVICE", "auto");
+    return tools::launch(launch);
+  }
   if (cuda) return run_gpu(o);
   if (o.baseline == BaselineKind::kMpi) {
     if (!started_by_mpirun()) {

@@ -4,10 +4,13 @@
 #include "tools/bench/harness.hpp"
 #include "tools/bench/report.hpp"
 
+#include "cuda/cuda_backend.hpp"
+
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -22,29 +25,96 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(fmt::format("{}: {}", what, cudaGetErrorString(e)));
 }
 
-// One rank of the in-process job: its communicator, stream and buffers.
+// Median of per-replay microseconds per call: `replays` graph replays are
+// enqueued back to back with events between them and timed after one sync,
+// so ranks in other processes, replaying their own graphs, stay in step.
+double time_graph(cudaStream_t origin, const std::vector<cudaStream_t>& streams, const std::function<void()>& body,
+                  int calls, int replays) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  cudaEvent_t fork, join;
+  for (cudaEvent_t* e : {&fork, &join}) check(cudaEventCreate(e), "cudaEventCreate");
+  check(cudaStreamBeginCapture(origin, cudaStreamCaptureModeThreadLocal), "begin capture");
+  check(cudaEventRecord(fork, origin), "record");
+  for (cudaStream_t s : streams) check(cudaStreamWaitEvent(s, fork), "wait");
+  body();
+  for (cudaStream_t s : streams) {
+    check(cudaEventRecord(join, s), "record");
+    check(cudaStreamWaitEvent(origin, join), "wait");
+  }
+  check(cudaStreamEndCapture(origin, &graph), "end capture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  check(cudaGraphLaunch(exec, origin), "warm-up replay");
+  std::vector<cudaEvent_t> marks(replays + 1);
+  for (cudaEvent_t& e : marks) check(cudaEventCreate(&e), "cudaEventCreate");
+  check(cudaEventRecord(marks[0], origin), "record");
+  for (int i = 0; i < replays; ++i) {
+    check(cudaGraphLaunch(exec, origin), "replay");
+    check(cudaEventRecord(marks[i + 1], origin), "record");
+  }
+  check(cudaEventSynchronize(marks[replays]), "sync");
+  std::vector<float> times;
+  for (int i = 0; i < replays; ++i) {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]), "elapsed");
+    times.push_back(ms * 1000.0f / static_cast<float>(calls));
+  }
+  for (cudaEvent_t e : marks) cudaEventDestroy(e);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  for (cudaEvent_t e : {fork, join}) cudaEventDestroy(e);
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second) of a
+// 256 MiB copy in this run: the roofline for ranks sharing one GPU.
+double copy_bandwidth(int replays) {
+  constexpr std::size_t kBytes = 256u << 20;
+  void *src = nullptr, *dst = nullptr;
+  cudaStream_t stream = nullptr;
+  check(cudaMalloc(&src, kBytes), "cudaMalloc");
+  check(cudaMalloc(&dst, kBytes), "cudaMalloc");
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  const double us = time_graph(
+      stream, {},
+      [&] {
+        for (int i = 0; i < 4; ++i) check(cudaMemcpyAsync(dst, src, kBytes, cudaMemcpyDeviceToDevice, stream), "copy");
+      },
+      4, replays);
+  cudaStreamDestroy(stream);
+  cudaFree(src);
+  cudaFree(dst);
+  return 2.0 * static_cast<double>(kBytes) / (us * 1e-6);
+}
+
+// One rank driven by this process: its communicator, stream and buffers.
 struct GpuRank {
+  int rank = 0;
   tpcoll_comm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   void* in = nullptr;
   void* out = nullptr;
 };
 
+// The ranks this process drives: all of them (streams of one process) or
+// its own (one process per rank, started by `tpcoll run`).
 class GpuJob {
  public:
-  GpuJob(int world, int device, std::size_t max_bytes) : device_(device), ranks_(world) {
+  // Every rank, as a stream of this process on `device`.
+  GpuJob(int world, int device, std::size_t max_bytes) : world_(world) {
     check(cudaSetDevice(device), "cudaSetDevice");
     std::vector<int> devices(world, device);
     std::vector<tpcoll_comm_t> comms(world);
     tpcoll::check(tpcoll_comm_create_local(world, devices.data(), comms.data()));
-    for (int r = 0; r < world; ++r) {
-      GpuRank& g = ranks_[r];
-      g.comm = comms[r];
-      check(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking), "cudaStreamCreate");
-      check(cudaMalloc(&g.in, max_bytes), "cudaMalloc");
-      check(cudaMalloc(&g.out, max_bytes), "cudaMalloc");
-    }
-    check(cudaStreamCreateWithFlags(&origin_, cudaStreamNonBlocking), "cudaStreamCreate");
+    for (int r = 0; r < world; ++r) add_rank(r, comms[r], max_bytes);
+  }
+  // This process's rank of a launched job; its device from TPCOLL_DEVICE.
+  GpuJob(const tpcoll_comm_config_t& config, std::size_t max_bytes) : world_(config.world_size) {
+    check(cudaSetDevice(config.device), "cudaSetDevice");
+    tpcoll_comm_t comm = nullptr;
+    tpcoll::check(tpcoll_comm_create(&config, &comm));
+    add_rank(config.rank, comm, max_bytes);
   }
   ~GpuJob() {
     cudaDeviceSynchronize();
@@ -56,76 +126,43 @@ class GpuJob {
     }
     cudaStreamDestroy(origin_);
   }
+  GpuJob(const GpuJob&) = delete;
+  GpuJob& operator=(const GpuJob&) = delete;
 
-  int world() const { return static_cast<int>(ranks_.size()); }
-  GpuRank& rank(int r) { return ranks_[r]; }
+  int world() const { return world_; }
+  std::vector<GpuRank>& ranks() { return ranks_; }
+  // Rank 0 prints the table; in-process jobs drive it, launched jobs may not.
+  bool printer() const { return ranks_.front().rank == 0; }
 
   void force(std::optional<Algo> algo) {
     for (GpuRank& g : ranks_)
       tpcoll::check(tpcoll_comm_force_algo(g.comm, algo ? static_cast<int>(*algo) : TPCOLL_ALGO_AUTO));
   }
 
-  // One all-reduce on every rank, each on its own stream.
+  // One all-reduce on every rank driven here, each on its own stream.
   void all_reduce(std::size_t count, DType dtype) {
     for (GpuRank& g : ranks_)
       tpcoll::check(tpcoll_all_reduce(g.comm, g.in, g.out, count, static_cast<tpcoll_dtype_t>(dtype), g.stream));
   }
 
-  // Median microseconds per call of `body` (which enqueues `calls` ops on
-  // every rank's stream), over graph replays.
   double time_graph(const std::function<void()>& body, int calls, int replays) {
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    cudaEvent_t fork, join, start, stop;
-    for (cudaEvent_t* e : {&fork, &join, &start, &stop}) check(cudaEventCreate(e), "cudaEventCreate");
-    check(cudaStreamBeginCapture(origin_, cudaStreamCaptureModeThreadLocal), "begin capture");
-    check(cudaEventRecord(fork, origin_), "record");
-    for (GpuRank& g : ranks_) check(cudaStreamWaitEvent(g.stream, fork), "wait");
-    body();
-    for (GpuRank& g : ranks_) {
-      check(cudaEventRecord(join, g.stream), "record");
-      check(cudaStreamWaitEvent(origin_, join), "wait");
-    }
-    check(cudaStreamEndCapture(origin_, &graph), "end capture");
-    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-    check(cudaGraphLaunch(exec, origin_), "warm-up replay");
-    std::vector<float> times;
-    for (int i = 0; i < replays; ++i) {
-      check(cudaEventRecord(start, origin_), "record");
-      check(cudaGraphLaunch(exec, origin_), "replay");
-      check(cudaEventRecord(stop, origin_), "record");
-      check(cudaEventSynchronize(stop), "sync");
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-      times.push_back(ms * 1000.0f / static_cast<float>(calls));
-    }
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
-    for (cudaEvent_t e : {fork, join, start, stop}) cudaEventDestroy(e);
-    std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-    return times[times.size() / 2];
-  }
-
-  // Device-to-device copy bandwidth (bytes read + written per second) of a
-  // 256 MiB copy in this run: the roofline for ranks sharing one GPU.
-  double copy_bandwidth(int replays) {
-    constexpr std::size_t kBytes = 256u << 20;
-    void *src = nullptr, *dst = nullptr;
-    check(cudaMalloc(&src, kBytes), "cudaMalloc");
-    check(cudaMalloc(&dst, kBytes), "cudaMalloc");
-    GpuRank& g = ranks_[0];
-    const double us = time_graph(
-        [&] {
-          for (int i = 0; i < 4; ++i) check(cudaMemcpyAsync(dst, src, kBytes, cudaMemcpyDeviceToDevice, g.stream), "copy");
-        },
-        4, replays);
-    cudaFree(src);
-    cudaFree(dst);
-    return 2.0 * static_cast<double>(kBytes) / (us * 1e-6);
+    std::vector<cudaStream_t> streams;
+    for (GpuRank& g : ranks_) streams.push_back(g.stream);
+    return bench::time_graph(origin_, streams, body, calls, replays);
   }
 
  private:
-  int device_;
+  void add_rank(int rank, tpcoll_comm_t comm, std::size_t max_bytes) {
+    GpuRank& g = ranks_.emplace_back();
+    g.rank = rank;
+    g.comm = comm;
+    check(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaMalloc(&g.in, max_bytes), "cudaMalloc");
+    check(cudaMalloc(&g.out, max_bytes), "cudaMalloc");
+    if (origin_ == nullptr) check(cudaStreamCreateWithFlags(&origin_, cudaStreamNonBlocking), "cudaStreamCreate");
+  }
+
+  int world_;
   std::vector<GpuRank> ranks_;
   cudaStream_t origin_ = nullptr;
 };
@@ -151,9 +188,9 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
 
   const std::uint64_t seed = mix(count * 131 + static_cast<std::uint64_t>(dtype));
   std::vector<std::byte> host(bytes), got(bytes), expected(bytes);
-  for (int r = 0; r < world; ++r) {
-    fill_floats(dtype, host.data(), count, seed, r);
-    check(cudaMemcpy(job.rank(r).in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
+  for (GpuRank& g : job.ranks()) {
+    fill_floats(dtype, host.data(), count, seed, g.rank);
+    check(cudaMemcpy(g.in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
   }
   // The contract, on the host: rank 0's value, plus ranks 1..n-1 in order, one rounding.
   for (std::size_t i = 0; i < count; ++i) {
@@ -164,24 +201,26 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   std::string failure;
   for (Algo algo : {Algo::kOneShot, Algo::kTwoShot}) {
     job.force(algo);
-    for (int r = 0; r < world; ++r) check(cudaMemset(job.rank(r).out, 0xff, bytes), "memset");
+    for (GpuRank& g : job.ranks()) check(cudaMemset(g.out, 0xff, bytes), "memset");
     // cudaMemset runs on the legacy stream, which the ranks' non-blocking
     // streams do not wait for.
     check(cudaDeviceSynchronize(), "sync after memset");
     job.all_reduce(count, dtype);
     check(cudaDeviceSynchronize(), "sync after all_reduce");
-    for (int r = 0; r < world && failure.empty(); ++r) {
-      check(cudaMemcpy(got.data(), job.rank(r).out, bytes, cudaMemcpyDeviceToHost), "download");
-      if (std::memcmp(got.data(), expected.data(), bytes) != 0)
-        failure = fmt::format("{} on rank {} differs from the contract", algo_label(algo), r);
+    for (GpuRank& g : job.ranks()) {
+      check(cudaMemcpy(got.data(), g.out, bytes, cudaMemcpyDeviceToHost), "download");
+      if (failure.empty() && std::memcmp(got.data(), expected.data(), bytes) != 0)
+        failure = fmt::format("{} on rank {} differs from the contract", algo_label(algo), g.rank);
     }
   }
   job.force(std::nullopt);
   row.check = failure.empty() ? "ok" : failure;
+  // Only rank 0 prints rows: another process's rank says its failure here.
+  if (!failure.empty() && !job.printer()) fmt::print(stderr, "{} {} B: {}\n", row.dtype, bytes, failure);
 
   tpcoll_plan_info_t plan{};
   const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
-  tpcoll::check(tpcoll_plan(job.rank(0).comm, TPCOLL_OP_ALL_REDUCE, static_cast<tpcoll_dtype_t>(dtype), 1, shape, 0, &plan));
+  tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_REDUCE, static_cast<tpcoll_dtype_t>(dtype), 1, shape, 0, &plan));
   row.algo = plan.algorithm;
   const int calls = bytes <= (1u << 20) ? 50 : 5;
   row.time_us = job.time_graph(
@@ -202,27 +241,58 @@ bool gpu_available() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-int run_gpu(const Options& o) {
-  int device = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
-  RunInfo info = describe_run();
-  info.device = fmt::format("cuda: {} (device {})", prop.name, device);
-  info.placement = fmt::format("{} ranks sharing one GPU, as streams of one process", o.ranks);
-  print_header(info, o.ranks, "copy-roofline (same-run device-to-device copy bandwidth)");
+namespace {
 
-  GpuJob job(o.ranks, device, o.max_bytes);
-  const double copy_bw = job.copy_bandwidth(5);
-  fmt::print("# device-to-device copy: {:.0f} GB/s (bytes read + written)\n", copy_bw / 1e9);
+// Where a launched job's ranks are: from TPCOLL_DEVICE as device_from_env reads it.
+std::string process_placement(int world) {
+  int devices = 0;
+  check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  const char* fixed = std::getenv("TPCOLL_DEVICE");
+  const bool shared = (fixed != nullptr && std::string(fixed) != "auto") || devices < world;
+  const std::string mps = cuda::mps_running() ? "MPS running" : "MPS not running";
+  if (!shared) return fmt::format("{} ranks as processes, one GPU each", world);
+  return fmt::format("{} ranks as processes sharing {} GPU(s) ({})", world, fixed ? 1 : devices, mps);
+}
+
+}  // namespace
+
+int run_gpu(const Options& o) {
+  const bool launched = std::getenv("TPCOLL_RANK") != nullptr;
+  tpcoll_comm_config_t config{};
+  if (launched) {
+    tpcoll::check(tpcoll_comm_config_from_env(&config));
+    if (config.device == TPCOLL_DEVICE_CPU)
+      throw std::runtime_error("the GPU bench's ranks need TPCOLL_DEVICE (a GPU ordinal or auto)");
+  } else {
+    check(cudaGetDevice(&config.device), "cudaGetDevice");
+  }
+  const int world = launched ? config.world_size : o.ranks;
+  const bool printer = !launched || config.rank == 0;
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, config.device), "cudaGetDeviceProperties");
+  RunInfo info = describe_run();
+  info.device = fmt::format("cuda: {} (device {})", prop.name, config.device);
+  info.placement = launched ? process_placement(world)
+                            : fmt::format("{} ranks sharing one GPU, as streams of one process", world);
+  check(cudaSetDevice(config.device), "cudaSetDevice");
+  // Measured before the communicator exists, so that no peer's kernel shares
+  // the GPU with the copy; peers wait in the bootstrap meanwhile.
+  const double copy_bw = printer ? copy_bandwidth(5) : 0.0;
+  if (printer) {
+    print_header(info, world, "copy-roofline (same-run device-to-device copy bandwidth)");
+    fmt::print("# device-to-device copy: {:.0f} GB/s (bytes read + written)\n", copy_bw / 1e9);
+  }
+
+  const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, o.max_bytes)
+                                               : std::make_unique<GpuJob>(world, config.device, o.max_bytes);
   std::vector<Row> rows;
   for (DType d : o.dtypes)
     for (std::size_t b : sweep_sizes(o))
       if (b >= dtype_size(d)) {
-        rows.push_back(run_all_reduce(job, o, d, b / dtype_size(d), copy_bw));
-        print_row(rows.back());
+        rows.push_back(run_all_reduce(*job, o, d, b / dtype_size(d), copy_bw));
+        if (printer) print_row(rows.back());
       }
-  return summarize(info, rows, o.json_path, /*print=*/true);
+  return summarize(info, rows, printer ? o.json_path : std::string(), printer);
 }
 
 }  // namespace tpcoll::bench

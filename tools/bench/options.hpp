@@ -26,6 +26,7 @@ struct Options {
   std::vector<std::size_t> hidden{2880, 4096, 8192};
   BaselineKind baseline = BaselineKind::kNone;
   BackendKind backend = BackendKind::kAuto;
+  bool processes = false;  // CUDA: one process per rank (tpcoll run), not one stream per rank
   std::string json_path;
 };
 
