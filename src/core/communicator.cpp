@@ -8,6 +8,7 @@
 #include "cpu/kernels.hpp"
 #include "cpu/shm_backend.hpp"
 #include "cuda/cuda_backend.hpp"
+#include "nccl/nccl_backend.hpp"
 
 #include <map>
 #include <mutex>
@@ -91,9 +92,21 @@ void Communicator::create_cpu_backends() {
   }
 }
 
+// Our kernels, and NCCL where they cannot serve or are switched off. Both
+// decisions rest on what every rank knows alike (world size, settings agreed
+// above), so every rank builds the same engines.
 void Communicator::create_cuda_backend() {
   context_.fast_backend = kCudaBackend;
-  fast_ = std::make_unique<cuda::CudaBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
+  context_.fallback_backend = kNcclBackend;
+  if (world_ > cuda::kMaxRanks) {
+    context_.fast_available = false;
+    context_.fast_unavailable_reason =
+        fmt::format("{} ranks: tpcoll's kernels serve at most {}, NCCL serves the rest", world_, cuda::kMaxRanks);
+  } else {
+    fast_ = std::make_unique<cuda::CudaBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
+  }
+  if (!context_.fast_available || context_.disabled || env_forced_ == TPCOLL_ALGO_FALLBACK)
+    fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes);
 }
 
 Communicator::~Communicator() = default;
@@ -125,8 +138,10 @@ void Communicator::run(const Call& call, const Buffers& buffers) {
     log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
         plan.steps, plan.reason);
   if (plan.algo == TPCOLL_ALGO_FALLBACK && !fallback_)
-    fail(TPCOLL_UNSUPPORTED, "{} needs the fallback engine ({}), which the CUDA backend does not have yet",
-         describe(call), plan.reason.empty() ? "TPCOLL_DISABLE or TPCOLL_ALGO" : plan.reason);
+    fail(TPCOLL_UNSUPPORTED,
+         "{} was forced to the fallback, but this communicator did not start NCCL: set TPCOLL_ALGO=fallback "
+         "or TPCOLL_DISABLE=1 before creating it",
+         describe(call));
   Backend& backend = plan.algo == TPCOLL_ALGO_FALLBACK ? *fallback_ : *fast_;
   try {
     backend.run(call, plan, buffers);

@@ -44,7 +44,7 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
     plan.algo = algo;
     if (explain) plan.reason = reason();
     if (algo == TPCOLL_ALGO_FALLBACK) {
-      plan.backend = kFallbackBackend;
+      plan.backend = ctx.fallback_backend;
       plan.chunk_bytes = call.bytes;
       plan.steps = 1;
     } else {

@@ -11,9 +11,15 @@
 
 namespace tpcoll {
 
+inline constexpr const char* kShmBackend = "cpu-shm";
+inline constexpr const char* kFallbackBackend = "cpu-fallback";
+inline constexpr const char* kCudaBackend = "cuda-p2p";
+inline constexpr const char* kNcclBackend = "nccl";
+
 struct PlanContext {
   int world = 1;
-  const char* fast_backend = "cpu-shm";      // the backend of our own algorithms
+  const char* fast_backend = kShmBackend;           // the backend of our own algorithms
+  const char* fallback_backend = kFallbackBackend;  // what runs TPCOLL_ALGO_FALLBACK
   bool fast_available = true;                // false: only the fallback can run
   std::string fast_unavailable_reason;
   std::size_t staging_bytes = 0;             // per-rank staging buffer (chunk bound)
@@ -29,9 +35,6 @@ struct Plan {
   std::size_t steps = 0;
   std::string reason;  // filled only when make_plan is asked to explain
 };
-
-inline constexpr const char* kFallbackBackend = "cpu-fallback";
-inline constexpr const char* kCudaBackend = "cuda-p2p";
 
 // explain: also fill Plan::reason (it formats text, so not on the hot path).
 Plan make_plan(const Call& call, const PlanContext& context, bool explain);

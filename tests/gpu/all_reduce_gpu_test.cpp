@@ -259,6 +259,54 @@ TEST(CudaAllReduce, RanksThatDisagreeGetAnErrorNotAHang) {
   EXPECT_EQ(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)), TPCOLL_MISMATCH);
 }
 
+TEST(CudaAllReduce, BuffersAlignedOnOneRankOnlyAreAMismatch) {
+  // The kernel variant follows each rank's alignment (low-latency units when
+  // 16-byte aligned, element-wide otherwise): ranks must not mix them.
+  setenv("TPCOLL_TIMEOUT_MS", "3000", 1);
+  LocalJob job(2, 1 << 16);
+  unsetenv("TPCOLL_TIMEOUT_MS");
+  job.fill(TPCOLL_FLOAT32, 257, 1);
+  tpcoll::check(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)));
+  tpcoll::check(tpcoll_all_reduce(job.comm(1), static_cast<float*>(job.in(1)) + 1, job.out(1), 256, TPCOLL_FLOAT32,
+                                  job.stream(1)));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  for (int r = 0; r < 2; ++r) {
+    tpcoll_result_t async = TPCOLL_SUCCESS;
+    tpcoll::check(tpcoll_comm_get_async_error(job.comm(r), &async));
+    EXPECT_EQ(async, TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
+  }
+}
+
+TEST(NcclEngine, ServesOneRankAndRefusesRanksSharingAGpu) {
+  setenv("TPCOLL_DISABLE", "1", 1);
+  {
+    LocalJob job(1, 1 << 20);
+    tpcoll_plan_info_t plan{};
+    const std::int64_t shape[1] = {4097};
+    tpcoll::check(tpcoll_plan(job.comm(0), TPCOLL_OP_ALL_REDUCE, TPCOLL_BFLOAT16, 1, shape, 0, &plan));
+    EXPECT_STREQ(plan.backend, "nccl");
+    const auto expected = job.fill(TPCOLL_BFLOAT16, 4097, 3);
+    job.all_reduce(TPCOLL_BFLOAT16, 4097);
+    job.expect_all(expected);
+    // A gather along an inner dim goes through the scratch and 2-D copies.
+    const std::int64_t matrix[2] = {3, 5};
+    tpcoll::check(tpcoll_all_gather(job.comm(0), job.in(0), job.out(0), TPCOLL_FLOAT32, 2, matrix, 1, job.stream(0)));
+    std::vector<float> in(15), out(15);
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaMemcpy(in.data(), job.in(0), 60, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(out.data(), job.out(0), 60, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(in, out);
+  }
+  try {
+    LocalJob job(2, 1 << 16);
+    ADD_FAILURE() << "two ranks on one GPU were given to NCCL";
+  } catch (const tpcoll::Error& e) {
+    EXPECT_EQ(e.code(), TPCOLL_UNSUPPORTED);
+    EXPECT_NE(std::string(e.what()).find("share a GPU"), std::string::npos) << e.what();
+  }
+  unsetenv("TPCOLL_DISABLE");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -87,6 +87,18 @@ TEST(Plan, FastPathUnavailableTakesTheFallbackWithTheReason) {
   EXPECT_EQ(p.steps, 1u);
 }
 
+TEST(Plan, TheFallbackIsTheEngineTheBackendNames) {
+  auto ctx = context();
+  ctx.fast_backend = tpcoll::kCudaBackend;
+  ctx.fallback_backend = tpcoll::kNcclBackend;
+  ctx.fast_available = false;
+  ctx.fast_unavailable_reason = "16 ranks: tpcoll's kernels serve at most 8, NCCL serves the rest";
+  const tpcoll::Plan p = tpcoll::make_plan(reduce_call(4096), ctx, true);
+  EXPECT_EQ(p.algo, TPCOLL_ALGO_FALLBACK);
+  EXPECT_STREQ(p.backend, "nccl");
+  EXPECT_EQ(p.reason, ctx.fast_unavailable_reason);
+}
+
 TEST(Plan, TableChoiceWithoutForcing) {
   const auto ctx = context();
   // all_reduce: one-shot up to 32 KiB per rank (inclusive), two-shot above.
