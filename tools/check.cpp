@@ -2,10 +2,13 @@
 
 #include "core/call.hpp"
 #include "core/config.hpp"
+#include "core/error.hpp"
 #include "core/dtype.hpp"
 #include "core/tune_table.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/kernels/layout.cuh"
+#include "nccl/nccl_library.hpp"
+#include "tools/nvlink.hpp"
 
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -14,6 +17,7 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -44,8 +48,10 @@ int check(int ranks) {
   for (int d = 0; d < devices; ++d) {
     cudaDeviceProp p{};
     cudaGetDeviceProperties(&p, d);
-    fmt::print("  {}: {}, {} SMs, {:.0f} GiB, PCI {:02x}:{:02x}\n", d, p.name, p.multiProcessorCount,
-               static_cast<double>(p.totalGlobalMem) / (1u << 30), p.pciBusID, p.pciDeviceID);
+    const std::optional<int> links = active_nvlinks(d);
+    fmt::print("  {}: {}, {} SMs, {:.0f} GiB, PCI {:02x}:{:02x}, {}\n", d, p.name, p.multiProcessorCount,
+               static_cast<double>(p.totalGlobalMem) / (1u << 30), p.pciBusID, p.pciDeviceID,
+               links ? fmt::format("{} active NVLink link(s)", *links) : std::string("NVLink unknown (no NVML)"));
   }
   if (devices > 1) {
     fmt::print("peer access (access / native atomics / performance rank; NVLink ranks above PCIe):\n");
@@ -87,8 +93,15 @@ int check(int ranks) {
   fmt::print("one-shot messages up to {} B travel in low-latency units ({})\n",
              std::min<std::int64_t>(env::kCudaLowLatencyBytes.as_int(), cuda::kLowLatencyBytes),
              env::kCudaLowLatencyBytes.name);
+  try {
+    const nccl::Library& lib = nccl::load_library();
+    fmt::print("NCCL: {} ({}): the engine for TPCOLL_DISABLE=1, TPCOLL_ALGO=fallback and more than {} ranks{}\n",
+               lib.version, lib.path, cuda::kMaxRanks, shared ? "; not for these ranks, which share a GPU" : "");
+  } catch (const tpcoll::Error& e) {
+    fmt::print("NCCL: not available: {}\n", e.what());
+  }
   if (ranks > cuda::kMaxRanks)
-    fmt::print("WARNING: {} ranks exceed the {} the CUDA kernels serve\n", ranks, cuda::kMaxRanks);
+    fmt::print("{} ranks exceed the {} the CUDA kernels serve: every op takes NCCL\n", ranks, cuda::kMaxRanks);
   return 0;
 }
 
