@@ -36,6 +36,9 @@ inline constexpr EnvParam kCudaBufferBytes{"TPCOLL_CUDA_BUFFER_BYTES", "8388608"
                                            "largest per-rank chunk one CUDA kernel moves (staging size)"};
 inline constexpr EnvParam kCudaLowLatencyBytes{"TPCOLL_CUDA_LOW_LATENCY_BYTES", "65536",
                                                "largest one-shot message sent in low-latency units (0: never)"};
+inline constexpr EnvParam kCudaEarlyLaunch{"TPCOLL_CUDA_EARLY_LAUNCH", "1",
+                                           "1: a kernel may start launching while the previous one of its stream "
+                                           "ends (programmatic dependent launch)"};
 inline constexpr EnvParam kNcclLib{"TPCOLL_NCCL_LIB", "", "NCCL library to load (default libnccl.so.2 from the loader's path)"};
 inline constexpr EnvParam kDevice{"TPCOLL_DEVICE", "", "CUDA device of this rank for tpcoll_comm_config_from_env: "
                                                        "an ordinal, or auto (local rank modulo the device count)"};

@@ -9,18 +9,34 @@
 namespace tpcoll::cuda {
 namespace {
 
+// With programmatic stream serialization the kernel may begin launching while
+// the previous kernel of the stream ends (see wait_for_previous_kernel).
+void launch(void (*kernel)(AllReduceArgs), const KernelChoice& c, const AllReduceArgs& args, cudaStream_t stream) {
+  cudaLaunchAttribute early{};
+  early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  early.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(c.blocks));
+  config.blockDim = dim3(static_cast<unsigned>(c.threads));
+  config.stream = stream;
+  config.attrs = &early;
+  config.numAttrs = c.early_launch ? 1 : 0;
+  // The result arrives through cudaGetLastError in launch_all_reduce.
+  static_cast<void>(cudaLaunchKernelEx(&config, kernel, args));
+}
+
 template <typename E, int kBytes, Scope kScope>
 void launch_typed(const KernelChoice& c, const AllReduceArgs& args, cudaStream_t stream) {
   if (c.algo == TPCOLL_ALGO_TWOSHOT)
-    all_reduce_kernel<E, kBytes, true, kScope><<<c.blocks, kThreads, 0, stream>>>(args);
+    launch(all_reduce_kernel<E, kBytes, true, kScope>, c, args, stream);
   else
-    all_reduce_kernel<E, kBytes, false, kScope><<<c.blocks, kThreads, 0, stream>>>(args);
+    launch(all_reduce_kernel<E, kBytes, false, kScope>, c, args, stream);
 }
 
 template <typename E, Scope kScope>
 void launch_scoped(const KernelChoice& c, const AllReduceArgs& args, cudaStream_t stream) {
   if (c.low_latency)
-    low_latency_all_reduce<E, kScope><<<c.blocks, kThreads, 0, stream>>>(args);
+    launch(low_latency_all_reduce<E, kScope>, c, args, stream);
   else if (c.vectorized)
     launch_typed<E, 16, kScope>(c, args, stream);
   else

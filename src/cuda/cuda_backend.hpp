@@ -43,6 +43,9 @@ class CudaBackend final : public Backend {
   // rank's blocks fit on one GPU at once (a spinning block must never wait
   // for a block that cannot be scheduled).
   static int blocks_for(std::size_t chunk_bytes, int world);
+  // The same for the low-latency kernel, whose units carry 8 bytes in 16;
+  // each block has one thread per unit.
+  static int low_latency_blocks(std::size_t bytes, int world);
 
   // "ranks 0,1 share GPU 0 (NVIDIA H100 80GB HBM3)"; for logs and `plan`.
   const std::string& placement() const { return placement_; }
@@ -56,6 +59,7 @@ class CudaBackend final : public Backend {
   BufferLayout layout_;
   std::uint64_t timeout_ns_;
   std::size_t low_latency_bytes_;  // TPCOLL_CUDA_LOW_LATENCY_BYTES, at most kLowLatencyBytes
+  bool early_launch_;              // TPCOLL_CUDA_EARLY_LAUNCH
   std::byte* buffer_ = nullptr;               // this rank's buffer
   std::vector<std::byte*> peers_;             // every rank's buffer, as mapped here
   std::vector<void*> opened_;                 // IPC mappings to close

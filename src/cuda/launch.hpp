@@ -15,6 +15,8 @@ struct KernelChoice {
   bool one_gpu;      // every rank is on this GPU: GPU-scope signals suffice
   bool low_latency;  // one-shot of at most kLowLatencyBytes, in flagged units
   int blocks;
+  int threads = kThreads;
+  bool early_launch = false;  // programmatic dependent launch (TPCOLL_CUDA_EARLY_LAUNCH)
 };
 
 cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream);

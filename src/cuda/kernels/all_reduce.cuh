@@ -248,6 +248,7 @@ __device__ bool two_shot_step(const AllReduceArgs& a, Protocol& proto, const Chu
 template <typename E, int kBytes, bool kTwoShot, Scope kScope>
 __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const AllReduceArgs a) {
   using S = typename E::Storage;
+  wait_for_previous_kernel();
   Protocol<kScope> proto(a);
   const std::size_t steps = (a.count + a.chunk_count - 1) / a.chunk_count;
   for (std::size_t step = 0; step < steps; ++step) {
@@ -258,6 +259,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const AllReduceArg
     const bool ok = kTwoShot ? two_shot_step<E, kBytes>(a, proto, c) : one_shot_step<E, kBytes>(a, proto, c);
     if (!ok) break;  // reported; the communicator is unusable from here
   }
+  allow_next_kernel();
   proto.finish(steps);
 }
 

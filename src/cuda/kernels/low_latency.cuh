@@ -5,11 +5,11 @@
 //
 // The flag mixes the step number and the call tag. A peer at the same step
 // but another call therefore never produces our flag, so its data is never
-// taken. A reader that does not find its data at the first look announces
-// its own call in the peer's arrival word (step and tag, no fence: it orders
-// nothing) and checks the peer's word while it waits, so two ranks at
-// different calls both report the mismatch instead of timing out; the fast
-// path pays for none of it. Stale data (from step s-2 or older, the last use
+// taken. The first thread of a rank, when it does not find its data at the
+// first look, announces its own call in the peers' arrival words (step and
+// tag, no fence: it orders nothing), and every waiting reader checks the
+// peer's word now and then, so two ranks at different calls both report the
+// mismatch instead of timing out; the fast path pays for none of it. Stale data (from step s-2 or older, the last use
 // of this slot) could pass only if two steps' mixed flags collide in 32 bits.
 #pragma once
 
@@ -66,53 +66,66 @@ __device__ __forceinline__ void announce_call(const AllReduceArgs& a, const Prot
       *reinterpret_cast<volatile std::uint64_t*>(&proto.signals(p)->arrived[0][a.rank]) = proto.flag();
 }
 
+// Polls unit `src` until it carries `flag`; 0, or kFail* | peer if the peer
+// runs another call at this step or does not arrive in time. Each poll is one
+// load; the peer's arrival word and the clock are read every kCheckEvery
+// polls, so that a poll is not a chain of two round trips.
+template <typename Protocol>
+__device__ __forceinline__ std::uint32_t await_unit(const AllReduceArgs& a, const Protocol& proto, const uint4* src,
+                                                    std::uint32_t flag, int peer, uint4& u) {
+  constexpr unsigned kCheckEvery = 32;
+  // The arrival word orders nothing here: a relaxed read suffices.
+  const volatile std::uint64_t* arrival = &proto.signals(a.rank)->arrived[0][peer];
+  std::uint64_t start = 0;  // the clock starts at the first check, off the fast path
+  for (unsigned polls = 1;; ++polls) {
+    u = load_unit(src);
+    if (u.y == flag && u.w == flag) return 0;
+    if (polls % kCheckEvery != 0) continue;
+    const std::uint64_t seen = *arrival;
+    if ((seen >> kCallBits) == proto.seq() && (seen & ((1u << kCallBits) - 1)) != proto.call_tag())
+      return kFailMismatch | peer;
+    const std::uint64_t now = global_time_ns();
+    if (start == 0) start = now;
+    if (now - start > a.timeout_ns) return kFailTimeout | peer;
+  }
+}
+
 template <typename E, Scope kScope>
 __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllReduceArgs a) {
   using S = typename E::Storage;
   constexpr int kLanes = 8 / sizeof(S);
+  wait_for_previous_kernel();
+  const std::size_t bytes = a.count * sizeof(S);
+  const Range mine = split((bytes + 7) / 8, gridDim.x, blockIdx.x);
+  // Usually one unit per thread: its load is issued before the sequence
+  // number's, so the two latencies overlap.
+  const std::size_t first = mine.lo + threadIdx.x;
+  const uint2 first_unit = first < mine.hi ? read_unit(a.in, first, bytes) : uint2{0, 0};
+  const auto own_unit = [&](std::size_t i) { return i == first ? first_unit : read_unit(a.in, i, bytes); };
   Protocol<kScope> proto(a);
   proto.begin_step(0);
   const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
-  const std::size_t bytes = a.count * sizeof(S);
-  const Range mine = split((bytes + 7) / 8, gridDim.x, blockIdx.x);
 
   for (int p = 0; p < a.world; ++p) {
     if (p == a.rank) continue;
     uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank));
-    for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
-      store_unit(dst + i, read_unit(a.in, i, bytes), flag);
+    for (std::size_t i = first; i < mine.hi; i += blockDim.x) store_unit(dst + i, own_unit(i), flag);
   }
   std::uint32_t failure = 0;
-  bool announced = false;
-  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi && failure == 0; i += blockDim.x) {
+  for (std::size_t i = first; i < mine.hi && failure == 0; i += blockDim.x) {
     float acc[kLanes];
     for (int r = 0; r < a.world && failure == 0; ++r) {
       uint2 data;
       if (r == a.rank) {
-        data = read_unit(a.in, i, bytes);
+        data = own_unit(i);
       } else {
         const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r)) + i;
         uint4 u = load_unit(src);
         if (u.y != flag || u.w != flag) {
-          if (!announced) {
-            announce_call(a, proto);
-            announced = true;
-          }
-          const std::uint64_t start = global_time_ns();
-          const std::uint64_t* arrival = &proto.signals(a.rank)->arrived[0][r];
-          for (;;) {
-            u = load_unit(src);
-            if (u.y == flag && u.w == flag) break;
-            const std::uint64_t seen = load_acquire<kScope>(arrival);
-            if ((seen >> kCallBits) == proto.seq() && (seen & ((1u << kCallBits) - 1)) != proto.call_tag()) {
-              failure = kFailMismatch | r;
-              break;
-            }
-            if (global_time_ns() - start > a.timeout_ns) {
-              failure = kFailTimeout | r;
-              break;
-            }
-          }
+          // One writer per rank: a peer at another call never sends our flag,
+          // so this thread, which has a unit, waits too.
+          if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
+          failure = await_unit(a, proto, src, flag, r, u);
         }
         data = make_uint2(u.x, u.z);
       }
@@ -130,6 +143,7 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
     write_unit(a.out, i, bytes, packed);
   }
   if (failure) *reinterpret_cast<volatile std::uint32_t*>(a.failure) = failure;
+  allow_next_kernel();
   proto.finish(1);
 }
 

@@ -28,6 +28,27 @@ __device__ __forceinline__ std::uint64_t load_acquire(const std::uint64_t* addr)
   return value;
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched with programmatic
+// stream serialization may start while the previous kernel of its stream
+// finishes; it must wait here before reading anything that kernel wrote
+// (our inputs, our sequence number). Without that launch attribute the wait
+// returns at once.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel of the stream start launching once every block of this
+// one has said so (or ended). Called only after this block has every peer's
+// data for the op, so all peers' blocks of the op have been resident and no
+// kernel launched early can keep one of them off the GPU.
+__device__ __forceinline__ void allow_next_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ std::uint64_t global_time_ns() {
   std::uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
