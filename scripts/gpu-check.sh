@@ -36,6 +36,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
   [ -x "$t" ] && run_step "$(basename "$t")" "$t"
 done
+run_step "all-reduce tests without programmatic dependent launch" env TPCOLL_CUDA_EARLY_LAUNCH=0 \
+  "$build/tests/gpu/tpcoll_gpu_all_reduce_test" --gtest_filter='CudaAllReduce.Every*:CudaAllReduce.Graph*'
 for n in 2 4; do
   run_step "all-reduce, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
