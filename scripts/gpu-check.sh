@@ -42,13 +42,13 @@ for n in 2 4; do
   run_step "all-reduce, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
-run_step "bench (bf16, 1K-256M, 2 ranks as streams)" \
+run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
   "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --json "${OUT:-/tmp}/gpu-bench-bf16.json"
-run_step "bench (bf16, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
+run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
   env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
   --json "${OUT:-/tmp}/gpu-bench-bf16-processes.json"
 run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
-  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --dtype fp32 --dtype fp16 \
+  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op all_reduce --dtype fp32 --dtype fp16 \
   --json "${OUT:-/tmp}/gpu-bench-fp32-fp16.json"
 
 echo

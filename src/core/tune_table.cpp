@@ -32,6 +32,8 @@ constexpr std::array kCpuRows{
 constexpr std::array kCudaRows{
     TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, 2 * 1024 * 1024, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
+    // A gather has one algorithm: push to every peer, then copy into place.
+    TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
 };
 }  // namespace
 

@@ -4,25 +4,14 @@
 #include "cuda/launch.hpp"
 
 #include "cuda/kernels/all_reduce.cuh"
+#include "cuda/kernels/launch_kernel.cuh"
 #include "cuda/kernels/low_latency.cuh"
 
 namespace tpcoll::cuda {
 namespace {
 
-// With programmatic stream serialization the kernel may begin launching while
-// the previous kernel of the stream ends (see wait_for_previous_kernel).
 void launch(void (*kernel)(AllReduceArgs), const KernelChoice& c, const AllReduceArgs& args, cudaStream_t stream) {
-  cudaLaunchAttribute early{};
-  early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  early.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(c.blocks));
-  config.blockDim = dim3(static_cast<unsigned>(c.threads));
-  config.stream = stream;
-  config.attrs = &early;
-  config.numAttrs = c.early_launch ? 1 : 0;
-  // The result arrives through cudaGetLastError in launch_all_reduce.
-  static_cast<void>(cudaLaunchKernelEx(&config, kernel, args));
+  launch_kernel(kernel, c.blocks, c.threads, c.early_launch, args, stream);
 }
 
 template <typename E, int kBytes, Scope kScope>

@@ -48,6 +48,11 @@ std::string uuid_text(const char (&uuid)[16]) {
   return s;
 }
 
+// Both buffers start on a multiple of `width` bytes.
+bool aligned_to(std::size_t width, const void* in, const void* out) {
+  return reinterpret_cast<std::uintptr_t>(in) % width == 0 && reinterpret_cast<std::uintptr_t>(out) % width == 0;
+}
+
 }  // namespace
 
 bool mps_running() {
@@ -208,46 +213,79 @@ void CudaBackend::check_device_pointer(const void* p, const char* name) const {
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
-  if (call.op != TPCOLL_OP_ALL_REDUCE)
+  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM)
     fail(TPCOLL_UNSUPPORTED, "{} is not yet implemented on the CUDA backend", op_name(call.op));
   raise_async_error();
   check_device_pointer(buffers.in, "in");
   check_device_pointer(buffers.out, "out");
+  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  if (call.op == TPCOLL_OP_ALL_REDUCE)
+    all_reduce(call, plan, buffers);
+  else
+    all_gather(call, plan, buffers);
+}
 
-  const void* in = buffers.in;
-  void* out = buffers.out;
-  const std::size_t elem = dtype_size(call.dtype);
-  // Chunks are whole 16-byte vectors (plan.chunk_bytes is a multiple of 64),
-  // so 16-byte alignment of the buffers carries over to every chunk.
-  const bool vectorized = reinterpret_cast<std::uintptr_t>(in) % 16 == 0 && reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
-  AllReduceArgs args{};
+void CudaBackend::fill_peer_args(PeerArgs& args, const Call& call, const Plan& plan, std::uint64_t variant) const {
   std::copy(peers_.begin(), peers_.end(), args.buffers);
   args.layout = layout_;
   args.rank = rank_;
   args.world = world_;
   args.timeout_ns = timeout_ns_;
   args.failure = failure_device_;
-  args.in = in;
-  args.out = out;
-  args.count = call.count;
-  args.chunk_count = plan.chunk_bytes / elem;
-  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
-  choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= low_latency_bytes_;
-  if (choice.low_latency) {
-    choice.blocks = low_latency_blocks(call.bytes, world_);
-    const std::size_t units_per_block = ((call.bytes + 7) / 8 + choice.blocks - 1) / choice.blocks;
-    choice.threads = static_cast<int>(std::clamp<std::size_t>((units_per_block + 31) / 32 * 32, 32, kThreads));
-  }
-  choice.early_launch = early_launch_;
   // The kernel variant depends on this rank's buffer alignment, so it is part
   // of the tag: ranks whose variants differ would split the data differently,
   // and are reported as a mismatch instead.
-  const std::uint64_t variant = (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u);
   const std::uint64_t hash = make_signature(call, plan.algo, 0).call_hash() ^ (variant * 0x9e3779b97f4a7c15ull);
   args.call_tag = static_cast<std::uint32_t>(hash & ((1u << kCallBits) - 1));
+}
+
+void CudaBackend::size_low_latency(std::size_t bytes, int& blocks, int& threads) const {
+  blocks = low_latency_blocks(bytes, world_);
+  const std::size_t units_per_block = ((bytes + 7) / 8 + blocks - 1) / blocks;
+  threads = static_cast<int>(std::clamp<std::size_t>((units_per_block + 31) / 32 * 32, 32, kThreads));
+}
+
+void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const {
+  // Chunks are whole 16-byte vectors (plan.chunk_bytes is a multiple of 64),
+  // so 16-byte alignment of the buffers carries over to every chunk.
+  const bool vectorized = aligned_to(16, buffers.in, buffers.out);
+  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
+  choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= low_latency_bytes_;
+  if (choice.low_latency) size_low_latency(call.bytes, choice.blocks, choice.threads);
+  choice.early_launch = early_launch_;
+
+  AllReduceArgs args{};
+  fill_peer_args(args, call, plan, (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u));
+  args.in = buffers.in;
+  args.out = buffers.out;
+  args.count = call.count;
+  args.chunk_count = plan.chunk_bytes / dtype_size(call.dtype);
   check_cuda(launch_all_reduce(choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the all-reduce kernel");
+}
+
+void CudaBackend::all_gather(const Call& call, const Plan& plan, const Buffers& buffers) const {
+  const auto fits = [&](std::size_t width) {
+    return aligned_to(width, buffers.in, buffers.out) && call.inner_bytes % width == 0;
+  };
+  GatherChoice choice{};
+  choice.width = fits(16) ? 16 : fits(4) ? 4 : 1;
+  choice.one_gpu = one_gpu_;
+  choice.low_latency = fits(8) && call.bytes <= low_latency_bytes_;
+  choice.blocks = blocks_for(plan.chunk_bytes, world_);
+  choice.threads = kThreads;
+  if (choice.low_latency) size_low_latency(call.bytes, choice.blocks, choice.threads);
+  choice.early_launch = early_launch_;
+
+  AllGatherArgs args{};
+  fill_peer_args(args, call, plan, (choice.low_latency ? 32u : 0u) | static_cast<unsigned>(choice.width));
+  args.in = buffers.in;
+  args.out = buffers.out;
+  args.bytes = call.bytes;
+  args.inner = call.inner_bytes;
+  args.chunk_bytes = plan.chunk_bytes;
+  check_cuda(launch_all_gather(choice, args, static_cast<cudaStream_t>(buffers.stream)),
+             "launching the all-gather kernel");
 }
 
 }  // namespace tpcoll::cuda

@@ -52,6 +52,12 @@ class CudaBackend final : public Backend {
 
  private:
   void check_device_pointer(const void* p, const char* name) const;
+  void all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const;
+  void all_gather(const Call& call, const Plan& plan, const Buffers& buffers) const;
+  // Peers, limits and the call tag, which also covers this rank's kernel
+  // variant (`variant`: bits of its choice that depend on alignment).
+  void fill_peer_args(PeerArgs& args, const Call& call, const Plan& plan, std::uint64_t variant) const;
+  void size_low_latency(std::size_t bytes, int& blocks, int& threads) const;
 
   int rank_;
   int world_;

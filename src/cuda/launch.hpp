@@ -21,4 +21,16 @@ struct KernelChoice {
 
 cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream);
 
+// Which all-gather kernel runs, and how wide.
+struct GatherChoice {
+  int width;         // bytes per access: 16, 4 or 1 (divides inner and both buffers' alignment)
+  bool one_gpu;      // every rank is on this GPU: GPU-scope signals suffice
+  bool low_latency;  // at most kLowLatencyBytes, 8-byte aligned, in flagged units
+  int blocks;
+  int threads;
+  bool early_launch;  // programmatic dependent launch (TPCOLL_CUDA_EARLY_LAUNCH)
+};
+
+cudaError_t launch_all_gather(const GatherChoice& choice, const AllGatherArgs& args, cudaStream_t stream);
+
 }  // namespace tpcoll::cuda

@@ -4,6 +4,7 @@
 // two-shot, chunked or not, eager and replayed from a CUDA graph, and bad
 // input refused. Exits 77 (ctest: skipped) without a CUDA device.
 #include "common/numerics.hpp"
+#include "local_job.hpp"
 
 #include <tpcoll/tpcoll.hpp>
 
@@ -39,28 +40,10 @@ void narrow(tpcoll_dtype_t d, std::byte* p, std::size_t i, float v) {
   }
 }
 
-// All ranks of one job in this process, each with a stream and buffers.
-class LocalJob {
+// LocalJob with the all-reduce's inputs and expected results.
+class ReduceJob : public LocalJob {
  public:
-  LocalJob(int world, std::size_t max_bytes) : comms_(world), streams_(world), in_(world), out_(world), bytes_(max_bytes) {
-    std::vector<int> devices(world, 0);
-    tpcoll::check(tpcoll_comm_create_local(world, devices.data(), comms_.data()));
-    for (int r = 0; r < world; ++r) {
-      cudaStreamCreateWithFlags(&streams_[r], cudaStreamNonBlocking);
-      cudaMalloc(&in_[r], max_bytes);
-      cudaMalloc(&out_[r], max_bytes);
-    }
-  }
-  ~LocalJob() {
-    cudaDeviceSynchronize();
-    for (std::size_t r = 0; r < comms_.size(); ++r) {
-      tpcoll_comm_destroy(comms_[r]);
-      cudaStreamDestroy(streams_[r]);
-      cudaFree(in_[r]);
-      cudaFree(out_[r]);
-    }
-  }
-  int world() const { return static_cast<int>(comms_.size()); }
+  using LocalJob::LocalJob;
 
   // Uploads fresh random inputs (some -0.0) and returns the expected output:
   // rank 0's value, plus ranks 1..n-1 in order in fp32, rounded once.
@@ -71,7 +54,7 @@ class LocalJob {
     std::vector<std::vector<std::byte>> inputs(world(), std::vector<std::byte>(bytes));
     for (int r = 0; r < world(); ++r) {
       for (std::size_t i = 0; i < count; ++i) narrow(d, inputs[r].data(), i, i % 97 == 0 ? -0.0f : dist(rng));
-      EXPECT_EQ(cudaMemcpy(in_[r], inputs[r].data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(in(r), inputs[r].data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
     }
     // A copy from pageable memory may still be in flight when cudaMemcpy
     // returns, and the ranks' non-blocking streams would not wait for it.
@@ -87,11 +70,7 @@ class LocalJob {
 
   void all_reduce(tpcoll_dtype_t d, std::size_t count, bool in_place = false) {
     for (int r = 0; r < world(); ++r)
-      tpcoll::check(tpcoll_all_reduce(comms_[r], in_[r], in_place ? in_[r] : out_[r], count, d, streams_[r]));
-  }
-
-  void force(std::optional<tpcoll::Algo> algo) {
-    for (tpcoll_comm_t c : comms_) tpcoll::check(tpcoll_comm_force_algo(c, algo ? static_cast<int>(*algo) : TPCOLL_ALGO_AUTO));
+      tpcoll::check(tpcoll_all_reduce(comm(r), in(r), in_place ? in(r) : out(r), count, d, stream(r)));
   }
 
   // Every rank's output equals `expected`, bit for bit.
@@ -99,21 +78,10 @@ class LocalJob {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<std::byte> got(expected.size());
     for (int r = 0; r < world(); ++r) {
-      ASSERT_EQ(cudaMemcpy(got.data(), in_place ? in_[r] : out_[r], got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(got.data(), in_place ? in(r) : out(r), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
       ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size()), 0) << "rank " << r << " of " << world();
     }
   }
-
-  tpcoll_comm_t comm(int r) const { return comms_[r]; }
-  cudaStream_t stream(int r) const { return streams_[r]; }
-  void* in(int r) const { return in_[r]; }
-  void* out(int r) const { return out_[r]; }
-
- private:
-  std::vector<tpcoll_comm_t> comms_;
-  std::vector<cudaStream_t> streams_;
-  std::vector<void*> in_, out_;
-  std::size_t bytes_;
 };
 
 constexpr tpcoll_dtype_t kDtypes[] = {TPCOLL_FLOAT32, TPCOLL_FLOAT16, TPCOLL_BFLOAT16};
@@ -121,7 +89,7 @@ constexpr tpcoll_dtype_t kDtypes[] = {TPCOLL_FLOAT32, TPCOLL_FLOAT16, TPCOLL_BFL
 TEST(CudaAllReduce, EveryWorldDtypeCountAndAlgorithm) {
   const std::size_t counts[] = {1, 7, 8, 1000, 4097, 65536 + 3, 1 << 20};
   for (int world : {2, 3, 4, 8}) {
-    LocalJob job(world, (std::size_t{1} << 20) * 4);
+    ReduceJob job(world, (std::size_t{1} << 20) * 4);
     for (tpcoll_dtype_t d : kDtypes)
       for (std::size_t count : counts)
         for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot}) {
@@ -136,7 +104,7 @@ TEST(CudaAllReduce, EveryWorldDtypeCountAndAlgorithm) {
 }
 
 TEST(CudaAllReduce, InPlaceAndUnalignedBuffers) {
-  LocalJob job(2, 1 << 20);
+  ReduceJob job(2, 1 << 20);
   for (tpcoll_dtype_t d : kDtypes) {
     const auto expected = job.fill(d, 5003, 11);
     job.all_reduce(d, 5003, /*in_place=*/true);
@@ -165,7 +133,7 @@ TEST(CudaAllReduce, ChunkedThroughSmallStaging) {
   // between steps that reuse a slot shows up as wrong bits sooner or later.
   setenv("TPCOLL_CUDA_BUFFER_BYTES", "65536", 1);
   for (int world : {2, 3, 4}) {
-    LocalJob job(world, 1 << 22);
+    ReduceJob job(world, 1 << 22);
     for (int repeat = 0; repeat < 8; ++repeat)
       for (tpcoll_dtype_t d : kDtypes)
         for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot}) {
@@ -182,31 +150,16 @@ TEST(CudaAllReduce, ChunkedThroughSmallStaging) {
 }
 
 TEST(CudaAllReduce, GraphReplayWithNewDataEveryTime) {
-  LocalJob job(4, 1 << 20);
+  ReduceJob job(4, 1 << 20);
   const std::size_t count = 12345;
-  cudaStream_t origin;
-  CUDA_OK(cudaStreamCreateWithFlags(&origin, cudaStreamNonBlocking));
-  cudaEvent_t fork, join;
-  CUDA_OK(cudaEventCreate(&fork));
-  CUDA_OK(cudaEventCreate(&join));
   for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot}) {
     job.force(algo);
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CUDA_OK(cudaStreamBeginCapture(origin, cudaStreamCaptureModeThreadLocal));
-    CUDA_OK(cudaEventRecord(fork, origin));
-    for (int r = 0; r < job.world(); ++r) CUDA_OK(cudaStreamWaitEvent(job.stream(r), fork));
-    for (int k = 0; k < 3; ++k) job.all_reduce(TPCOLL_BFLOAT16, count);  // the same op three times
-    for (int r = 0; r < job.world(); ++r) {
-      CUDA_OK(cudaEventRecord(join, job.stream(r)));
-      CUDA_OK(cudaStreamWaitEvent(origin, join));
-    }
-    CUDA_OK(cudaStreamEndCapture(origin, &graph));
-    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaGraphExec_t exec = job.capture([&] {
+      for (int k = 0; k < 3; ++k) job.all_reduce(TPCOLL_BFLOAT16, count);  // the same op three times
+    });
     for (int replay = 0; replay < 20; ++replay) {
       const auto expected = job.fill(TPCOLL_BFLOAT16, count, 100 + replay);
-      CUDA_OK(cudaGraphLaunch(exec, origin));
-      CUDA_OK(cudaStreamSynchronize(origin));
+      job.replay(exec);
       job.expect_all(expected);
       // Eager calls between replays keep the sequence in step.
       const auto eager = job.fill(TPCOLL_BFLOAT16, 77, 200 + replay);
@@ -214,26 +167,20 @@ TEST(CudaAllReduce, GraphReplayWithNewDataEveryTime) {
       job.expect_all(eager);
     }
     cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
   }
   job.force(std::nullopt);
-  cudaEventDestroy(fork);
-  cudaEventDestroy(join);
-  cudaStreamDestroy(origin);
 }
 
 TEST(CudaAllReduce, TenThousandBackToBackCalls) {
-  LocalJob job(2, 1 << 16);
+  ReduceJob job(2, 1 << 16);
   const auto expected = job.fill(TPCOLL_FLOAT16, 1024, 9);
   for (int i = 0; i < 10000; ++i) job.all_reduce(TPCOLL_FLOAT16, 1024);
   job.expect_all(expected);
-  tpcoll_result_t async = TPCOLL_INTERNAL_ERROR;
-  tpcoll::check(tpcoll_comm_get_async_error(job.comm(0), &async));
-  EXPECT_EQ(async, TPCOLL_SUCCESS);
+  EXPECT_EQ(job.async_error(0), TPCOLL_SUCCESS);
 }
 
 TEST(CudaAllReduce, BadInputIsRefusedWithoutLaunching) {
-  LocalJob job(2, 1 << 16);
+  ReduceJob job(2, 1 << 16);
   std::vector<float> host(16);
   EXPECT_EQ(tpcoll_all_reduce(job.comm(0), host.data(), job.out(0), 16, TPCOLL_FLOAT32, job.stream(0)),
             TPCOLL_INVALID_ARGUMENT);
@@ -244,18 +191,14 @@ TEST(CudaAllReduce, BadInputIsRefusedWithoutLaunching) {
 
 TEST(CudaAllReduce, RanksThatDisagreeGetAnErrorNotAHang) {
   setenv("TPCOLL_TIMEOUT_MS", "3000", 1);
-  LocalJob job(2, 1 << 16);
+  ReduceJob job(2, 1 << 16);
   unsetenv("TPCOLL_TIMEOUT_MS");
   job.fill(TPCOLL_FLOAT32, 256, 1);
   // Same launch shape (one block each), different counts.
   tpcoll::check(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)));
   tpcoll::check(tpcoll_all_reduce(job.comm(1), job.in(1), job.out(1), 255, TPCOLL_FLOAT32, job.stream(1)));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  for (int r = 0; r < 2; ++r) {
-    tpcoll_result_t async = TPCOLL_SUCCESS;
-    tpcoll::check(tpcoll_comm_get_async_error(job.comm(r), &async));
-    EXPECT_EQ(async, TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
-  }
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(job.async_error(r), TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
   EXPECT_EQ(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)), TPCOLL_MISMATCH);
 }
 
@@ -263,24 +206,20 @@ TEST(CudaAllReduce, BuffersAlignedOnOneRankOnlyAreAMismatch) {
   // The kernel variant follows each rank's alignment (low-latency units when
   // 16-byte aligned, element-wide otherwise): ranks must not mix them.
   setenv("TPCOLL_TIMEOUT_MS", "3000", 1);
-  LocalJob job(2, 1 << 16);
+  ReduceJob job(2, 1 << 16);
   unsetenv("TPCOLL_TIMEOUT_MS");
   job.fill(TPCOLL_FLOAT32, 257, 1);
   tpcoll::check(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)));
   tpcoll::check(tpcoll_all_reduce(job.comm(1), static_cast<float*>(job.in(1)) + 1, job.out(1), 256, TPCOLL_FLOAT32,
                                   job.stream(1)));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  for (int r = 0; r < 2; ++r) {
-    tpcoll_result_t async = TPCOLL_SUCCESS;
-    tpcoll::check(tpcoll_comm_get_async_error(job.comm(r), &async));
-    EXPECT_EQ(async, TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
-  }
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(job.async_error(r), TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
 }
 
 TEST(NcclEngine, ServesOneRankAndRefusesRanksSharingAGpu) {
   setenv("TPCOLL_DISABLE", "1", 1);
   {
-    LocalJob job(1, 1 << 20);
+    ReduceJob job(1, 1 << 20);
     tpcoll_plan_info_t plan{};
     const std::int64_t shape[1] = {4097};
     tpcoll::check(tpcoll_plan(job.comm(0), TPCOLL_OP_ALL_REDUCE, TPCOLL_BFLOAT16, 1, shape, 0, &plan));
@@ -298,7 +237,7 @@ TEST(NcclEngine, ServesOneRankAndRefusesRanksSharingAGpu) {
     EXPECT_EQ(in, out);
   }
   try {
-    LocalJob job(2, 1 << 16);
+    ReduceJob job(2, 1 << 16);
     ADD_FAILURE() << "two ranks on one GPU were given to NCCL";
   } catch (const tpcoll::Error& e) {
     EXPECT_EQ(e.code(), TPCOLL_UNSUPPORTED);

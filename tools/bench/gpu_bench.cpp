@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -94,7 +95,8 @@ struct GpuRank {
   tpcoll_comm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   void* in = nullptr;
-  void* out = nullptr;
+  void* out = nullptr;      // world x the largest input: room for a gather
+  void* scratch = nullptr;  // as large: the flat gather of the concatenation baseline
 };
 
 // The ranks this process drives: all of them (streams of one process) or
@@ -123,6 +125,7 @@ class GpuJob {
       cudaStreamDestroy(g.stream);
       cudaFree(g.in);
       cudaFree(g.out);
+      cudaFree(g.scratch);
     }
     cudaStreamDestroy(origin_);
   }
@@ -145,6 +148,15 @@ class GpuJob {
       tpcoll::check(tpcoll_all_reduce(g.comm, g.in, g.out, count, static_cast<tpcoll_dtype_t>(dtype), g.stream));
   }
 
+  // One all-gather on every rank driven here, into `out` (or, for the
+  // baseline's flat gather, the scratch).
+  void all_gather(DType dtype, const std::vector<std::int64_t>& shape, int dim, bool into_scratch = false) {
+    for (GpuRank& g : ranks_)
+      tpcoll::check(tpcoll_all_gather(g.comm, g.in, into_scratch ? g.scratch : g.out,
+                                      static_cast<tpcoll_dtype_t>(dtype), static_cast<int>(shape.size()),
+                                      shape.data(), dim, g.stream));
+  }
+
   double time_graph(const std::function<void()>& body, int calls, int replays) {
     std::vector<cudaStream_t> streams;
     for (GpuRank& g : ranks_) streams.push_back(g.stream);
@@ -158,7 +170,8 @@ class GpuJob {
     g.comm = comm;
     check(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaMalloc(&g.in, max_bytes), "cudaMalloc");
-    check(cudaMalloc(&g.out, max_bytes), "cudaMalloc");
+    check(cudaMalloc(&g.out, max_bytes * world_), "cudaMalloc");
+    check(cudaMalloc(&g.scratch, max_bytes * world_), "cudaMalloc");
     if (origin_ == nullptr) check(cudaStreamCreateWithFlags(&origin_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
 
@@ -235,6 +248,92 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   return row;
 }
 
+// Bytes all ranks read and write in an all-gather: each rank reads its input
+// for every peer and for itself, writes it to every peer's staging and to its
+// own output, then copies each peer's staged part into its output.
+double gather_bytes_touched(std::size_t bytes, int world) {
+  const double s = static_cast<double>(bytes), n = world;
+  return n * (4.0 * n - 2.0) * s;
+}
+
+// The all-gather of `shape` along `dim`, checked byte for byte against the
+// concatenation of every rank's input, then timed. Along dim 0 the baseline
+// is the copy roofline; along another dim it is what a framework does with a
+// flat gather: our gather of the flat input into a scratch buffer, then one
+// 2-D copy per rank into the concatenated layout, timed in the same way.
+Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& shape, int dim, double copy_bw,
+                   int replays) {
+  const int world = job.world();
+  Row row;
+  row.op = "all_gather";
+  row.dtype = dtype_name(dtype);
+  row.world = world;
+  row.count = 1;
+  for (std::int64_t e : shape) row.count *= static_cast<std::size_t>(e);
+  row.bytes = row.count * dtype_size(dtype);
+  std::size_t inner = dtype_size(dtype);
+  for (std::size_t d = static_cast<std::size_t>(dim); d < shape.size(); ++d) inner *= static_cast<std::size_t>(shape[d]);
+  const std::size_t outer = row.bytes / inner, total = row.bytes * world;
+  row.shape = fmt::format("[{}] dim {}", fmt::join(shape, ", "), dim);
+
+  const std::uint64_t seed = mix(row.bytes * 977 + static_cast<std::uint64_t>(dtype) * 7 + static_cast<unsigned>(dim));
+  std::vector<std::byte> host(row.bytes), got(total), expected(total);
+  for (GpuRank& g : job.ranks()) {
+    for (std::size_t i = 0; i < row.bytes; ++i) host[i] = std::byte{sample_byte(seed, g.rank, i)};
+    check(cudaMemcpy(g.in, host.data(), row.bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemset(g.out, 0xff, total), "memset");
+  }
+  for (std::size_t o = 0; o < outer; ++o)
+    for (int r = 0; r < world; ++r)
+      for (std::size_t j = 0; j < inner; ++j)
+        expected[(o * world + r) * inner + j] = std::byte{sample_byte(seed, r, o * inner + j)};
+  check(cudaDeviceSynchronize(), "sync before all_gather");
+  job.all_gather(dtype, shape, dim);
+  check(cudaDeviceSynchronize(), "sync after all_gather");
+  std::string failure;
+  for (GpuRank& g : job.ranks()) {
+    check(cudaMemcpy(got.data(), g.out, total, cudaMemcpyDeviceToHost), "download");
+    if (failure.empty() && std::memcmp(got.data(), expected.data(), total) != 0)
+      failure = fmt::format("rank {} differs from the concatenation", g.rank);
+  }
+  row.check = failure.empty() ? "ok" : failure;
+  if (!failure.empty() && !job.printer()) fmt::print(stderr, "{} {}: {}\n", row.dtype, row.shape, failure);
+
+  tpcoll_plan_info_t plan{};
+  tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_GATHER, static_cast<tpcoll_dtype_t>(dtype),
+                            static_cast<int>(shape.size()), shape.data(), dim, &plan));
+  row.algo = plan.algorithm;
+  const int calls = row.bytes <= (1u << 20) ? 200 : 5;
+  row.time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.all_gather(dtype, shape, dim);
+      },
+      calls, replays);
+  row.algbw = static_cast<double>(total) / row.time_us / 1e3;
+  row.busbw = row.algbw * (world - 1) / world;
+  if (outer == 1) {
+    row.baseline = "copy-roofline";
+    row.baseline_time_us = gather_bytes_touched(row.bytes, world) / copy_bw * 1e6;
+    return row;
+  }
+  row.baseline = "flat-gather+concat";
+  const std::vector<std::int64_t> flat{static_cast<std::int64_t>(row.count)};
+  row.baseline_time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) {
+          job.all_gather(dtype, flat, 0, /*into_scratch=*/true);
+          for (GpuRank& g : job.ranks())
+            for (int r = 0; r < world; ++r)
+              check(cudaMemcpy2DAsync(static_cast<std::byte*>(g.out) + r * inner, world * inner,
+                                      static_cast<const std::byte*>(g.scratch) + r * row.bytes, inner, inner, outer,
+                                      cudaMemcpyDeviceToDevice, g.stream),
+                    "concatenation copy");
+        }
+      },
+      calls, replays);
+  return row;
+}
+
 }  // namespace
 
 bool gpu_available() {
@@ -287,12 +386,33 @@ int run_gpu(const Options& o) {
   const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, o.max_bytes)
                                                : std::make_unique<GpuJob>(world, config.device, o.max_bytes);
   std::vector<Row> rows;
-  for (DType d : o.dtypes)
-    for (std::size_t b : sweep_sizes(o))
-      if (b >= dtype_size(d)) {
-        rows.push_back(run_all_reduce(*job, o, d, b / dtype_size(d), copy_bw));
-        if (printer) print_row(rows.back());
-      }
+  const auto add = [&](Row row) {
+    if (printer) print_row(row);
+    rows.push_back(std::move(row));
+  };
+  const int replays = std::max(5, o.iterations);
+  for (Op op : o.ops) {
+    if (op == Op::kAllReduce)
+      for (DType d : o.dtypes)
+        for (std::size_t b : sweep_sizes(o))
+          if (b >= dtype_size(d)) add(run_all_reduce(*job, o, d, b / dtype_size(d), copy_bw));
+    if (op == Op::kAllGather) {
+      for (DType d : o.gather_dtypes)
+        for (std::size_t b : sweep_sizes(o))
+          if (b >= dtype_size(d))
+            add(run_all_gather(*job, d, {static_cast<std::int64_t>(b / dtype_size(d))}, 0, copy_bw, replays));
+      // Vocab-parallel logits, [tokens, vocab / world] along the last dim,
+      // where they fit the buffers.
+      for (DType d : {DType::kBFloat16, DType::kFloat32})
+        for (std::int64_t vocab : {128256, 151936, 201088})
+          for (std::int64_t tokens : {1, 8, 32, 128, 512}) {
+            const std::int64_t part = vocab / world;
+            if (static_cast<std::size_t>(tokens * part) * dtype_size(d) <= o.max_bytes)
+              add(run_all_gather(*job, d, {tokens, part}, 1, copy_bw, replays));
+          }
+    }
+    if (op == Op::kFusedAllReduceRmsNorm && printer) fmt::print("# fused: not yet on the CUDA backend\n");
+  }
   return summarize(info, rows, printer ? o.json_path : std::string(), printer);
 }
 

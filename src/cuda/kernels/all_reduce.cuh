@@ -70,7 +70,7 @@ __device__ __forceinline__ void pipelined(Range r, Load&& load, Store&& store) {
 
 // `offset` bytes into rank `rank`'s buffer, as mapped in this process.
 template <typename T>
-__device__ __forceinline__ T* buffer_at(const AllReduceArgs& a, int rank, std::size_t offset) {
+__device__ __forceinline__ T* buffer_at(const PeerArgs& a, int rank, std::size_t offset) {
   return reinterpret_cast<T*>(a.buffers[rank] + offset);
 }
 
@@ -78,7 +78,7 @@ __device__ __forceinline__ T* buffer_at(const AllReduceArgs& a, int rank, std::s
 template <Scope kScope>
 class Protocol {
  public:
-  __device__ explicit Protocol(const AllReduceArgs& a)
+  __device__ explicit Protocol(const PeerArgs& a)
       : a_(a), state_(reinterpret_cast<RankState*>(a.buffers[a.rank] + BufferLayout::kState)) {
     base_ = state_->seq[blockIdx.x];  // written by the previous kernel on this stream
     seq_ = base_;
@@ -135,7 +135,7 @@ class Protocol {
 
  private:
 
-  const AllReduceArgs& a_;
+  const PeerArgs& a_;
   RankState* state_;
   std::uint64_t base_;
   std::uint64_t seq_;

@@ -65,19 +65,33 @@ struct BufferLayout {
   TPCOLL_HOST_DEVICE std::size_t total() const { return low_latency(kSlots, 0); }
 };
 
-// Everything one all-reduce kernel needs.
-struct AllReduceArgs {
+// What every kernel needs to reach its peers and report: passed by value
+// inside each op's arguments.
+struct PeerArgs {
   std::byte* buffers[kMaxRanks];  // every rank's buffer, as mapped in this process
   BufferLayout layout;
   int rank;
   int world;
+  std::uint32_t call_tag;         // low kCallBits of the call's hash: peers at another call are reported
+  std::uint64_t timeout_ns;       // bound on every wait for a peer
+  std::uint32_t* failure;         // host-mapped: kFailTimeout or kFailMismatch | peer
+};
+
+struct AllReduceArgs : PeerArgs {
   const void* in;
   void* out;
-  std::size_t count;            // elements of the whole op
-  std::size_t chunk_count;      // elements per step (fits the staging; whole vectors)
-  std::uint32_t call_tag;       // low kCallBits of the call's hash: peers at another call are reported
-  std::uint64_t timeout_ns;     // bound on every wait for a peer
-  std::uint32_t* failure;       // host-mapped: kFailTimeout or kFailMismatch | peer
+  std::size_t count;        // elements of the whole op
+  std::size_t chunk_count;  // elements per step (fits the staging; whole vectors)
+};
+
+// A gather moves bytes: the input is [outer, inner] bytes, the output
+// [outer, world, inner], and steps are flat byte ranges of the input.
+struct AllGatherArgs : PeerArgs {
+  const void* in;
+  void* out;
+  std::size_t bytes;        // of each rank's input
+  std::size_t inner;        // bytes from the gathered dim on
+  std::size_t chunk_bytes;  // per step (fits the staging; a multiple of 64)
 };
 
 }  // namespace tpcoll::cuda

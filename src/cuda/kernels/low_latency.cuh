@@ -60,7 +60,7 @@ __device__ __forceinline__ void write_unit(void* base, std::size_t i, std::size_
 
 // Writes this rank's (step, call tag) into every peer's arrival word for it.
 template <typename Protocol>
-__device__ __forceinline__ void announce_call(const AllReduceArgs& a, const Protocol& proto) {
+__device__ __forceinline__ void announce_call(const PeerArgs& a, const Protocol& proto) {
   for (int p = 0; p < a.world; ++p)
     if (p != a.rank)
       *reinterpret_cast<volatile std::uint64_t*>(&proto.signals(p)->arrived[0][a.rank]) = proto.flag();
@@ -71,7 +71,7 @@ __device__ __forceinline__ void announce_call(const AllReduceArgs& a, const Prot
 // load; the peer's arrival word and the clock are read every kCheckEvery
 // polls, so that a poll is not a chain of two round trips.
 template <typename Protocol>
-__device__ __forceinline__ std::uint32_t await_unit(const AllReduceArgs& a, const Protocol& proto, const uint4* src,
+__device__ __forceinline__ std::uint32_t await_unit(const PeerArgs& a, const Protocol& proto, const uint4* src,
                                                     std::uint32_t flag, int peer, uint4& u) {
   constexpr unsigned kCheckEvery = 32;
   // The arrival word orders nothing here: a relaxed read suffices.
