@@ -34,8 +34,8 @@ inline constexpr EnvParam kCpuBufferBytes{"TPCOLL_CPU_BUFFER_BYTES", "1048576",
                                           "per-rank staging buffer of the CPU backend (chunk size)"};
 inline constexpr EnvParam kCudaBufferBytes{"TPCOLL_CUDA_BUFFER_BYTES", "8388608",
                                            "largest per-rank chunk one CUDA kernel moves (staging size)"};
-inline constexpr EnvParam kCudaLowLatencyBytes{"TPCOLL_CUDA_LOW_LATENCY_BYTES", "65536",
-                                               "largest one-shot message sent in low-latency units (0: never)"};
+inline constexpr EnvParam kCudaLowLatencyBytes{"TPCOLL_CUDA_LOW_LATENCY_BYTES", "262144",
+                                               "largest one-shot all-reduce or all-gather (bytes per rank) sent in low-latency units (0: never)"};
 inline constexpr EnvParam kCudaEarlyLaunch{"TPCOLL_CUDA_EARLY_LAUNCH", "1",
                                            "1: a kernel may start launching while the previous one of its stream "
                                            "ends (programmatic dependent launch)"};

@@ -115,9 +115,9 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   check_cuda(cudaMalloc(&buffer_, layout_.total()), "allocating the staging buffer");
   check_cuda(cudaMemset(buffer_, 0, layout_.total()), "clearing the staging buffer");
-  check_cuda(cudaHostAlloc(&failure_host_, sizeof(std::uint32_t), cudaHostAllocMapped), "allocating the error word");
-  *failure_host_ = 0;
-  check_cuda(cudaHostGetDevicePointer(&failure_device_, failure_host_, 0), "mapping the error word");
+  check_cuda(cudaHostAlloc(&failure_host_, sizeof(FailureReport), cudaHostAllocMapped), "allocating the error report");
+  *failure_host_ = FailureReport{};
+  check_cuda(cudaHostGetDevicePointer(&failure_device_, failure_host_, 0), "mapping the error report");
   check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 
   cudaDeviceProp prop{};
@@ -188,15 +188,21 @@ CudaBackend::~CudaBackend() {
 }
 
 void CudaBackend::raise_async_error() const {
-  const std::uint32_t failure = *reinterpret_cast<volatile std::uint32_t*>(failure_host_);
+  const std::uint32_t failure = *reinterpret_cast<volatile std::uint32_t*>(&failure_host_->code);
   if (failure == 0) return;
-  const std::uint32_t peer = failure & 0xffffu;
-  if ((failure & ~0xffffu) == kFailMismatch)
-    fail(TPCOLL_MISMATCH, "rank {}: peer {} ran a different call (op, dtype, count, algorithm, or buffers 16-byte aligned on one "
-         "rank and not the other) in the same step",
-         rank_, peer);
-  fail(TPCOLL_TIMEOUT, "rank {}: peer {} timed out: it did not arrive within {} ms", rank_, peer,
-       timeout_ns_ / 1000000u);
+  const int peer = static_cast<int>(failure & 0xffffu);
+  if ((failure & ~0xffffu) != kFailMismatch)
+    fail(TPCOLL_TIMEOUT, "rank {}: peer {} timed out: it did not arrive within {} ms", rank_, peer,
+         timeout_ns_ / 1000000u);
+  const CallSignature mine = failure_host_->mine, theirs = failure_host_->theirs;
+  if (theirs.step == 0 || theirs.step > mine.step)
+    fail(TPCOLL_MISMATCH, "ranks disagree: rank {} called {} but peer {} ran another call at that step", rank_,
+         describe(mine), peer);
+  if (mine.same_call(theirs))
+    fail(TPCOLL_MISMATCH,
+         "ranks disagree: rank {} and peer {} called {} with buffers 16-byte aligned on one of them only", rank_, peer,
+         describe(mine));
+  fail_mismatch(rank_, mine, peer, theirs);
 }
 
 void CudaBackend::check_device_pointer(const void* p, const char* name) const {
@@ -235,7 +241,8 @@ void CudaBackend::fill_peer_args(PeerArgs& args, const Call& call, const Plan& p
   // The kernel variant depends on this rank's buffer alignment, so it is part
   // of the tag: ranks whose variants differ would split the data differently,
   // and are reported as a mismatch instead.
-  const std::uint64_t hash = make_signature(call, plan.algo, 0).call_hash() ^ (variant * 0x9e3779b97f4a7c15ull);
+  args.call = make_signature(call, plan.algo, 0);
+  const std::uint64_t hash = args.call.call_hash() ^ (variant * 0x9e3779b97f4a7c15ull);
   args.call_tag = static_cast<std::uint32_t>(hash & ((1u << kCallBits) - 1));
 }
 

@@ -69,8 +69,8 @@ class CudaBackend final : public Backend {
   std::byte* buffer_ = nullptr;               // this rank's buffer
   std::vector<std::byte*> peers_;             // every rank's buffer, as mapped here
   std::vector<void*> opened_;                 // IPC mappings to close
-  std::uint32_t* failure_host_ = nullptr;     // host-mapped: kFail* | peer, from the kernels
-  std::uint32_t* failure_device_ = nullptr;
+  FailureReport* failure_host_ = nullptr;     // host-mapped: what the kernels report
+  FailureReport* failure_device_ = nullptr;
   bool one_gpu_ = false;  // every rank on this GPU: GPU-scope signals suffice
   std::string placement_;
 };

@@ -45,7 +45,8 @@ class LocalJob {
       tpcoll::check(tpcoll_comm_force_algo(c, algo ? static_cast<int>(*algo) : TPCOLL_ALGO_AUTO));
   }
 
-  // Rank r's error from enqueued work, TPCOLL_SUCCESS if none.
+  // Rank r's error from enqueued work, TPCOLL_SUCCESS if none; its message
+  // is then tpcoll_last_error().
   tpcoll_result_t async_error(int r) const {
     tpcoll_result_t async = TPCOLL_INTERNAL_ERROR;
     tpcoll::check(tpcoll_comm_get_async_error(comms_[r], &async));

@@ -249,20 +249,22 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
 }
 
 // Bytes all ranks read and write in an all-gather: each rank reads its input
-// for every peer and for itself, writes it to every peer's staging and to its
-// own output, then copies each peer's staged part into its output.
+// once, writes it to every peer's staging and into its own output, then
+// copies each peer's staged part into its output.
 double gather_bytes_touched(std::size_t bytes, int world) {
   const double s = static_cast<double>(bytes), n = world;
-  return n * (4.0 * n - 2.0) * s;
+  return n * (3.0 * n - 1.0) * s;
 }
 
+enum class GatherBaseline { kRoofline, kFlatGatherThenConcat };
+
 // The all-gather of `shape` along `dim`, checked byte for byte against the
-// concatenation of every rank's input, then timed. Along dim 0 the baseline
-// is the copy roofline; along another dim it is what a framework does with a
-// flat gather: our gather of the flat input into a scratch buffer, then one
-// 2-D copy per rank into the concatenated layout, timed in the same way.
-Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& shape, int dim, double copy_bw,
-                   int replays) {
+// concatenation of every rank's input, then timed against either the copy
+// roofline or what a framework does after a flat gather: our gather of the
+// flat input into a scratch buffer, then one 2-D copy per rank into the
+// concatenated layout, timed in the same way.
+Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& shape, int dim, GatherBaseline baseline,
+                   double copy_bw, int replays) {
   const int world = job.world();
   Row row;
   row.op = "all_gather";
@@ -311,7 +313,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
       calls, replays);
   row.algbw = static_cast<double>(total) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
-  if (outer == 1) {
+  if (baseline == GatherBaseline::kRoofline) {
     row.baseline = "copy-roofline";
     row.baseline_time_us = gather_bytes_touched(row.bytes, world) / copy_bw * 1e6;
     return row;
@@ -400,7 +402,8 @@ int run_gpu(const Options& o) {
       for (DType d : o.gather_dtypes)
         for (std::size_t b : sweep_sizes(o))
           if (b >= dtype_size(d))
-            add(run_all_gather(*job, d, {static_cast<std::int64_t>(b / dtype_size(d))}, 0, copy_bw, replays));
+            add(run_all_gather(*job, d, {static_cast<std::int64_t>(b / dtype_size(d))}, 0, GatherBaseline::kRoofline,
+                               copy_bw, replays));
       // Vocab-parallel logits, [tokens, vocab / world] along the last dim,
       // where they fit the buffers.
       for (DType d : {DType::kBFloat16, DType::kFloat32})
@@ -408,7 +411,7 @@ int run_gpu(const Options& o) {
           for (std::int64_t tokens : {1, 8, 32, 128, 512}) {
             const std::int64_t part = vocab / world;
             if (static_cast<std::size_t>(tokens * part) * dtype_size(d) <= o.max_bytes)
-              add(run_all_gather(*job, d, {tokens, part}, 1, copy_bw, replays));
+              add(run_all_gather(*job, d, {tokens, part}, 1, GatherBaseline::kFlatGatherThenConcat, copy_bw, replays));
           }
     }
     if (op == Op::kFusedAllReduceRmsNorm && printer) fmt::print("# fused: not yet on the CUDA backend\n");

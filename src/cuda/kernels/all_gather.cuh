@@ -53,14 +53,14 @@ __global__ void __launch_bounds__(kThreads) all_gather_kernel(const AllGatherArg
     const std::size_t words = min(a.chunk_bytes, a.bytes - first) / kWidth;
     const Range mine = split_clipped(full, words, gridDim.x, blockIdx.x);
     const T* in = reinterpret_cast<const T*>(static_cast<const std::byte*>(a.in) + first);
-    const auto load_in = [&](std::size_t i) { return in[i]; };
-
-    for (int p = 0; p < a.world; ++p) {
-      if (p == a.rank) continue;
-      T* dst = buffer_at<T>(a, p, a.layout.recv(proto.slot(), a.rank));
-      pipelined(mine, load_in, [&](std::size_t i, const T& v) { dst[i] = v; });
-    }
-    pipelined(mine, load_in, [&](std::size_t i, const T& v) { gathered<T>(a, a.rank, first + i * kWidth) = v; });
+    // Each input word is read once and stored to every peer and into place.
+    pipelined(
+        mine, [&](std::size_t i) { return in[i]; },
+        [&](std::size_t i, const T& v) {
+          for (int p = 0; p < a.world; ++p)
+            if (p != a.rank) buffer_at<T>(a, p, a.layout.recv(proto.slot(), a.rank))[i] = v;
+          gathered<T>(a, a.rank, first + i * kWidth) = v;
+        });
     proto.raise(&Signals::arrived);
     if (!proto.await(&Signals::arrived)) break;  // reported; the communicator is unusable from here
 
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_gather(const AllGath
       if (failure == 0) gathered<uint2>(a, r, i * 8) = make_uint2(u.x, u.z);
     }
   }
-  if (failure) *reinterpret_cast<volatile std::uint32_t*>(a.failure) = failure;
+  if (failure) proto.report(failure);
   allow_next_kernel();
   proto.finish(1);
 }

@@ -82,6 +82,11 @@ class Protocol {
       : a_(a), state_(reinterpret_cast<RankState*>(a.buffers[a.rank] + BufferLayout::kState)) {
     base_ = state_->seq[blockIdx.x];  // written by the previous kernel on this stream
     seq_ = base_;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      CallSignature current = a.call;
+      current.step = base_ + 1;
+      signals(a.rank)->current_call = current;
+    }
   }
 
   __device__ void begin_step(std::size_t chunk) { seq_ = base_ + 1 + chunk; }
@@ -113,11 +118,25 @@ class Protocol {
         failure = kFailTimeout | p;
       else if ((seen >> kCallBits) == seq_ && seen != flag())
         failure = kFailMismatch | p;
-      // Any one code is a right answer, so racing writers need no atomics
-      // (which host-mapped memory may not support).
-      if (failure) *reinterpret_cast<volatile std::uint32_t*>(a_.failure) = failure;
+      if (failure) report(failure);
     }
     return __syncthreads_and(failure == 0);
+  }
+
+  // Tells the host what went wrong at this step. Any one report is a right
+  // answer, so racing writers need no atomics (which host-mapped memory may
+  // not support).
+  __device__ void report(std::uint32_t failure) const {
+    FailureReport* r = a_.failure;
+    if ((failure & ~0xffffu) == kFailMismatch) {
+      __threadfence();  // the peer's record was written at its kernel's start
+      CallSignature mine = a_.call;
+      mine.step = seq_;
+      r->mine = mine;
+      r->theirs = *const_cast<const CallSignature*>(&signals(static_cast<int>(failure & 0xffffu))->current_call);
+    }
+    __threadfence_system();  // the records before the code
+    *reinterpret_cast<volatile std::uint32_t*>(&r->code) = failure;
   }
 
   // The arrival word of this step: step << kCallBits | call tag.

@@ -61,6 +61,7 @@ __device__ __forceinline__ void write_unit(void* base, std::size_t i, std::size_
 // Writes this rank's (step, call tag) into every peer's arrival word for it.
 template <typename Protocol>
 __device__ __forceinline__ void announce_call(const PeerArgs& a, const Protocol& proto) {
+  __threadfence();  // our call record (Protocol's constructor, this thread) before the announcement
   for (int p = 0; p < a.world; ++p)
     if (p != a.rank)
       *reinterpret_cast<volatile std::uint64_t*>(&proto.signals(p)->arrived[0][a.rank]) = proto.flag();
@@ -142,7 +143,7 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
     memcpy(&packed, out, sizeof packed);
     write_unit(a.out, i, bytes, packed);
   }
-  if (failure) *reinterpret_cast<volatile std::uint32_t*>(a.failure) = failure;
+  if (failure) proto.report(failure);
   allow_next_kernel();
   proto.finish(1);
 }
