@@ -174,7 +174,23 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
                                      dtype, eps);
   Buffers with_stream = b;
   with_stream.stream = stream;
-  run(call, with_stream);
+  const tpcoll_algo_t algo = make_plan(call, context_, false).algo;
+  if (!on_gpu() || (world_ > 1 && algo != TPCOLL_ALGO_UNFUSED && algo != TPCOLL_ALGO_FALLBACK)) {
+    run(call, with_stream);
+    return;
+  }
+  // On the GPU without a fused kernel for this call: the all-reduce (ours, or
+  // NCCL's as the fallback; none at one rank), then our add + RMSNorm on its
+  // result.
+  const void* x = b.in;
+  if (world_ > 1) {
+    Call reduce = call;
+    reduce.op = TPCOLL_OP_ALL_REDUCE;
+    run(reduce, Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
+    x = b.out;
+  }
+  cuda::add_rmsnorm(device_, dtype, cuda::RmsNormArgs{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps},
+                    stream);
 }
 
 void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
@@ -182,8 +198,11 @@ void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t
   require_usable(stream);
   validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out},
                    tokens, hidden, dtype, eps);
-  if (on_gpu()) fail(TPCOLL_UNSUPPORTED, "add_rmsnorm is not yet implemented on the CUDA backend");
-  cpu::add_rmsnorm(dtype, cpu::RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});
+  if (on_gpu())
+    cuda::add_rmsnorm(device_, dtype,
+                      cuda::RmsNormArgs{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
+  else
+    cpu::add_rmsnorm(dtype, cpu::RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});
 }
 
 Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const {

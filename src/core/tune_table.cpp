@@ -34,6 +34,8 @@ constexpr std::array kCudaRows{
     TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
     // A gather has one algorithm: push to every peer, then copy into place.
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
+    // Until the fused kernels exist on the GPU: our all-reduce, then our add + RMSNorm.
+    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
 }  // namespace
 

@@ -205,7 +205,7 @@ void CudaBackend::raise_async_error() const {
   fail_mismatch(rank_, mine, peer, theirs);
 }
 
-void CudaBackend::check_device_pointer(const void* p, const char* name) const {
+void check_device_pointer(const void* p, const char* name, int device) {
   cudaPointerAttributes attr{};
   if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
     cudaGetLastError();
@@ -213,17 +213,34 @@ void CudaBackend::check_device_pointer(const void* p, const char* name) const {
   }
   if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
     fail(TPCOLL_INVALID_ARGUMENT, "{} ({}) is host memory; a CUDA communicator needs device memory", name, p);
-  if (attr.device != device_)
+  if (attr.device != device)
     fail(TPCOLL_INVALID_ARGUMENT, "{} ({}) is on device {}, but this rank's device is {}", name, p, attr.device,
-         device_);
+         device);
+}
+
+void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormArgs& args, void* stream) {
+  check_device_pointer(args.x, "x", device);
+  check_device_pointer(args.weight, "weight", device);
+  check_device_pointer(args.out, "out", device);
+  if (args.residual != nullptr) {
+    check_device_pointer(args.residual, "residual", device);
+    check_device_pointer(args.residual_out, "residual_out", device);
+  }
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  int major = 0;
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  const bool early_launch = env::kCudaEarlyLaunch.as_bool() && major >= 9;
+  check_cuda(launch_add_rmsnorm(dtype, args, early_launch, static_cast<cudaStream_t>(stream)),
+             "launching the add + RMSNorm kernel");
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
   if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM)
-    fail(TPCOLL_UNSUPPORTED, "{} is not yet implemented on the CUDA backend", op_name(call.op));
+    fail(TPCOLL_UNSUPPORTED, "the fused {} kernels are not yet on the CUDA backend: TPCOLL_ALGO=unfused runs it",
+         algo_name(plan.algo));
   raise_async_error();
-  check_device_pointer(buffers.in, "in");
-  check_device_pointer(buffers.out, "out");
+  check_device_pointer(buffers.in, "in", device_);
+  check_device_pointer(buffers.out, "out", device_);
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   if (call.op == TPCOLL_OP_ALL_REDUCE)
     all_reduce(call, plan, buffers);

@@ -5,6 +5,7 @@
 
 #include "core/backend.hpp"
 #include "cuda/kernels/layout.cuh"
+#include "cuda/kernels/rmsnorm_args.hpp"
 
 #include <cstdint>
 #include <string>
@@ -19,6 +20,12 @@ namespace tpcoll::cuda {
 // TPCOLL_DEVICE: unset or "cpu" -> TPCOLL_DEVICE_CPU; "auto" -> the local
 // rank modulo the number of visible GPUs; else an ordinal.
 int device_from_env();
+
+// Throws TPCOLL_INVALID_ARGUMENT unless p is device (or managed) memory on `device`.
+void check_device_pointer(const void* p, const char* name, int device);
+
+// The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
+void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormArgs& args, void* stream);
 
 // Whether the MPS control daemon runs (its pipe exists): processes sharing a
 // GPU need it, or every wait for a peer takes a time slice (milliseconds).
@@ -51,7 +58,6 @@ class CudaBackend final : public Backend {
   const std::string& placement() const { return placement_; }
 
  private:
-  void check_device_pointer(const void* p, const char* name) const;
   void all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const;
   void all_gather(const Call& call, const Plan& plan, const Buffers& buffers) const;
   // Peers, limits and the call tag, which also covers this rank's kernel

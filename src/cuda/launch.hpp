@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cuda/kernels/layout.cuh"
+#include "cuda/kernels/rmsnorm_args.hpp"
 
 #include <cuda_runtime.h>
 
@@ -32,5 +33,12 @@ struct GatherChoice {
 };
 
 cudaError_t launch_all_gather(const GatherChoice& choice, const AllGatherArgs& args, cudaStream_t stream);
+
+}  // namespace tpcoll::cuda
+
+namespace tpcoll::cuda {
+
+// s = x + residual -> residual_out; out = s * rsqrt(mean(s^2) + eps) * weight.
+cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormArgs& args, bool early_launch, cudaStream_t stream);
 
 }  // namespace tpcoll::cuda

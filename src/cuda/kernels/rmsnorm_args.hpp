@@ -1,0 +1,19 @@
+// What the add + RMSNorm kernels get (host and device code).
+#pragma once
+
+#include <cstddef>
+
+namespace tpcoll::cuda {
+
+struct RmsNormArgs {
+  const void* x;          // [rows, hidden]
+  const void* residual;   // nullable
+  const void* weight;     // [hidden]
+  void* out;              // may alias x
+  void* residual_out;     // may alias residual; unused without residual
+  std::size_t rows;
+  std::size_t hidden;
+  float eps;
+};
+
+}  // namespace tpcoll::cuda

@@ -1,0 +1,177 @@
+// The fused all-reduce + residual add + RMSNorm on the CUDA backend, every
+// rank a stream of this process on GPU 0, and the local add + RMSNorm: bit
+// for bit the CPU backend's arithmetic (the host reduces in rank order, then
+// runs the CPU add + RMSNorm kernel), for every dtype, world sizes 1-4, hidden
+// sizes with and without whole 8-element groups, with and without a
+// residual, in place, and replayed from a CUDA graph. Exits 77 (ctest:
+// skipped) without a CUDA device.
+#include "common/numerics.hpp"
+#include "cpu/kernels.hpp"
+#include "local_job.hpp"
+
+#include <tpcoll/tpcoll.hpp>
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+constexpr float kEps = 1e-6f;
+
+// A fused call's shape and options.
+struct Norm {
+  std::size_t tokens, hidden;
+  tpcoll_dtype_t dtype;
+  bool residual;
+  std::size_t bytes() const { return tokens * hidden * tpcoll_dtype_size(dtype); }
+};
+
+class NormJob : public LocalJob {
+ public:
+  NormJob(int world, std::size_t max_bytes) : LocalJob(world, max_bytes) {
+    for (void** p : {&residual_, &weight_, &residual_out_}) cudaMalloc(p, max_bytes);
+  }
+  ~NormJob() {
+    cudaDeviceSynchronize();
+    for (void* p : {residual_, weight_, residual_out_}) cudaFree(p);
+  }
+
+  // Random inputs (x per rank; residual and weight shared, as in tensor
+  // parallelism); returns {out, residual_out} as the CPU computes them.
+  std::pair<std::vector<std::byte>, std::vector<std::byte>> fill(const Norm& n, std::uint32_t seed) {
+    const std::size_t bytes = n.bytes(), count = n.tokens * n.hidden;
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> small(-64, 64);  // exact in every dtype
+    const auto random = [&](std::size_t elements) {
+      std::vector<std::byte> v(elements * tpcoll_dtype_size(n.dtype));
+      std::vector<float> f(elements);
+      for (float& x : f) x = static_cast<float>(small(rng)) / 16.0f + 1.0f / 1024.0f * static_cast<float>(small(rng));
+      narrow_all(n.dtype, f, v.data());
+      return v;
+    };
+    std::vector<std::vector<std::byte>> xs;
+    for (int r = 0; r < world(); ++r) {
+      xs.push_back(random(count));
+      EXPECT_EQ(cudaMemcpy(in(r), xs.back().data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    const auto residual = random(count), weight = random(n.hidden);
+    EXPECT_EQ(cudaMemcpy(residual_, residual.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(weight_, weight.data(), weight.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    std::vector<const void*> sources;
+    for (const auto& x : xs) sources.push_back(x.data());
+    std::vector<std::byte> sum(bytes), out(bytes), residual_out(bytes);
+    tpcoll::cpu::reduce(n.dtype, sources.data(), world(), sum.data(), count);
+    tpcoll::cpu::add_rmsnorm(n.dtype, tpcoll::cpu::RmsNormRows{sum.data(), n.residual ? residual.data() : nullptr,
+                                                               weight.data(), out.data(), residual_out.data(),
+                                                               n.tokens, n.hidden, kEps});
+    if (!n.residual) residual_out.clear();
+    return {out, residual_out};
+  }
+
+  void fused(const Norm& n) {
+    for (int r = 0; r < world(); ++r)
+      tpcoll::check(tpcoll_fused_allreduce_residual_rmsnorm(comm(r), in(r), n.residual ? residual_ : nullptr, weight_,
+                                                            out(r), n.residual ? residual_out_ : nullptr, n.tokens,
+                                                            n.hidden, n.dtype, kEps, stream(r)));
+  }
+
+  void expect(const std::pair<std::vector<std::byte>, std::vector<std::byte>>& expected) {
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::byte> got(expected.first.size());
+    for (int r = 0; r < world(); ++r) {
+      ASSERT_EQ(cudaMemcpy(got.data(), out(r), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(std::memcmp(got.data(), expected.first.data(), got.size()), 0) << "out of rank " << r;
+    }
+    if (expected.second.empty()) return;
+    // Every rank wrote the same residual_out (the shared buffer).
+    ASSERT_EQ(cudaMemcpy(got.data(), residual_out_, got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(std::memcmp(got.data(), expected.second.data(), got.size()), 0) << "residual_out";
+  }
+
+  void* residual() const { return residual_; }
+  void* weight() const { return weight_; }
+  void* residual_out() const { return residual_out_; }
+
+ private:
+  static void narrow_all(tpcoll_dtype_t d, const std::vector<float>& f, std::byte* out) {
+    namespace nx = tpcoll::numerics;
+    for (std::size_t i = 0; i < f.size(); ++i) {
+      if (d == TPCOLL_FLOAT32) {
+        std::memcpy(out + 4 * i, &f[i], 4);
+        continue;
+      }
+      const std::uint16_t v = d == TPCOLL_BFLOAT16 ? nx::float_to_bf16(f[i]) : nx::float_to_fp16(f[i]);
+      std::memcpy(out + 2 * i, &v, 2);
+    }
+  }
+
+  void* residual_ = nullptr;
+  void* weight_ = nullptr;
+  void* residual_out_ = nullptr;
+};
+
+TEST(CudaFused, EqualsTheCpuArithmeticForEveryShape) {
+  for (int world : {1, 2, 3, 4}) {
+    NormJob job(world, 33 * 5120 * 4);
+    std::uint32_t seed = 1;
+    for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT16, TPCOLL_FLOAT32})
+      for (std::size_t hidden : {8, 100, 2880, 4096, 5120})
+        for (std::size_t tokens : {1, 3, 33})
+          for (bool residual : {true, false}) {
+            const Norm n{tokens, hidden, d, residual};
+            SCOPED_TRACE(testing::Message() << "world " << world << " " << tpcoll_dtype_name(d) << " " << tokens << "x"
+                                            << hidden << (residual ? " residual" : ""));
+            const auto expected = job.fill(n, seed++);
+            job.fused(n);
+            job.expect(expected);
+          }
+  }
+}
+
+TEST(CudaFused, GraphReplayWithNewDataEveryTime) {
+  NormJob job(2, 8 * 4096 * 2);
+  const Norm n{8, 4096, TPCOLL_BFLOAT16, true};
+  cudaGraphExec_t exec = job.capture([&] { job.fused(n); });
+  for (int replay = 0; replay < 10; ++replay) {
+    const auto expected = job.fill(n, 50 + replay);
+    job.replay(exec);
+    job.expect(expected);
+  }
+  cudaGraphExecDestroy(exec);
+}
+
+TEST(CudaAddRmsNorm, InPlaceMatchesTheCpu) {
+  NormJob job(1, 5 * 2880 * 4);
+  for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT32}) {
+    const Norm n{5, 2880, d, true};
+    const auto expected = job.fill(n, 7);
+    // x is its own output and the residual its own residual_out.
+    tpcoll::check(tpcoll_add_rmsnorm(job.comm(0), job.in(0), job.residual(), job.weight(), job.in(0), job.residual(),
+                                     n.tokens, n.hidden, d, kEps, job.stream(0)));
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::byte> got(n.bytes());
+    ASSERT_EQ(cudaMemcpy(got.data(), job.in(0), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(std::memcmp(got.data(), expected.first.data(), got.size()), 0) << tpcoll_dtype_name(d);
+    ASSERT_EQ(cudaMemcpy(got.data(), job.residual(), got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(std::memcmp(got.data(), expected.second.data(), got.size()), 0) << tpcoll_dtype_name(d);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device: skipped\n");
+    return 77;
+  }
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
