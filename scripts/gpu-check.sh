@@ -50,6 +50,15 @@ run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MP
 run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
   "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op all_reduce --dtype fp32 --dtype fp16 \
   --json "${OUT:-/tmp}/gpu-bench-fp32-fp16.json"
+for n in 1 2; do
+  run_step "bench (fused, bf16, $n rank(s) as streams)" \
+    "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
+    --hidden 2880 4096 5120 7168 8192 -e 64M --json "${OUT:-/tmp}/gpu-bench-fused-x$n.json"
+done
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
+    python3 scripts/torch_add_rmsnorm.py --json "${OUT:-/tmp}/torch-add-rmsnorm.json"
+fi
 
 echo
 echo "gpu-check summary:"

@@ -1,9 +1,11 @@
 #include "tools/bench/gpu_bench.hpp"
 
 #include "tools/bench/data.hpp"
+#include "tools/bench/fused_reference.hpp"
 #include "tools/bench/harness.hpp"
 #include "tools/bench/report.hpp"
 
+#include "cpu/kernels.hpp"
 #include "cuda/cuda_backend.hpp"
 
 #include <cuda_runtime.h>
@@ -97,6 +99,10 @@ struct GpuRank {
   void* in = nullptr;
   void* out = nullptr;      // world x the largest input: room for a gather
   void* scratch = nullptr;  // as large: the flat gather of the concatenation baseline
+  // The fused op's other operands (the largest input each), allocated on first use.
+  void* residual = nullptr;
+  void* weight = nullptr;
+  void* residual_out = nullptr;
 };
 
 // The ranks this process drives: all of them (streams of one process) or
@@ -104,7 +110,7 @@ struct GpuRank {
 class GpuJob {
  public:
   // Every rank, as a stream of this process on `device`.
-  GpuJob(int world, int device, std::size_t max_bytes) : world_(world) {
+  GpuJob(int world, int device, std::size_t max_bytes) : world_(world), max_bytes_(max_bytes) {
     check(cudaSetDevice(device), "cudaSetDevice");
     std::vector<int> devices(world, device);
     std::vector<tpcoll_comm_t> comms(world);
@@ -112,7 +118,8 @@ class GpuJob {
     for (int r = 0; r < world; ++r) add_rank(r, comms[r], max_bytes);
   }
   // This process's rank of a launched job; its device from TPCOLL_DEVICE.
-  GpuJob(const tpcoll_comm_config_t& config, std::size_t max_bytes) : world_(config.world_size) {
+  GpuJob(const tpcoll_comm_config_t& config, std::size_t max_bytes)
+      : world_(config.world_size), max_bytes_(max_bytes) {
     check(cudaSetDevice(config.device), "cudaSetDevice");
     tpcoll_comm_t comm = nullptr;
     tpcoll::check(tpcoll_comm_create(&config, &comm));
@@ -126,6 +133,7 @@ class GpuJob {
       cudaFree(g.in);
       cudaFree(g.out);
       cudaFree(g.scratch);
+      for (void* p : {g.residual, g.weight, g.residual_out}) cudaFree(p);
     }
     cudaStreamDestroy(origin_);
   }
@@ -157,6 +165,28 @@ class GpuJob {
                                       shape.data(), dim, g.stream));
   }
 
+  // The fused op on every rank driven here, out of `in` into `out`.
+  void fused(DType dtype, std::size_t tokens, std::size_t hidden) {
+    for (GpuRank& g : ranks_)
+      tpcoll::check(tpcoll_fused_allreduce_residual_rmsnorm(g.comm, g.in, g.residual, g.weight, g.out, g.residual_out,
+                                                            tokens, hidden, static_cast<tpcoll_dtype_t>(dtype),
+                                                            kFusedEps, g.stream));
+  }
+  // Its parts: the all-reduce into `out`, then the add + RMSNorm in place.
+  void all_reduce_then_norm(DType dtype, std::size_t tokens, std::size_t hidden) {
+    const auto d = static_cast<tpcoll_dtype_t>(dtype);
+    for (GpuRank& g : ranks_) {
+      tpcoll::check(tpcoll_all_reduce(g.comm, g.in, g.out, tokens * hidden, d, g.stream));
+      tpcoll::check(tpcoll_add_rmsnorm(g.comm, g.out, g.residual, g.weight, g.out, g.residual_out, tokens, hidden, d,
+                                       kFusedEps, g.stream));
+    }
+  }
+  void allocate_norm_operands() {
+    for (GpuRank& g : ranks_)
+      for (void** p : {&g.residual, &g.weight, &g.residual_out})
+        if (*p == nullptr) check(cudaMalloc(p, max_bytes_), "cudaMalloc");
+  }
+
   double time_graph(const std::function<void()>& body, int calls, int replays) {
     std::vector<cudaStream_t> streams;
     for (GpuRank& g : ranks_) streams.push_back(g.stream);
@@ -176,6 +206,7 @@ class GpuJob {
   }
 
   int world_;
+  std::size_t max_bytes_;
   std::vector<GpuRank> ranks_;
   cudaStream_t origin_ = nullptr;
 };
@@ -336,6 +367,84 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
   return row;
 }
 
+// The fused op, checked bit for bit against the CPU kernels (all-reduce in
+// rank order, then add + RMSNorm) on every rank, its deviation from fp64
+// reported, then timed. One rank: against the copy roofline of the bytes it
+// must move (x and residual read, out and residual_out written); more:
+// against our all-reduce followed by our separate add + RMSNorm.
+Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, double copy_bw, int replays) {
+  const int world = job.world();
+  const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
+  Row row;
+  row.op = "fused_allreduce_rmsnorm";
+  row.dtype = dtype_name(dtype);
+  row.world = world;
+  row.count = count;
+  row.bytes = bytes;
+  row.tokens = tokens;
+  row.hidden = hidden;
+  job.allocate_norm_operands();
+
+  const std::uint64_t seed = fused_seed(dtype, tokens, hidden);
+  std::vector<std::vector<std::byte>> xs(world, std::vector<std::byte>(bytes));
+  std::vector<std::byte> residual(bytes), weight(hidden * elem);
+  for (int r = 0; r < world; ++r) fill_floats(dtype, xs[r].data(), count, seed, r);
+  fill_floats(dtype, residual.data(), count, seed, kResidualSeedRank);
+  fill_floats(dtype, weight.data(), hidden, seed, kWeightSeedRank);
+  for (GpuRank& g : job.ranks()) {
+    check(cudaMemcpy(g.in, xs[g.rank].data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(g.residual, residual.data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(g.weight, weight.data(), weight.size(), cudaMemcpyHostToDevice), "upload");
+  }
+  std::vector<const void*> sources;
+  for (const auto& x : xs) sources.push_back(x.data());
+  std::vector<std::byte> sum(bytes), expected_out(bytes), expected_residual(bytes), got(bytes);
+  cpu::reduce(static_cast<tpcoll_dtype_t>(dtype), sources.data(), world, sum.data(), count);
+  cpu::add_rmsnorm(static_cast<tpcoll_dtype_t>(dtype), cpu::RmsNormRows{sum.data(), residual.data(), weight.data(),
+                                                                          expected_out.data(), expected_residual.data(),
+                                                                          tokens, hidden, kFusedEps});
+  check(cudaDeviceSynchronize(), "sync before the fused op");
+  job.fused(dtype, tokens, hidden);
+  check(cudaDeviceSynchronize(), "sync after the fused op");
+  std::string failure;
+  for (GpuRank& g : job.ranks()) {
+    check(cudaMemcpy(got.data(), g.out, bytes, cudaMemcpyDeviceToHost), "download");
+    const bool out_ok = std::memcmp(got.data(), expected_out.data(), bytes) == 0;
+    check(cudaMemcpy(got.data(), g.residual_out, bytes, cudaMemcpyDeviceToHost), "download");
+    if (failure.empty() && (!out_ok || std::memcmp(got.data(), expected_residual.data(), bytes) != 0))
+      failure = fmt::format("rank {} differs from the CPU kernels", g.rank);
+  }
+  row.check = failure.empty() ? "ok" : failure;
+  if (!failure.empty() && !job.printer()) fmt::print(stderr, "{} {}x{}: {}\n", row.dtype, tokens, hidden, failure);
+  row.max_error = fused_max_error(dtype, seed, world, residual.data(), weight.data(), expected_out.data(), tokens, hidden);
+
+  tpcoll_plan_info_t plan{};
+  const std::int64_t shape[2] = {static_cast<std::int64_t>(tokens), static_cast<std::int64_t>(hidden)};
+  tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
+                            static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
+  row.algo = world == 1 ? "local" : plan.algorithm;
+  const int calls = bytes <= (1u << 20) ? 200 : 5;
+  row.time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
+      },
+      calls, replays);
+  row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
+  row.busbw = row.algbw * 2.0 * (world - 1) / world;
+  if (world == 1) {
+    row.baseline = "copy-roofline";
+    row.baseline_time_us = 4.0 * static_cast<double>(bytes) / copy_bw * 1e6;
+    return row;
+  }
+  row.baseline = "all_reduce+add_rmsnorm";
+  row.baseline_time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.all_reduce_then_norm(dtype, tokens, hidden);
+      },
+      calls, replays);
+  return row;
+}
+
 }  // namespace
 
 bool gpu_available() {
@@ -414,7 +523,11 @@ int run_gpu(const Options& o) {
               add(run_all_gather(*job, d, {tokens, part}, 1, GatherBaseline::kFlatGatherThenConcat, copy_bw, replays));
           }
     }
-    if (op == Op::kFusedAllReduceRmsNorm && printer) fmt::print("# fused: not yet on the CUDA backend\n");
+    if (op == Op::kFusedAllReduceRmsNorm)
+      for (DType d : o.dtypes)
+        for (std::size_t h : o.hidden)
+          for (std::size_t t : o.tokens)
+            if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused(*job, d, t, h, copy_bw, replays));
   }
   return summarize(info, rows, printer ? o.json_path : std::string(), printer);
 }
