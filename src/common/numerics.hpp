@@ -8,8 +8,10 @@
 //   * RMSNorm's sum of squares uses kNormPartials partial sums: element e goes
 //     to partial (e / kNormGroup) % kNormPartials, added in increasing e as
 //     acc = acc + v * v with two roundings (no FMA); the partials combine by a
-//     halving tree p[i] = p[i] + p[i + half]. A GPU warp reproduces this with
-//     one lane per partial and xor-shuffles, whatever its launch shape.
+//     halving tree p[i] = p[i] + p[i + half]. A GPU block reproduces this with
+//     one thread per partial (a warp with eight per lane), whatever its launch
+//     shape. 256 partials keep each partial's chain of dependent additions
+//     short (32 for a row of 8192) where a GPU row waits on it.
 #pragma once
 
 #include "common/host_device.hpp"
@@ -19,7 +21,7 @@
 
 namespace tpcoll::numerics {
 
-inline constexpr int kNormPartials = 32;
+inline constexpr int kNormPartials = 256;
 inline constexpr int kNormGroup = 8;
 
 TPCOLL_HOST_DEVICE inline std::uint32_t float_bits(float f) {

@@ -103,10 +103,13 @@ void Communicator::create_cuda_backend() {
     context_.fast_unavailable_reason =
         fmt::format("{} ranks: tpcoll's kernels serve at most {}, NCCL serves the rest", world_, cuda::kMaxRanks);
   } else {
-    fast_ = std::make_unique<cuda::CudaBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
+    auto backend = std::make_unique<cuda::CudaBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
+    cuda_ = backend.get();
+    fast_ = std::move(backend);
   }
   if (!context_.fast_available || context_.disabled || env_forced_ == TPCOLL_ALGO_FALLBACK)
     fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes);
+  cuda::load_kernels_on(device_);  // the add + RMSNorm kernel serves NCCL-only communicators too
 }
 
 Communicator::~Communicator() = default;
@@ -174,14 +177,14 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
                                      dtype, eps);
   Buffers with_stream = b;
   with_stream.stream = stream;
-  const tpcoll_algo_t algo = make_plan(call, context_, false).algo;
-  if (!on_gpu() || (world_ > 1 && algo != TPCOLL_ALGO_UNFUSED && algo != TPCOLL_ALGO_FALLBACK)) {
+  if (!on_gpu() || (cuda_ != nullptr && make_plan(call, context_, false).algo == TPCOLL_ALGO_ONESHOT &&
+                    cuda_->fused_fits(call, with_stream))) {
     run(call, with_stream);
     return;
   }
   // On the GPU without a fused kernel for this call: the all-reduce (ours, or
   // NCCL's as the fallback; none at one rank), then our add + RMSNorm on its
-  // result.
+  // result, which gives the same bits.
   const void* x = b.in;
   if (world_ > 1) {
     Call reduce = call;

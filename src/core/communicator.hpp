@@ -11,6 +11,10 @@
 #include <optional>
 #include <string>
 
+namespace tpcoll::cuda {
+class CudaBackend;
+}
+
 namespace tpcoll::core {
 
 class Communicator {
@@ -48,6 +52,7 @@ class Communicator {
   std::unique_ptr<Bootstrap> bootstrap_;
   std::unique_ptr<Backend> fast_;
   std::unique_ptr<Backend> fallback_;
+  cuda::CudaBackend* cuda_ = nullptr;  // fast_, when it is our CUDA backend
   PlanContext context_;
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed

@@ -34,7 +34,9 @@ constexpr std::array kCudaRows{
     TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
     // A gather has one algorithm: push to every peer, then copy into place.
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
-    // Until the fused kernels exist on the GPU: our all-reduce, then our add + RMSNorm.
+    // The fused kernel is the low-latency one-shot (up to its 256 KiB); above,
+    // our all-reduce, then our add + RMSNorm.
+    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, 256 * 1024, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
 }  // namespace

@@ -10,7 +10,7 @@ namespace tpcoll::cuda {
 namespace {
 
 void launch(void (*kernel)(AllGatherArgs), const GatherChoice& c, const AllGatherArgs& args, cudaStream_t stream) {
-  launch_kernel(kernel, c.blocks, c.threads, c.early_launch, args, stream);
+  launch_kernel(kernel, c.blocks, c.threads, c.early_launch, 0, args, stream);
 }
 
 template <Scope kScope>
@@ -25,7 +25,21 @@ void launch_scoped(const GatherChoice& c, const AllGatherArgs& args, cudaStream_
     launch(all_gather_kernel<1, kScope>, c, args, stream);
 }
 
+template <Scope kScope>
+void list_scoped(std::vector<const void*>& kernels) {
+  for (const void* k : {reinterpret_cast<const void*>(low_latency_all_gather<kScope>),
+                        reinterpret_cast<const void*>(all_gather_kernel<16, kScope>),
+                        reinterpret_cast<const void*>(all_gather_kernel<4, kScope>),
+                        reinterpret_cast<const void*>(all_gather_kernel<1, kScope>)})
+    kernels.push_back(k);
+}
+
 }  // namespace
+
+void list_all_gather_kernels(std::vector<const void*>& kernels) {
+  list_scoped<Scope::kGpu>(kernels);
+  list_scoped<Scope::kSystem>(kernels);
+}
 
 cudaError_t launch_all_gather(const GatherChoice& choice, const AllGatherArgs& args, cudaStream_t stream) {
   if (choice.one_gpu)

@@ -11,7 +11,7 @@ namespace tpcoll::cuda {
 namespace {
 
 void launch(void (*kernel)(AllReduceArgs), const KernelChoice& c, const AllReduceArgs& args, cudaStream_t stream) {
-  launch_kernel(kernel, c.blocks, c.threads, c.early_launch, args, stream);
+  launch_kernel(kernel, c.blocks, c.threads, c.early_launch, 0, args, stream);
 }
 
 template <typename E, int kBytes, Scope kScope>
@@ -40,7 +40,29 @@ void launch_element(const KernelChoice& c, const AllReduceArgs& args, cudaStream
     launch_scoped<E, Scope::kSystem>(c, args, stream);
 }
 
+template <typename E, Scope kScope>
+void list_scoped(std::vector<const void*>& kernels) {
+  for (const void* k : {reinterpret_cast<const void*>(all_reduce_kernel<E, 16, true, kScope>),
+                        reinterpret_cast<const void*>(all_reduce_kernel<E, 16, false, kScope>),
+                        reinterpret_cast<const void*>(all_reduce_kernel<E, sizeof(typename E::Storage), true, kScope>),
+                        reinterpret_cast<const void*>(all_reduce_kernel<E, sizeof(typename E::Storage), false, kScope>),
+                        reinterpret_cast<const void*>(low_latency_all_reduce<E, kScope>)})
+    kernels.push_back(k);
+}
+
+template <typename E>
+void list_element(std::vector<const void*>& kernels) {
+  list_scoped<E, Scope::kGpu>(kernels);
+  list_scoped<E, Scope::kSystem>(kernels);
+}
+
 }  // namespace
+
+void list_all_reduce_kernels(std::vector<const void*>& kernels) {
+  list_element<Float32>(kernels);
+  list_element<Float16>(kernels);
+  list_element<BFloat16>(kernels);
+}
 
 cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream) {
   switch (choice.dtype) {

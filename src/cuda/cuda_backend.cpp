@@ -205,6 +205,24 @@ void CudaBackend::raise_async_error() const {
   fail_mismatch(rank_, mine, peer, theirs);
 }
 
+cudaError_t load_kernels() {
+  std::vector<const void*> kernels;
+  list_all_reduce_kernels(kernels);
+  list_all_gather_kernels(kernels);
+  list_add_rmsnorm_kernels(kernels);
+  list_fused_kernels(kernels);
+  for (const void* kernel : kernels) {
+    cudaFuncAttributes attributes{};
+    if (const cudaError_t e = cudaFuncGetAttributes(&attributes, kernel); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+void load_kernels_on(int device) {
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(load_kernels(), "loading tpcoll's kernels");
+}
+
 void check_device_pointer(const void* p, const char* name, int device) {
   cudaPointerAttributes attr{};
   if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
@@ -235,17 +253,52 @@ void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormArgs& args, void
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
-  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM)
-    fail(TPCOLL_UNSUPPORTED, "the fused {} kernels are not yet on the CUDA backend: TPCOLL_ALGO=unfused runs it",
-         algo_name(plan.algo));
+  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && !(plan.algo == TPCOLL_ALGO_ONESHOT && fused_fits(call, buffers)))
+    fail(TPCOLL_UNSUPPORTED,
+         "{} by {}: the CUDA backend fuses one-shot calls of up to {} B per rank with hidden % 8 == 0 and 16-byte "
+         "aligned buffers; TPCOLL_ALGO=unfused runs the others",
+         describe(call), algo_name(plan.algo), low_latency_bytes_);
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
   check_device_pointer(buffers.out, "out", device_);
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   if (call.op == TPCOLL_OP_ALL_REDUCE)
     all_reduce(call, plan, buffers);
-  else
+  else if (call.op == TPCOLL_OP_ALL_GATHER)
     all_gather(call, plan, buffers);
+  else
+    fused(call, plan, buffers);
+}
+
+bool CudaBackend::fused_fits(const Call& call, const Buffers& b) const {
+  const std::size_t elem = dtype_size(call.dtype);
+  const bool aligned = aligned_to(16, b.in, b.out) && aligned_to(16, b.weight, b.weight) &&
+                       (!call.has_residual || aligned_to(16, b.residual, b.residual_out));
+  return aligned && world_ > 1 && call.hidden() % 8 == 0 && call.bytes <= low_latency_bytes_ &&
+         call.hidden() * elem <= kMaxNormRowBytes;
+}
+
+void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffers) const {
+  check_device_pointer(buffers.weight, "weight", device_);
+  if (call.has_residual) {
+    check_device_pointer(buffers.residual, "residual", device_);
+    check_device_pointer(buffers.residual_out, "residual_out", device_);
+  }
+  const std::size_t groups = call.hidden() / 8;
+  FusedChoice choice{};
+  choice.one_gpu = one_gpu_;
+  // As many blocks as the low-latency all-reduce of this size: all push, the
+  // first `rows` also normalise.
+  choice.blocks = low_latency_blocks(call.bytes, world_);
+  choice.threads = static_cast<int>(std::clamp<std::size_t>((groups + 31) / 32 * 32, 32, kThreads));
+  choice.shared_bytes = call.hidden() * dtype_size(call.dtype);
+  choice.early_launch = early_launch_;
+  FusedArgs args{};
+  fill_peer_args(args, call, plan, 4u);
+  args.norm = RmsNormArgs{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
+                          call.rows(), call.hidden(), call.eps};
+  check_cuda(launch_fused(call.dtype, choice, args, static_cast<cudaStream_t>(buffers.stream)),
+             "launching the fused kernel");
 }
 
 void CudaBackend::fill_peer_args(PeerArgs& args, const Call& call, const Plan& plan, std::uint64_t variant) const {

@@ -21,6 +21,10 @@ namespace tpcoll::cuda {
 // rank modulo the number of visible GPUs; else an ordinal.
 int device_from_env();
 
+// Loads every tpcoll kernel on `device` (see load_kernels in launch.hpp):
+// before any of them can spin.
+void load_kernels_on(int device);
+
 // Throws TPCOLL_INVALID_ARGUMENT unless p is device (or managed) memory on `device`.
 void check_device_pointer(const void* p, const char* name, int device);
 
@@ -54,12 +58,17 @@ class CudaBackend final : public Backend {
   // each block has one thread per unit.
   static int low_latency_blocks(std::size_t bytes, int world);
 
+  // Whether the fused low-latency kernel serves this call (else: our
+  // all-reduce, then our add + RMSNorm).
+  bool fused_fits(const Call& call, const Buffers& buffers) const;
+
   // "ranks 0,1 share GPU 0 (NVIDIA H100 80GB HBM3)"; for logs and `plan`.
   const std::string& placement() const { return placement_; }
 
  private:
   void all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const;
   void all_gather(const Call& call, const Plan& plan, const Buffers& buffers) const;
+  void fused(const Call& call, const Plan& plan, const Buffers& buffers) const;
   // Peers, limits and the call tag, which also covers this rank's kernel
   // variant (`variant`: bits of its choice that depend on alignment).
   void fill_peer_args(PeerArgs& args, const Call& call, const Plan& plan, std::uint64_t variant) const;

@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include <vector>
+
 namespace tpcoll::cuda {
 
 // Which all-reduce kernel runs, and how wide.
@@ -37,6 +39,30 @@ cudaError_t launch_all_gather(const GatherChoice& choice, const AllGatherArgs& a
 }  // namespace tpcoll::cuda
 
 namespace tpcoll::cuda {
+
+// Every kernel each launcher may pick, for load_kernels().
+void list_all_reduce_kernels(std::vector<const void*>& kernels);
+void list_all_gather_kernels(std::vector<const void*>& kernels);
+void list_add_rmsnorm_kernels(std::vector<const void*>& kernels);
+void list_fused_kernels(std::vector<const void*>& kernels);
+
+// Loads every tpcoll kernel on the current device now. CUDA loads kernels
+// lazily by default, and loading one waits for the kernels already running:
+// had it happened at a first launch, that launch would wait for a rank's
+// spinning kernel, whose peer the same host thread launches next (ranks as
+// streams of one process), and neither would ever finish.
+cudaError_t load_kernels();
+
+// How the fused low-latency kernel runs: a block per row.
+struct FusedChoice {
+  bool one_gpu;
+  int blocks;
+  int threads;
+  std::size_t shared_bytes;  // one row
+  bool early_launch;
+};
+
+cudaError_t launch_fused(tpcoll_dtype_t dtype, const FusedChoice& choice, const FusedArgs& args, cudaStream_t stream);
 
 // s = x + residual -> residual_out; out = s * rsqrt(mean(s^2) + eps) * weight.
 cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormArgs& args, bool early_launch, cudaStream_t stream);

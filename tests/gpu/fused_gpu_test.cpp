@@ -119,10 +119,10 @@ class NormJob : public LocalJob {
 
 TEST(CudaFused, EqualsTheCpuArithmeticForEveryShape) {
   for (int world : {1, 2, 3, 4}) {
-    NormJob job(world, 33 * 5120 * 4);
+    NormJob job(world, 33 * 16384 * 4);
     std::uint32_t seed = 1;
     for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT16, TPCOLL_FLOAT32})
-      for (std::size_t hidden : {8, 100, 2880, 4096, 5120})
+      for (std::size_t hidden : {8, 100, 2880, 4096, 5120, 16384})  // 16384 fp32: 64 KiB of shared memory
         for (std::size_t tokens : {1, 3, 33})
           for (bool residual : {true, false}) {
             const Norm n{tokens, hidden, d, residual};

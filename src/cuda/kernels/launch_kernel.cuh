@@ -5,17 +5,20 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+
 namespace tpcoll::cuda {
 
 template <typename Args>
-void launch_kernel(void (*kernel)(Args), int blocks, int threads, bool early_launch, const Args& args,
-                   cudaStream_t stream) {
+void launch_kernel(void (*kernel)(Args), int blocks, int threads, bool early_launch, std::size_t shared_bytes,
+                   const Args& args, cudaStream_t stream) {
   cudaLaunchAttribute early{};
   early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   early.val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(blocks));
   config.blockDim = dim3(static_cast<unsigned>(threads));
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
   config.attrs = &early;
   config.numAttrs = early_launch ? 1 : 0;

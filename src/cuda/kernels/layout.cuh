@@ -5,6 +5,7 @@
 
 #include "common/host_device.hpp"
 #include "core/call_signature.hpp"
+#include "cuda/kernels/rmsnorm_args.hpp"
 
 #include <tpcoll/tpcoll.h>
 
@@ -107,6 +108,10 @@ struct AllGatherArgs : PeerArgs {
   std::size_t bytes;        // of each rank's input
   std::size_t inner;        // bytes from the gathered dim on
   std::size_t chunk_bytes;  // per step (fits the staging; a multiple of 64)
+};
+
+struct FusedArgs : PeerArgs {
+  RmsNormArgs norm;  // x is this rank's input, not yet reduced
 };
 
 }  // namespace tpcoll::cuda

@@ -1,7 +1,7 @@
 // Add + RMSNorm on the GPU with the numeric contract of common/numerics.hpp:
 // s = x + residual rounded to the storage type, the sum of squares of s in
-// 32 partials of 8-element groups (lane p of a warp owns groups p, p + 32,
-// ..., in element order) combined by a halving tree, then
+// 256 partials of 8-element groups (partial p owns groups p, p + 256, ...,
+// in element order) combined by a halving tree, then
 // out = (s * (1 / sqrt(mean + eps))) * weight, every step rounded as on the
 // CPU (no FMA, correctly rounded division and square root).
 #pragma once
@@ -18,19 +18,33 @@ namespace tpcoll::cuda {
 
 inline constexpr int kNormWarps = 4;  // rows per block of the add + RMSNorm kernel
 
-// The contract's sum of squares of `s[0, hidden)`, on every lane of the warp.
+constexpr int kPartials = numerics::kNormPartials;
+constexpr int kPartialsPerLane = kPartials / 32;
+
+// The contract's sum of squares of `s[0, hidden)` (any hidden, element-wise
+// loads), on every lane of the warp: lane l forms partials l, l + 32, ...,
+// whose first tree levels (half >= 32) pair partials of the same lane.
 template <typename E>
 __device__ __forceinline__ float warp_sum_of_squares(const typename E::Storage* s, std::size_t hidden) {
   constexpr int kGroup = numerics::kNormGroup;
   const unsigned lane = threadIdx.x % 32;
-  float partial = 0.0f;
-  for (std::size_t first = lane * kGroup; first < hidden; first += 32 * kGroup)
-    for (std::size_t e = first; e < first + kGroup && e < hidden; ++e) {
-      const float v = E::load(s[e]);
-      partial = __fadd_rn(partial, __fmul_rn(v, v));
-    }
-  for (int half = 16; half >= 1; half /= 2) partial = __fadd_rn(partial, __shfl_down_sync(0xffffffffu, partial, half));
-  return __shfl_sync(0xffffffffu, partial, 0);
+  float partial[kPartialsPerLane];
+#pragma unroll
+  for (int k = 0; k < kPartialsPerLane; ++k) {
+    partial[k] = 0.0f;
+    for (std::size_t first = (lane + 32 * k) * kGroup; first < hidden; first += kPartials * kGroup)
+      for (std::size_t e = first; e < first + kGroup && e < hidden; ++e) {
+        const float v = E::load(s[e]);
+        partial[k] = __fadd_rn(partial[k], __fmul_rn(v, v));
+      }
+  }
+#pragma unroll
+  for (int half = kPartialsPerLane / 2; half >= 1; half /= 2)
+#pragma unroll
+    for (int k = 0; k < half; ++k) partial[k] = __fadd_rn(partial[k], partial[k + half]);
+  float total = partial[0];
+  for (int half = 16; half >= 1; half /= 2) total = __fadd_rn(total, __shfl_down_sync(0xffffffffu, total, half));
+  return __shfl_sync(0xffffffffu, total, 0);
 }
 
 // 1 / sqrt(mean(s^2) + eps), rounded as the CPU rounds it.
@@ -52,23 +66,68 @@ struct alignas(16) Group {
   typename E::Storage v[numerics::kNormGroup];
 };
 
-// One warp per row, lane p owning groups p, p + 32, ...: add, square and
-// accumulate in registers in the contract's order, then normalise, reading
-// back only the lane's own groups (so out may alias x, residual_out
-// residual).
+inline constexpr int kNormMaxThreads = 512;  // per block of the group kernel
+
+// The contract's sum of squares of a row of `groups` groups held in shared
+// memory, by the whole block (thread t forms partials t, t + blockDim, ...;
+// the tree runs in shared memory, its last five levels in warp 0); valid in
+// thread 0. Starts and ends with a barrier.
 template <typename E>
-__global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_groups_kernel(const RmsNormArgs a) {
+__device__ __forceinline__ float block_sum_of_squares(const Group<E>* s, std::size_t groups, float* partials) {
+  __syncthreads();
+  for (unsigned p = threadIdx.x; p < kPartials; p += blockDim.x) {
+    float acc = 0.0f;
+    for (std::size_t g = p; g < groups; g += kPartials) {
+      const Group<E> v = s[g];
+#pragma unroll
+      for (int e = 0; e < numerics::kNormGroup; ++e) {
+        const float f = E::load(v.v[e]);
+        acc = __fadd_rn(acc, __fmul_rn(f, f));
+      }
+    }
+    partials[p] = acc;
+  }
+  __syncthreads();
+  for (unsigned half = kPartials / 2; half >= 32; half /= 2) {
+    for (unsigned i = threadIdx.x; i < half; i += blockDim.x) partials[i] = __fadd_rn(partials[i], partials[i + half]);
+    __syncthreads();
+  }
+  float total = 0.0f;
+  if (threadIdx.x < 32) {
+    total = partials[threadIdx.x];
+    for (int half = 16; half >= 1; half /= 2) total = __fadd_rn(total, __shfl_down_sync(0xffffffffu, total, half));
+  }
+  __syncthreads();
+  return total;
+}
+inline constexpr int kNormHeldGroups = 4;    // weight groups a thread keeps in registers (hidden <= 16384)
+
+// One block per row, in three phases: every thread adds its groups and keeps
+// the rounded sums in shared memory (and writes residual_out); warp 0 then
+// forms the sum of squares in the contract's order (lane p walks groups p,
+// p + 32, ... from shared memory) and the inverse RMS; finally every thread
+// writes its groups' outputs. Needs hidden % 8 == 0, 16-byte aligned buffers
+// and hidden * sizeof(element) bytes of dynamic shared memory. out may alias
+// x and residual_out residual: a block reads its whole row before it writes.
+template <typename E>
+__global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(const RmsNormArgs a) {
   using G = Group<E>;
   constexpr int kGroup = numerics::kNormGroup;
+  extern __shared__ unsigned char shared[];
+  G* s = reinterpret_cast<G*>(shared);
+  __shared__ float partials[kPartials];
+  __shared__ float inv;
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
-  const std::size_t row = static_cast<std::size_t>(blockIdx.x) * kNormWarps + threadIdx.x / 32;
-  if (row >= a.rows) return;
-  const unsigned lane = threadIdx.x % 32;
-  const std::size_t groups = a.hidden / kGroup, offset = row * groups;
+  const std::size_t groups = a.hidden / kGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
-  const G* s = a.residual != nullptr ? static_cast<const G*>(a.residual_out) + offset : x;
-  float partial = 0.0f;
-  for (std::size_t g = lane; g < groups; g += 32) {
+  const G* weight = static_cast<const G*>(a.weight);
+  // The weight of this thread's first groups, loaded with its inputs so
+  // that the last phase waits for no memory.
+  G w[kNormHeldGroups];
+#pragma unroll
+  for (int k = 0; k < kNormHeldGroups; ++k)
+    if (threadIdx.x + k * blockDim.x < groups) w[k] = weight[threadIdx.x + k * blockDim.x];
+  for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
     G v = x[g];
     if (a.residual != nullptr) {
       const G r = static_cast<const G*>(a.residual)[offset + g];
@@ -76,23 +135,23 @@ __global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_groups_kernel(con
       for (int e = 0; e < kGroup; ++e) v.v[e] = E::store(__fadd_rn(E::load(v.v[e]), E::load(r.v[e])));
       static_cast<G*>(a.residual_out)[offset + g] = v;
     }
-#pragma unroll
-    for (int e = 0; e < kGroup; ++e) {
-      const float f = E::load(v.v[e]);
-      partial = __fadd_rn(partial, __fmul_rn(f, f));
-    }
+    s[g] = v;
   }
-  for (int half = 16; half >= 1; half /= 2) partial = __fadd_rn(partial, __shfl_down_sync(0xffffffffu, partial, half));
-  const float inv = inverse_rms(__shfl_sync(0xffffffffu, partial, 0), a.hidden, a.eps);
-  const G* weight = static_cast<const G*>(a.weight);
+  const float total = block_sum_of_squares<E>(s, groups, partials);  // barriers before and after
+  if (threadIdx.x == 0) inv = inverse_rms(total, a.hidden, a.eps);
+  __syncthreads();
   G* out = static_cast<G*>(a.out) + offset;
-  for (std::size_t g = lane; g < groups; g += 32) {
-    const G v = s[g], w = weight[g];
+  const auto write = [&](std::size_t g, const G& wg) {
+    const G v = s[g];
     G o;
 #pragma unroll
-    for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, w.v[e]));
+    for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, wg.v[e]));
     out[g] = o;
-  }
+  };
+#pragma unroll
+  for (int k = 0; k < kNormHeldGroups; ++k)
+    if (threadIdx.x + k * blockDim.x < groups) write(threadIdx.x + k * blockDim.x, w[k]);
+  for (std::size_t g = threadIdx.x + kNormHeldGroups * blockDim.x; g < groups; g += blockDim.x) write(g, weight[g]);
 }
 
 // Any hidden size and alignment, element by element. One warp per row: add, then the sum of squares of the rounded sum (read

@@ -5,6 +5,9 @@
 
 namespace tpcoll::cuda {
 
+// The most bytes of a row the add + RMSNorm kernels hold in shared memory.
+inline constexpr std::size_t kMaxNormRowBytes = 160 * 1024;
+
 struct RmsNormArgs {
   const void* x;          // [rows, hidden]
   const void* residual;   // nullable

@@ -1,0 +1,43 @@
+// Instantiates the fused low-latency kernel (3 dtypes x 2 signalling scopes)
+// and picks one at run time.
+#include "cuda/launch.hpp"
+
+#include "cuda/kernels/fused.cuh"
+#include "cuda/kernels/launch_kernel.cuh"
+
+namespace tpcoll::cuda {
+namespace {
+
+template <typename E>
+void launch_typed(const FusedChoice& c, const FusedArgs& args, cudaStream_t stream) {
+  const auto kernel = c.one_gpu ? fused_low_latency<E, Scope::kGpu> : fused_low_latency<E, Scope::kSystem>;
+  if (c.shared_bytes > 48 * 1024)  // past the default limit of dynamic shared memory
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxNormRowBytes));
+  launch_kernel(kernel, c.blocks, c.threads, c.early_launch, c.shared_bytes, args, stream);
+}
+
+template <typename E>
+void list_typed(std::vector<const void*>& kernels) {
+  kernels.push_back(reinterpret_cast<const void*>(fused_low_latency<E, Scope::kGpu>));
+  kernels.push_back(reinterpret_cast<const void*>(fused_low_latency<E, Scope::kSystem>));
+}
+
+}  // namespace
+
+void list_fused_kernels(std::vector<const void*>& kernels) {
+  list_typed<Float32>(kernels);
+  list_typed<Float16>(kernels);
+  list_typed<BFloat16>(kernels);
+}
+
+cudaError_t launch_fused(tpcoll_dtype_t dtype, const FusedChoice& choice, const FusedArgs& args, cudaStream_t stream) {
+  switch (dtype) {
+    case TPCOLL_FLOAT32: launch_typed<Float32>(choice, args, stream); break;
+    case TPCOLL_FLOAT16: launch_typed<Float16>(choice, args, stream); break;
+    case TPCOLL_BFLOAT16: launch_typed<BFloat16>(choice, args, stream); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace tpcoll::cuda

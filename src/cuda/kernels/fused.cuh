@@ -1,0 +1,99 @@
+// The fused all-reduce + residual add + RMSNorm for small messages, in one
+// kernel: every rank pushes its x to its peers in low-latency units (all
+// blocks share the pushing); a block per row then sums each element over the ranks in rank order (rounded, as
+// our all-reduce rounds), adds the residual (rounded), keeps the row in shared
+// memory, and normalises it as the add + RMSNorm kernel does. The result is
+// therefore bit for bit our all-reduce followed by our add + RMSNorm.
+#pragma once
+
+#include "cuda/kernels/low_latency.cuh"
+#include "cuda/kernels/rmsnorm.cuh"
+
+namespace tpcoll::cuda {
+
+// Needs hidden % 8 == 0, 16-byte aligned buffers, rows * hidden elements
+// within the low-latency size, and a row's bytes of dynamic shared memory.
+template <typename E, Scope kScope>
+__global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const FusedArgs a) {
+  using G = Group<E>;
+  constexpr int kGroup = numerics::kNormGroup;
+  constexpr int kUnits = sizeof(G) / 8;  // low-latency units per group
+  extern __shared__ unsigned char shared[];
+  G* s = reinterpret_cast<G*>(shared);
+  __shared__ float partials[kPartials];
+  __shared__ float inv;
+  wait_for_previous_kernel();
+  const RmsNormArgs& n = a.norm;
+  const std::size_t groups = n.hidden / kGroup;
+  const auto* x = static_cast<const uint2*>(n.x);
+  Protocol<kScope> proto(a);
+  proto.begin_step(0);
+  const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
+
+  // Every block pushes an equal slice of the message, the way the
+  // low-latency all-reduce does; then block b normalises rows b, b + grid, ...
+  const Range mine = split(n.rows * groups * kUnits, gridDim.x, blockIdx.x);
+  for (std::size_t unit = mine.lo + threadIdx.x; unit < mine.hi; unit += blockDim.x) {
+    const uint2 data = x[unit];
+    for (int p = 0; p < a.world; ++p)
+      if (p != a.rank) store_unit(buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank)) + unit, data, flag);
+  }
+
+  std::uint32_t failure = 0;
+  for (std::size_t row = blockIdx.x; row < n.rows; row += gridDim.x) {
+    const std::size_t offset = row * groups;
+    for (std::size_t g = threadIdx.x; g < groups && failure == 0; g += blockDim.x) {
+      float acc[kGroup];
+      for (int r = 0; r < a.world && failure == 0; ++r) {
+        G v;
+        for (int u = 0; u < kUnits && failure == 0; ++u) {
+          const std::size_t unit = (offset + g) * kUnits + u;
+          uint2 data;
+          if (r == a.rank) {
+            data = x[unit];
+          } else {
+            const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r)) + unit;
+            uint4 got = load_unit(src);
+            if (got.y != flag || got.w != flag) {
+              if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
+              failure = await_unit(a, proto, src, flag, r, got);
+            }
+            data = make_uint2(got.x, got.z);
+          }
+          memcpy(reinterpret_cast<unsigned char*>(&v) + 8 * u, &data, 8);
+        }
+#pragma unroll
+        for (int e = 0; e < kGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
+      }
+      G sum;
+#pragma unroll
+      for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(acc[e]);
+      if (n.residual != nullptr) {
+        const G r = static_cast<const G*>(n.residual)[offset + g];
+#pragma unroll
+        for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(__fadd_rn(E::load(sum.v[e]), E::load(r.v[e])));
+      }
+      s[g] = sum;
+    }
+    // A failed block writes nothing: the caller's buffers keep their bytes.
+    if (__syncthreads_or(failure != 0)) break;
+    const float total = block_sum_of_squares<E>(s, groups, partials);
+    if (threadIdx.x == 0) inv = inverse_rms(total, n.hidden, n.eps);
+    __syncthreads();
+    const G* weight = static_cast<const G*>(n.weight);
+    for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
+      const G v = s[g], w = weight[g];
+      if (n.residual != nullptr) static_cast<G*>(n.residual_out)[offset + g] = v;
+      G o;
+#pragma unroll
+      for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, w.v[e]));
+      static_cast<G*>(n.out)[offset + g] = o;
+    }
+    __syncthreads();  // the next row reuses the shared row
+  }
+  if (failure) proto.report(failure);
+  allow_next_kernel();
+  proto.finish(1);
+}
+
+}  // namespace tpcoll::cuda
