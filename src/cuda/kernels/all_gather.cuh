@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(kThreads) all_gather_kernel(const AllGatherArg
   using T = GatherWord<kWidth>;
   wait_for_previous_kernel();
   Protocol<kScope> proto(a);
+  if (blockIdx.x == 0 && threadIdx.x == 0) proto.publish_call();
   const std::size_t steps = (a.bytes + a.chunk_bytes - 1) / a.chunk_bytes;
   const std::size_t full = a.chunk_bytes / kWidth;
   for (std::size_t step = 0; step < steps; ++step) {

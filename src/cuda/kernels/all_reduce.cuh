@@ -82,11 +82,15 @@ class Protocol {
       : a_(a), state_(reinterpret_cast<RankState*>(a.buffers[a.rank] + BufferLayout::kState)) {
     base_ = state_->seq[blockIdx.x];  // written by the previous kernel on this stream
     seq_ = base_;
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-      CallSignature current = a.call;
-      current.step = base_ + 1;
-      signals(a.rank)->current_call = current;
-    }
+  }
+
+  // Publishes this kernel's call for a peer that meets another one to name
+  // it (one thread; before any flag or announcement that could lead a peer
+  // to read it).
+  __device__ void publish_call() const {
+    CallSignature current = a_.call;
+    current.step = base_ + 1;
+    signals(a_.rank)->current_call = current;
   }
 
   __device__ void begin_step(std::size_t chunk) { seq_ = base_ + 1 + chunk; }
@@ -269,6 +273,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(const AllReduceArg
   using S = typename E::Storage;
   wait_for_previous_kernel();
   Protocol<kScope> proto(a);
+  if (blockIdx.x == 0 && threadIdx.x == 0) proto.publish_call();
   const std::size_t steps = (a.count + a.chunk_count - 1) / a.chunk_count;
   for (std::size_t step = 0; step < steps; ++step) {
     proto.begin_step(step);

@@ -58,10 +58,13 @@ __device__ __forceinline__ void write_unit(void* base, std::size_t i, std::size_
     static_cast<unsigned char*>(base)[b] = reinterpret_cast<const unsigned char*>(&v)[b - i * 8];
 }
 
-// Writes this rank's (step, call tag) into every peer's arrival word for it.
+// Writes this rank's (step, call tag) into every peer's arrival word for it,
+// after its call record: only ranks that wait need them, so the fast path
+// writes neither.
 template <typename Protocol>
 __device__ __forceinline__ void announce_call(const PeerArgs& a, const Protocol& proto) {
-  __threadfence();  // our call record (Protocol's constructor, this thread) before the announcement
+  proto.publish_call();
+  __threadfence();  // the record before the announcement
   for (int p = 0; p < a.world; ++p)
     if (p != a.rank)
       *reinterpret_cast<volatile std::uint64_t*>(&proto.signals(p)->arrived[0][a.rank]) = proto.flag();
