@@ -1,26 +1,19 @@
 #!/usr/bin/env bash
-# The GPU check: builds (unless BUILD_DIR already holds a build), starts the
-# MPS daemon (ranks in different processes sharing a GPU need it), runs the
-# GPU tests and a short bench, stops MPS, and prints a summary last.
+# The GPU check: builds (unless BUILD_DIR already holds a build), runs the GPU
+# tests and the benches with ranks as streams of one process, then starts the
+# MPS daemon (ranks in different processes sharing a GPU need it; in-process
+# streams would pay its hop too, so their figures are taken without it), runs
+# the multi-process tests and bench, stops MPS, and prints a summary last.
 # Usage: scripts/gpu-check.sh [BUILD_DIR]   (default: build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
+out=${OUT:-/tmp}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
 if [ ! -x "$build/tpcoll" ]; then
   cmake -S . -B "$build" && cmake --build "$build" -j "$(nproc)" || { echo "gpu-check: build failed"; exit 1; }
 fi
-
-mps_started=0
-if command -v nvidia-cuda-mps-control >/dev/null 2>&1 || [ -x /usr/local/nvidia/bin/nvidia-cuda-mps-control ]; then
-  export PATH=$PATH:/usr/local/nvidia/bin
-  export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/tpcoll-mps} CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/tpcoll-mps-log}
-  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  nvidia-cuda-mps-control -d && mps_started=1
-fi
-stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
-trap stop_mps EXIT
 
 declare -a summary
 run_step() {  # name, command...
@@ -32,33 +25,47 @@ run_step() {  # name, command...
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$build/tpcoll" check -n 2
+
+# --- ranks as streams of one process ---
 # The test binaries are run directly: ctest files hold the build machine's paths.
 for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
   [ -x "$t" ] && run_step "$(basename "$t")" "$t"
 done
 run_step "all-reduce tests without programmatic dependent launch" env TPCOLL_CUDA_EARLY_LAUNCH=0 \
   "$build/tests/gpu/tpcoll_gpu_all_reduce_test" --gtest_filter='CudaAllReduce.Every*:CudaAllReduce.Graph*'
+run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
+  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --op all_reduce --op all_gather \
+  --json "$out/gpu-bench-bf16.json"
+run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
+  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op all_reduce --dtype fp32 --dtype fp16 \
+  --json "$out/gpu-bench-fp32-fp16.json"
+for n in 1 2; do
+  run_step "bench (fused, bf16, $n rank(s) as streams)" \
+    "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
+    --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
+done
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
+    python3 scripts/torch_add_rmsnorm.py --json "$out/torch-add-rmsnorm.json"
+fi
+
+# --- ranks as processes sharing the GPU, under MPS ---
+mps_started=0
+if command -v nvidia-cuda-mps-control >/dev/null 2>&1 || [ -x /usr/local/nvidia/bin/nvidia-cuda-mps-control ]; then
+  export PATH=$PATH:/usr/local/nvidia/bin
+  export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/tpcoll-mps} CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/tpcoll-mps-log}
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d && mps_started=1
+fi
+stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
+trap stop_mps EXIT
 for n in 2 4; do
   run_step "all-reduce, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
-run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
-  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --json "${OUT:-/tmp}/gpu-bench-bf16.json"
 run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
   env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
-  --json "${OUT:-/tmp}/gpu-bench-bf16-processes.json"
-run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
-  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op all_reduce --dtype fp32 --dtype fp16 \
-  --json "${OUT:-/tmp}/gpu-bench-fp32-fp16.json"
-for n in 1 2; do
-  run_step "bench (fused, bf16, $n rank(s) as streams)" \
-    "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
-    --hidden 2880 4096 5120 7168 8192 -e 64M --json "${OUT:-/tmp}/gpu-bench-fused-x$n.json"
-done
-if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
-    python3 scripts/torch_add_rmsnorm.py --json "${OUT:-/tmp}/torch-add-rmsnorm.json"
-fi
+  --op all_reduce --op all_gather --json "$out/gpu-bench-bf16-processes.json"
 
 echo
 echo "gpu-check summary:"
