@@ -66,7 +66,6 @@ struct alignas(16) Group {
   typename E::Storage v[numerics::kNormGroup];
 };
 
-inline constexpr int kNormMaxThreads = 512;  // per block of the group kernel
 
 // The contract's sum of squares of a row of `groups` groups held in shared
 // memory, by the whole block (thread t forms partials t, t + blockDim, ...;

@@ -7,6 +7,8 @@ namespace tpcoll::cuda {
 
 // The most bytes of a row the add + RMSNorm kernels hold in shared memory.
 inline constexpr std::size_t kMaxNormRowBytes = 160 * 1024;
+// Threads per block of the row kernels (add + RMSNorm, fused).
+inline constexpr int kNormMaxThreads = 512;
 
 struct RmsNormArgs {
   const void* x;          // [rows, hidden]
