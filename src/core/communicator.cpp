@@ -98,6 +98,7 @@ void Communicator::create_cpu_backends() {
 void Communicator::create_cuda_backend() {
   context_.fast_backend = kCudaBackend;
   context_.fallback_backend = kNcclBackend;
+  context_.fused_max_hidden = cuda::CudaBackend::kFusedMaxHidden;
   if (world_ > cuda::kMaxRanks) {
     context_.fast_available = false;
     context_.fast_unavailable_reason =

@@ -58,10 +58,16 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
   if (ctx.disabled) return finish(TPCOLL_ALGO_FALLBACK, [] { return std::string("TPCOLL_DISABLE=1"); });
   if (!ctx.fast_available) return finish(TPCOLL_ALGO_FALLBACK, [&] { return ctx.fast_unavailable_reason; });
 
-  // A row must fit in half the staging buffer for the fused kernels; larger
-  // rows take our unfused path, which gives the same bits.
-  const bool rows_fit = call.op != TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || call.inner_bytes <= ctx.staging_bytes / 2;
+  // A row must fit in half the staging buffer for the fused kernels (and,
+  // where the backend says so, be whole groups of at most its row limit);
+  // other rows take our unfused path, which gives the same bits.
+  const bool fused = call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+  const bool row_in_limit = ctx.fused_max_hidden == 0 || (call.hidden() % 8 == 0 && call.hidden() <= ctx.fused_max_hidden);
+  const bool rows_fit = !fused || (call.inner_bytes <= ctx.staging_bytes / 2 && row_in_limit);
   const auto row_reason = [&] {
+    if (!row_in_limit)
+      return fmt::format("the fused kernel takes rows of whole 8-element groups up to {} elements; this one has {}",
+                         ctx.fused_max_hidden, call.hidden());
     return fmt::format("a row of {} B exceeds half the {} B staging buffer", call.inner_bytes, ctx.staging_bytes);
   };
 

@@ -23,6 +23,7 @@ struct PlanContext {
   bool fast_available = true;                // false: only the fallback can run
   std::string fast_unavailable_reason;
   std::size_t staging_bytes = 0;             // per-rank staging buffer (chunk bound)
+  std::size_t fused_max_hidden = 0;          // fused kernels' longest row (elements, whole groups of 8); 0: any
   bool disabled = false;                     // TPCOLL_DISABLE
   std::optional<tpcoll_algo_t> forced;       // TPCOLL_ALGO or tpcoll_comm_force_algo
   const TuneTable* table = nullptr;

@@ -274,12 +274,8 @@ bool CudaBackend::fused_fits(const Call& call, const Buffers& b) const {
   const std::size_t elem = dtype_size(call.dtype);
   const bool aligned = aligned_to(16, b.in, b.out) && aligned_to(16, b.weight, b.weight) &&
                        (!call.has_residual || aligned_to(16, b.residual, b.residual_out));
-  // One 8-element group per thread: with more, a thread waits for its
-  // groups one after another, and on an H100 (2 ranks sharing it, bf16,
-  // 2026-11-24) the kernel then lost to our all-reduce + add_rmsnorm
-  // (hidden 5120-8192: 0.88-0.90x) where it won with one (2880-4096: 1.08-1.27x).
   return aligned && world_ > 1 && call.hidden() % 8 == 0 && call.bytes <= low_latency_bytes_ &&
-         call.hidden() * elem <= kMaxNormRowBytes && call.hidden() / 8 <= static_cast<std::size_t>(kNormMaxThreads);
+         call.hidden() * elem <= kMaxNormRowBytes && call.hidden() <= kFusedMaxHidden;
 }
 
 void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffers) const {

@@ -58,6 +58,13 @@ class CudaBackend final : public Backend {
   // each block has one thread per unit.
   static int low_latency_blocks(std::size_t bytes, int world);
 
+  // The fused kernel holds one 8-element group per thread: with more, a
+  // thread waits for its groups one after another, and on an H100 (2 ranks
+  // sharing it, bf16, 2026-11-24) the kernel then lost to our all-reduce +
+  // add_rmsnorm (hidden 5120-8192: 0.88-0.90x) where it won with one
+  // (2880-4096: 1.08-1.27x).
+  static constexpr std::size_t kFusedMaxHidden = 8 * kNormMaxThreads;
+
   // Whether the fused low-latency kernel serves this call (else: our
   // all-reduce, then our add + RMSNorm).
   bool fused_fits(const Call& call, const Buffers& buffers) const;

@@ -87,6 +87,19 @@ TEST(Plan, FastPathUnavailableTakesTheFallbackWithTheReason) {
   EXPECT_EQ(p.steps, 1u);
 }
 
+TEST(Plan, RowsPastTheFusedKernelsLimitTakeTheUnfusedPath) {
+  auto ctx = context();
+  ctx.fused_max_hidden = 4096;
+  for (const std::int64_t hidden : {4104, 100}) {  // too long; not whole groups of 8
+    const tpcoll::Plan p = tpcoll::make_plan(fused_call(1, hidden), ctx, true);
+    EXPECT_EQ(p.algo, TPCOLL_ALGO_UNFUSED) << hidden;
+    EXPECT_NE(p.reason.find("4096"), std::string::npos) << p.reason;
+  }
+  ctx.forced = TPCOLL_ALGO_ONESHOT;
+  EXPECT_EQ(tpcoll::make_plan(fused_call(1, 8192), ctx, false).algo, TPCOLL_ALGO_UNFUSED);
+  EXPECT_EQ(tpcoll::make_plan(fused_call(1, 4096), ctx, false).algo, TPCOLL_ALGO_ONESHOT);
+}
+
 TEST(Plan, TheFallbackIsTheEngineTheBackendNames) {
   auto ctx = context();
   ctx.fast_backend = tpcoll::kCudaBackend;
