@@ -193,7 +193,7 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
     run(reduce, Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
     x = b.out;
   }
-  cuda::add_rmsnorm(device_, dtype, cuda::RmsNormArgs{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps},
+  cuda::add_rmsnorm(device_, dtype, RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps},
                     stream);
 }
 
@@ -204,9 +204,9 @@ void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t
                    tokens, hidden, dtype, eps);
   if (on_gpu())
     cuda::add_rmsnorm(device_, dtype,
-                      cuda::RmsNormArgs{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
+                      RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
   else
-    cpu::add_rmsnorm(dtype, cpu::RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});
+    cpu::add_rmsnorm(dtype, RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});
 }
 
 Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const {

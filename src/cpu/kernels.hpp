@@ -2,6 +2,8 @@
 // common/numerics.hpp bit for bit. Dispatch on dtype happens here once.
 #pragma once
 
+#include "common/rmsnorm_rows.hpp"
+
 #include <tpcoll/tpcoll.h>
 
 #include <cstddef>
@@ -10,17 +12,6 @@ namespace tpcoll::cpu {
 
 // dst[i] = round(src[0][i] + src[1][i] + ... + src[n-1][i]) with fp32 accumulation.
 void reduce(tpcoll_dtype_t dtype, const void* const* srcs, int nsrcs, void* dst, std::size_t count);
-
-struct RmsNormRows {
-  const void* x;          // [rows, hidden], already all-reduced
-  const void* residual;   // nullable
-  const void* weight;     // [hidden]
-  void* out;              // may alias x
-  void* residual_out;     // may alias residual; unused without residual
-  std::size_t rows;
-  std::size_t hidden;
-  float eps;
-};
 
 // s = x + residual (rounded) -> residual_out; out = s * rsqrt(mean(s^2) + eps) * weight.
 void add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& rows);

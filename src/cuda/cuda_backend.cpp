@@ -236,7 +236,7 @@ void check_device_pointer(const void* p, const char* name, int device) {
          device);
 }
 
-void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormArgs& args, void* stream) {
+void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
   check_device_pointer(args.x, "x", device);
   check_device_pointer(args.weight, "weight", device);
   check_device_pointer(args.out, "out", device);
@@ -295,7 +295,7 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   choice.early_launch = early_launch_;
   FusedArgs args{};
   fill_peer_args(args, call, plan, 4u);
-  args.norm = RmsNormArgs{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
+  args.norm = RmsNormRows{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
                           call.rows(), call.hidden(), call.eps};
   check_cuda(launch_fused(call.dtype, choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the fused kernel");

@@ -5,7 +5,7 @@
 
 #include "core/backend.hpp"
 #include "cuda/kernels/layout.cuh"
-#include "cuda/kernels/rmsnorm_args.hpp"
+#include "cuda/kernels/row_limits.hpp"
 
 #include <cstdint>
 #include <string>
@@ -29,7 +29,7 @@ void load_kernels_on(int device);
 void check_device_pointer(const void* p, const char* name, int device);
 
 // The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
-void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormArgs& args, void* stream);
+void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
 
 // Whether the MPS control daemon runs (its pipe exists): processes sharing a
 // GPU need it, or every wait for a peer takes a time slice (milliseconds).

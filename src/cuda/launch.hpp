@@ -2,7 +2,7 @@
 #pragma once
 
 #include "cuda/kernels/layout.cuh"
-#include "cuda/kernels/rmsnorm_args.hpp"
+#include "cuda/kernels/row_limits.hpp"
 
 #include <cuda_runtime.h>
 
@@ -65,6 +65,6 @@ struct FusedChoice {
 cudaError_t launch_fused(tpcoll_dtype_t dtype, const FusedChoice& choice, const FusedArgs& args, cudaStream_t stream);
 
 // s = x + residual -> residual_out; out = s * rsqrt(mean(s^2) + eps) * weight.
-cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormArgs& args, bool early_launch, cudaStream_t stream);
+cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, bool early_launch, cudaStream_t stream);
 
 }  // namespace tpcoll::cuda

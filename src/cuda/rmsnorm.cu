@@ -14,7 +14,7 @@ namespace {
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 template <typename E>
-void launch_typed(const RmsNormArgs& args, bool early_launch, cudaStream_t stream) {
+void launch_typed(const RmsNormRows& args, bool early_launch, cudaStream_t stream) {
   const std::size_t row_bytes = args.hidden * sizeof(typename E::Storage);
   const bool groups = args.hidden % numerics::kNormGroup == 0 && row_bytes <= kMaxNormRowBytes && aligned16(args.x) &&
                       aligned16(args.weight) && aligned16(args.out) &&
@@ -47,7 +47,7 @@ void list_add_rmsnorm_kernels(std::vector<const void*>& kernels) {
   list_typed<BFloat16>(kernels);
 }
 
-cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormArgs& args, bool early_launch, cudaStream_t stream) {
+cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, bool early_launch, cudaStream_t stream) {
   switch (dtype) {
     case TPCOLL_FLOAT32: launch_typed<Float32>(args, early_launch, stream); break;
     case TPCOLL_FLOAT16: launch_typed<Float16>(args, early_launch, stream); break;

@@ -68,7 +68,7 @@ class NormJob : public LocalJob {
     for (const auto& x : xs) sources.push_back(x.data());
     std::vector<std::byte> sum(bytes), out(bytes), residual_out(bytes);
     tpcoll::cpu::reduce(n.dtype, sources.data(), world(), sum.data(), count);
-    tpcoll::cpu::add_rmsnorm(n.dtype, tpcoll::cpu::RmsNormRows{sum.data(), n.residual ? residual.data() : nullptr,
+    tpcoll::cpu::add_rmsnorm(n.dtype, tpcoll::RmsNormRows{sum.data(), n.residual ? residual.data() : nullptr,
                                                                weight.data(), out.data(), residual_out.data(),
                                                                n.tokens, n.hidden, kEps});
     if (!n.residual) residual_out.clear();
@@ -166,12 +166,4 @@ TEST(CudaAddRmsNorm, InPlaceMatchesTheCpu) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;
-  }
-  testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char** argv) { return run_gpu_tests(argc, argv); }

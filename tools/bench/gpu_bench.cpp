@@ -187,6 +187,24 @@ class GpuJob {
         if (*p == nullptr) check(cudaMalloc(p, max_bytes_), "cudaMalloc");
   }
 
+  // The first rank driven here whose `buffer` differs from `expected`, or -1.
+  int first_differing_rank(void* GpuRank::*buffer, const std::vector<std::byte>& expected) {
+    std::vector<std::byte> got(expected.size());
+    for (GpuRank& g : ranks_) {
+      check(cudaMemcpy(got.data(), g.*buffer, got.size(), cudaMemcpyDeviceToHost), "download");
+      if (std::memcmp(got.data(), expected.data(), got.size()) != 0) return g.rank;
+    }
+    return -1;
+  }
+
+  // Sets the row's check column; only rank 0 prints rows, so a rank in
+  // another process says its failure on stderr.
+  void set_check(Row& row, const std::string& failure) const {
+    row.check = failure.empty() ? "ok" : failure;
+    if (!failure.empty() && !printer())
+      fmt::print(stderr, "{} {} {} B {}: {}\n", row.op, row.dtype, row.bytes, row.shape, failure);
+  }
+
   double time_graph(const std::function<void()>& body, int calls, int replays) {
     std::vector<cudaStream_t> streams;
     for (GpuRank& g : ranks_) streams.push_back(g.stream);
@@ -231,7 +249,7 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   row.baseline = "copy-roofline";
 
   const std::uint64_t seed = mix(count * 131 + static_cast<std::uint64_t>(dtype));
-  std::vector<std::byte> host(bytes), got(bytes), expected(bytes);
+  std::vector<std::byte> host(bytes), expected(bytes);
   for (GpuRank& g : job.ranks()) {
     fill_floats(dtype, host.data(), count, seed, g.rank);
     check(cudaMemcpy(g.in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
@@ -251,16 +269,11 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
     check(cudaDeviceSynchronize(), "sync after memset");
     job.all_reduce(count, dtype);
     check(cudaDeviceSynchronize(), "sync after all_reduce");
-    for (GpuRank& g : job.ranks()) {
-      check(cudaMemcpy(got.data(), g.out, bytes, cudaMemcpyDeviceToHost), "download");
-      if (failure.empty() && std::memcmp(got.data(), expected.data(), bytes) != 0)
-        failure = fmt::format("{} on rank {} differs from the contract", algo_label(algo), g.rank);
-    }
+    if (const int r = job.first_differing_rank(&GpuRank::out, expected); r >= 0 && failure.empty())
+      failure = fmt::format("{} on rank {} differs from the contract", algo_label(algo), r);
   }
   job.force(std::nullopt);
-  row.check = failure.empty() ? "ok" : failure;
-  // Only rank 0 prints rows: another process's rank says its failure here.
-  if (!failure.empty() && !job.printer()) fmt::print(stderr, "{} {} B: {}\n", row.dtype, bytes, failure);
+  job.set_check(row, failure);
 
   tpcoll_plan_info_t plan{};
   const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
@@ -310,7 +323,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
   row.shape = fmt::format("[{}] dim {}", fmt::join(shape, ", "), dim);
 
   const std::uint64_t seed = mix(row.bytes * 977 + static_cast<std::uint64_t>(dtype) * 7 + static_cast<unsigned>(dim));
-  std::vector<std::byte> host(row.bytes), got(total), expected(total);
+  std::vector<std::byte> host(row.bytes), expected(total);
   for (GpuRank& g : job.ranks()) {
     for (std::size_t i = 0; i < row.bytes; ++i) host[i] = std::byte{sample_byte(seed, g.rank, i)};
     check(cudaMemcpy(g.in, host.data(), row.bytes, cudaMemcpyHostToDevice), "upload");
@@ -323,14 +336,8 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
   check(cudaDeviceSynchronize(), "sync before all_gather");
   job.all_gather(dtype, shape, dim);
   check(cudaDeviceSynchronize(), "sync after all_gather");
-  std::string failure;
-  for (GpuRank& g : job.ranks()) {
-    check(cudaMemcpy(got.data(), g.out, total, cudaMemcpyDeviceToHost), "download");
-    if (failure.empty() && std::memcmp(got.data(), expected.data(), total) != 0)
-      failure = fmt::format("rank {} differs from the concatenation", g.rank);
-  }
-  row.check = failure.empty() ? "ok" : failure;
-  if (!failure.empty() && !job.printer()) fmt::print(stderr, "{} {}: {}\n", row.dtype, row.shape, failure);
+  const int differs = job.first_differing_rank(&GpuRank::out, expected);
+  job.set_check(row, differs < 0 ? "" : fmt::format("rank {} differs from the concatenation", differs));
 
   tpcoll_plan_info_t plan{};
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_GATHER, static_cast<tpcoll_dtype_t>(dtype),
@@ -398,24 +405,17 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
   }
   std::vector<const void*> sources;
   for (const auto& x : xs) sources.push_back(x.data());
-  std::vector<std::byte> sum(bytes), expected_out(bytes), expected_residual(bytes), got(bytes);
+  std::vector<std::byte> sum(bytes), expected_out(bytes), expected_residual(bytes);
   cpu::reduce(static_cast<tpcoll_dtype_t>(dtype), sources.data(), world, sum.data(), count);
-  cpu::add_rmsnorm(static_cast<tpcoll_dtype_t>(dtype), cpu::RmsNormRows{sum.data(), residual.data(), weight.data(),
+  cpu::add_rmsnorm(static_cast<tpcoll_dtype_t>(dtype), RmsNormRows{sum.data(), residual.data(), weight.data(),
                                                                           expected_out.data(), expected_residual.data(),
                                                                           tokens, hidden, kFusedEps});
   check(cudaDeviceSynchronize(), "sync before the fused op");
   job.fused(dtype, tokens, hidden);
   check(cudaDeviceSynchronize(), "sync after the fused op");
-  std::string failure;
-  for (GpuRank& g : job.ranks()) {
-    check(cudaMemcpy(got.data(), g.out, bytes, cudaMemcpyDeviceToHost), "download");
-    const bool out_ok = std::memcmp(got.data(), expected_out.data(), bytes) == 0;
-    check(cudaMemcpy(got.data(), g.residual_out, bytes, cudaMemcpyDeviceToHost), "download");
-    if (failure.empty() && (!out_ok || std::memcmp(got.data(), expected_residual.data(), bytes) != 0))
-      failure = fmt::format("rank {} differs from the CPU kernels", g.rank);
-  }
-  row.check = failure.empty() ? "ok" : failure;
-  if (!failure.empty() && !job.printer()) fmt::print(stderr, "{} {}x{}: {}\n", row.dtype, tokens, hidden, failure);
+  int differs = job.first_differing_rank(&GpuRank::out, expected_out);
+  if (differs < 0) differs = job.first_differing_rank(&GpuRank::residual_out, expected_residual);
+  job.set_check(row, differs < 0 ? "" : fmt::format("rank {} differs from the CPU kernels", differs));
   row.max_error = fused_max_error(dtype, seed, world, residual.data(), weight.data(), expected_out.data(), tokens, hidden);
 
   tpcoll_plan_info_t plan{};

@@ -91,24 +91,15 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_gather(const AllGath
   proto.begin_step(0);
   const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
 
-  for (int p = 0; p < a.world; ++p) {
-    if (p == a.rank) continue;
-    uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank));
-    for (std::size_t i = first; i < mine.hi; i += blockDim.x) store_unit(dst + i, own_unit(i), flag);
-  }
+  push_units(a, proto, first, mine.hi, flag, own_unit);
   for (std::size_t i = first; i < mine.hi; i += blockDim.x) gathered<uint2>(a, a.rank, i * 8) = own_unit(i);
 
   std::uint32_t failure = 0;
   for (int r = 0; r < a.world && failure == 0; ++r) {
     if (r == a.rank) continue;
-    const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r));
     for (std::size_t i = first; i < mine.hi && failure == 0; i += blockDim.x) {
-      uint4 u = load_unit(src + i);
-      if (u.y != flag || u.w != flag) {
-        if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
-        failure = await_unit(a, proto, src + i, flag, r, u);
-      }
-      if (failure == 0) gathered<uint2>(a, r, i * 8) = make_uint2(u.x, u.z);
+      const uint2 data = receive_unit(a, proto, r, i, flag, failure);
+      if (failure == 0) gathered<uint2>(a, r, i * 8) = data;
     }
   }
   if (failure) proto.report(failure);

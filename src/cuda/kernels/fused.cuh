@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
   __shared__ float partials[kPartials];
   __shared__ float inv;
   wait_for_previous_kernel();
-  const RmsNormArgs& n = a.norm;
+  const RmsNormRows& n = a.norm;
   const std::size_t groups = n.hidden / kGroup;
   const auto* x = static_cast<const uint2*>(n.x);
   Protocol<kScope> proto(a);
@@ -33,11 +33,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
   // Every block pushes an equal slice of the message, the way the
   // low-latency all-reduce does; then block b normalises rows b, b + grid, ...
   const Range mine = split(n.rows * groups * kUnits, gridDim.x, blockIdx.x);
-  for (std::size_t unit = mine.lo + threadIdx.x; unit < mine.hi; unit += blockDim.x) {
-    const uint2 data = x[unit];
-    for (int p = 0; p < a.world; ++p)
-      if (p != a.rank) store_unit(buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank)) + unit, data, flag);
-  }
+  push_units(a, proto, mine.lo + threadIdx.x, mine.hi, flag, [&](std::size_t unit) { return x[unit]; });
 
   std::uint32_t failure = 0;
   for (std::size_t row = blockIdx.x; row < n.rows; row += gridDim.x) {
@@ -48,18 +44,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
         G v;
         for (int u = 0; u < kUnits && failure == 0; ++u) {
           const std::size_t unit = (offset + g) * kUnits + u;
-          uint2 data;
-          if (r == a.rank) {
-            data = x[unit];
-          } else {
-            const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r)) + unit;
-            uint4 got = load_unit(src);
-            if (got.y != flag || got.w != flag) {
-              if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
-              failure = await_unit(a, proto, src, flag, r, got);
-            }
-            data = make_uint2(got.x, got.z);
-          }
+          const uint2 data = r == a.rank ? x[unit] : receive_unit(a, proto, r, unit, flag, failure);
           memcpy(reinterpret_cast<unsigned char*>(&v) + 8 * u, &data, 8);
         }
 #pragma unroll

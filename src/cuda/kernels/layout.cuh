@@ -5,7 +5,7 @@
 
 #include "common/host_device.hpp"
 #include "core/call_signature.hpp"
-#include "cuda/kernels/rmsnorm_args.hpp"
+#include "cuda/kernels/row_limits.hpp"
 
 #include <tpcoll/tpcoll.h>
 
@@ -111,7 +111,7 @@ struct AllGatherArgs : PeerArgs {
 };
 
 struct FusedArgs : PeerArgs {
-  RmsNormArgs norm;  // x is this rank's input, not yet reduced
+  RmsNormRows norm;  // x is this rank's input, not yet reduced
 };
 
 }  // namespace tpcoll::cuda

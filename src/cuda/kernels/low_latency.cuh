@@ -1,4 +1,5 @@
-// The low-latency one-shot all-reduce for small messages. Every 16-byte
+// Low-latency units, and the one-shot all-reduce for small messages built on
+// them (the all-gather and the fused kernel use them too). Every 16-byte
 // store into a peer carries 8 data bytes and the step's 32-bit flag twice
 // ({data, flag, data, flag}, each 8-byte half written at once), so a reader
 // polls the data itself: no flag after the data, no fence, no reset.
@@ -6,11 +7,12 @@
 // The flag mixes the step number and the call tag. A peer at the same step
 // but another call therefore never produces our flag, so its data is never
 // taken. The first thread of a rank, when it does not find its data at the
-// first look, announces its own call in the peers' arrival words (step and
-// tag, no fence: it orders nothing), and every waiting reader checks the
-// peer's word now and then, so two ranks at different calls both report the
-// mismatch instead of timing out; the fast path pays for none of it. Stale data (from step s-2 or older, the last use
-// of this slot) could pass only if two steps' mixed flags collide in 32 bits.
+// first look, publishes its call record and announces its call in the peers'
+// arrival words (step and tag), and every waiting reader checks the peer's
+// word now and then, so two ranks at different calls both report the
+// mismatch, naming both calls, instead of timing out; the fast path pays for
+// none of it. Stale data (from step s-2 or older, the last use of this slot)
+// could pass only if two steps' mixed flags collide in 32 bits.
 #pragma once
 
 #include "cuda/kernels/all_reduce.cuh"
@@ -94,6 +96,34 @@ __device__ __forceinline__ std::uint32_t await_unit(const PeerArgs& a, const Pro
   }
 }
 
+// Sends units [first, hi) (this thread's: first, first + blockDim.x, ...) of
+// this rank's message to every peer, each with the step's flag.
+template <typename Protocol, typename Unit>
+__device__ __forceinline__ void push_units(const PeerArgs& a, const Protocol& proto, std::size_t first, std::size_t hi,
+                                           std::uint32_t flag, Unit&& unit) {
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank));
+    for (std::size_t i = first; i < hi; i += blockDim.x) store_unit(dst + i, unit(i), flag);
+  }
+}
+
+// Unit `i` of peer `peer`'s message once it carries `flag`. If it is not
+// there at the first look, this rank's first thread announces its call (one
+// writer per rank: a peer at another call never sends our flag, so that
+// thread waits too) and the thread waits; a failure lands in `failure`.
+template <typename Protocol>
+__device__ __forceinline__ uint2 receive_unit(const PeerArgs& a, const Protocol& proto, int peer, std::size_t i,
+                                              std::uint32_t flag, std::uint32_t& failure) {
+  const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), peer)) + i;
+  uint4 u = load_unit(src);
+  if (u.y != flag || u.w != flag) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
+    failure = await_unit(a, proto, src, flag, peer, u);
+  }
+  return make_uint2(u.x, u.z);
+}
+
 template <typename E, Scope kScope>
 __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllReduceArgs a) {
   using S = typename E::Storage;
@@ -110,29 +140,12 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
   proto.begin_step(0);
   const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
 
-  for (int p = 0; p < a.world; ++p) {
-    if (p == a.rank) continue;
-    uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank));
-    for (std::size_t i = first; i < mine.hi; i += blockDim.x) store_unit(dst + i, own_unit(i), flag);
-  }
+  push_units(a, proto, first, mine.hi, flag, own_unit);
   std::uint32_t failure = 0;
   for (std::size_t i = first; i < mine.hi && failure == 0; i += blockDim.x) {
     float acc[kLanes];
     for (int r = 0; r < a.world && failure == 0; ++r) {
-      uint2 data;
-      if (r == a.rank) {
-        data = own_unit(i);
-      } else {
-        const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), r)) + i;
-        uint4 u = load_unit(src);
-        if (u.y != flag || u.w != flag) {
-          // One writer per rank: a peer at another call never sends our flag,
-          // so this thread, which has a unit, waits too.
-          if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
-          failure = await_unit(a, proto, src, flag, r, u);
-        }
-        data = make_uint2(u.x, u.z);
-      }
+      const uint2 data = r == a.rank ? own_unit(i) : receive_unit(a, proto, r, i, flag, failure);
       S lanes[kLanes];
       memcpy(lanes, &data, sizeof data);
 #pragma unroll

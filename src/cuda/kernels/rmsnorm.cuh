@@ -7,7 +7,7 @@
 #pragma once
 
 #include "common/numerics.hpp"
-#include "cuda/kernels/rmsnorm_args.hpp"
+#include "cuda/kernels/row_limits.hpp"
 #include "cuda/kernels/sync.cuh"
 #include "cuda/kernels/vector.cuh"
 
@@ -109,7 +109,7 @@ inline constexpr int kNormHeldGroups = 4;    // weight groups a thread keeps in 
 // and hidden * sizeof(element) bytes of dynamic shared memory. out may alias
 // x and residual_out residual: a block reads its whole row before it writes.
 template <typename E>
-__global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(const RmsNormArgs a) {
+__global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(const RmsNormRows a) {
   using G = Group<E>;
   constexpr int kGroup = numerics::kNormGroup;
   extern __shared__ unsigned char shared[];
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(con
 // Each lane only reads back what it wrote, so aliasing out == x and
 // residual_out == residual is safe.
 template <typename E>
-__global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsNormArgs a) {
+__global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsNormRows a) {
   using S = typename E::Storage;
   wait_for_previous_kernel();
   const std::size_t row = static_cast<std::size_t>(blockIdx.x) * kNormWarps + threadIdx.x / 32;
