@@ -59,8 +59,8 @@ if command -v nvidia-cuda-mps-control >/dev/null 2>&1 || [ -x /usr/local/nvidia/
 fi
 stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
 trap stop_mps EXIT
-for n in 2 4; do
-  run_step "all-reduce, $n processes sharing the GPU (MPS: $mps_started)" \
+for n in 2 3 4 8; do
+  run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
 run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
