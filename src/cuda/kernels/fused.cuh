@@ -11,8 +11,9 @@
 
 namespace tpcoll::cuda {
 
-// Needs hidden % 8 == 0, 16-byte aligned buffers, rows * hidden elements
-// within the low-latency size, and a row's bytes of dynamic shared memory.
+// Needs hidden % 8 == 0 with at most one group per thread (blockDim.x >=
+// hidden / 8), 16-byte aligned buffers, rows * hidden elements within the
+// low-latency size, and a row's bytes of dynamic shared memory.
 template <typename E, Scope kScope>
 __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const FusedArgs a) {
   using G = Group<E>;
@@ -35,17 +36,27 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
   const Range mine = split(n.rows * groups * kUnits, gridDim.x, blockIdx.x);
   push_units(a, proto, mine.lo + threadIdx.x, mine.hi, flag, [&](std::size_t unit) { return x[unit]; });
 
+  // One group per thread (the host keeps rows within kNormMaxThreads groups);
+  // its residual and weight are loaded before the wait for the peers.
+  const std::size_t g = threadIdx.x;
+  const bool has_group = g < groups;
   std::uint32_t failure = 0;
   for (std::size_t row = blockIdx.x; row < n.rows; row += gridDim.x) {
     const std::size_t offset = row * groups;
-    for (std::size_t g = threadIdx.x; g < groups && failure == 0; g += blockDim.x) {
+    G own{}, residual{}, weight{};
+    if (has_group) {
+      own = static_cast<const G*>(n.x)[offset + g];
+      if (n.residual != nullptr) residual = static_cast<const G*>(n.residual)[offset + g];
+      weight = static_cast<const G*>(n.weight)[g];
+    }
+    if (has_group && failure == 0) {
       float acc[kGroup];
       for (int r = 0; r < a.world && failure == 0; ++r) {
-        G v;
-        for (int u = 0; u < kUnits && failure == 0; ++u) {
-          const std::size_t unit = (offset + g) * kUnits + u;
-          const uint2 data = r == a.rank ? x[unit] : receive_unit(a, proto, r, unit, flag, failure);
-          memcpy(reinterpret_cast<unsigned char*>(&v) + 8 * u, &data, 8);
+        G v = own;
+        if (r != a.rank) {
+          uint2 units[kUnits];
+          receive_units<kUnits>(a, proto, r, (offset + g) * kUnits, flag, failure, units);
+          memcpy(&v, units, sizeof v);
         }
 #pragma unroll
         for (int e = 0; e < kGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
@@ -53,11 +64,9 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
       G sum;
 #pragma unroll
       for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(acc[e]);
-      if (n.residual != nullptr) {
-        const G r = static_cast<const G*>(n.residual)[offset + g];
+      if (n.residual != nullptr)
 #pragma unroll
-        for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(__fadd_rn(E::load(sum.v[e]), E::load(r.v[e])));
-      }
+        for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(__fadd_rn(E::load(sum.v[e]), E::load(residual.v[e])));
       s[g] = sum;
     }
     // A failed block writes nothing: the caller's buffers keep their bytes.
@@ -65,13 +74,12 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
     const float total = block_sum_of_squares<E>(s, groups, partials);
     if (threadIdx.x == 0) inv = inverse_rms(total, n.hidden, n.eps);
     __syncthreads();
-    const G* weight = static_cast<const G*>(n.weight);
-    for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
-      const G v = s[g], w = weight[g];
+    if (has_group) {
+      const G v = s[g];
       if (n.residual != nullptr) static_cast<G*>(n.residual_out)[offset + g] = v;
       G o;
 #pragma unroll
-      for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, w.v[e]));
+      for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, weight.v[e]));
       static_cast<G*>(n.out)[offset + g] = o;
     }
     __syncthreads();  // the next row reuses the shared row

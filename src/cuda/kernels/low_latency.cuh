@@ -108,20 +108,34 @@ __device__ __forceinline__ void push_units(const PeerArgs& a, const Protocol& pr
   }
 }
 
-// Unit `i` of peer `peer`'s message once it carries `flag`. If it is not
-// there at the first look, this rank's first thread announces its call (one
-// writer per rank: a peer at another call never sends our flag, so that
-// thread waits too) and the thread waits; a failure lands in `failure`.
+// Units i .. i + kCount - 1 of peer `peer`'s message once they carry `flag`:
+// all loads are issued before any is checked. If one is not there at the
+// first look, this rank's first thread announces its call (one writer per
+// rank: a peer at another call never sends our flag, so that thread waits
+// too) and the thread waits; a failure lands in `failure`.
+template <int kCount, typename Protocol>
+__device__ __forceinline__ void receive_units(const PeerArgs& a, const Protocol& proto, int peer, std::size_t i,
+                                              std::uint32_t flag, std::uint32_t& failure, uint2 (&out)[kCount]) {
+  const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), peer)) + i;
+  uint4 u[kCount];
+#pragma unroll
+  for (int k = 0; k < kCount; ++k) u[k] = load_unit(src + k);
+#pragma unroll
+  for (int k = 0; k < kCount; ++k) {
+    if (failure == 0 && (u[k].y != flag || u[k].w != flag)) {
+      if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
+      failure = await_unit(a, proto, src + k, flag, peer, u[k]);
+    }
+    out[k] = make_uint2(u[k].x, u[k].z);
+  }
+}
+
 template <typename Protocol>
 __device__ __forceinline__ uint2 receive_unit(const PeerArgs& a, const Protocol& proto, int peer, std::size_t i,
                                               std::uint32_t flag, std::uint32_t& failure) {
-  const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), peer)) + i;
-  uint4 u = load_unit(src);
-  if (u.y != flag || u.w != flag) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
-    failure = await_unit(a, proto, src, flag, peer, u);
-  }
-  return make_uint2(u.x, u.z);
+  uint2 out[1];
+  receive_units<1>(a, proto, peer, i, flag, failure, out);
+  return out[0];
 }
 
 template <typename E, Scope kScope>
