@@ -178,8 +178,7 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
                                      dtype, eps);
   Buffers with_stream = b;
   with_stream.stream = stream;
-  if (!on_gpu() || (cuda_ != nullptr && make_plan(call, context_, false).algo == TPCOLL_ALGO_ONESHOT &&
-                    cuda_->fused_fits(call, with_stream))) {
+  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, make_plan(call, context_, false).algo, with_stream))) {
     run(call, with_stream);
     return;
   }

@@ -59,41 +59,50 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
   if (!ctx.fast_available) return finish(TPCOLL_ALGO_FALLBACK, [&] { return ctx.fast_unavailable_reason; });
 
   // A row must fit in half the staging buffer for the fused kernels (and,
-  // where the backend says so, be whole groups of at most its row limit);
-  // other rows take our unfused path, which gives the same bits.
+  // where the backend says so, be whole 8-element groups); other rows take
+  // our unfused path, which gives the same bits.
   const bool fused = call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
-  const bool row_in_limit = ctx.fused_max_hidden == 0 || (call.hidden() % 8 == 0 && call.hidden() <= ctx.fused_max_hidden);
-  const bool rows_fit = !fused || (call.inner_bytes <= ctx.staging_bytes / 2 && row_in_limit);
+  const bool whole_groups = ctx.fused_max_hidden == 0 || call.hidden() % 8 == 0;
+  const bool rows_fit = !fused || (call.inner_bytes <= ctx.staging_bytes / 2 && whole_groups);
   const auto row_reason = [&] {
-    if (!row_in_limit)
-      return fmt::format("the fused kernel takes rows of whole 8-element groups up to {} elements; this one has {}",
-                         ctx.fused_max_hidden, call.hidden());
+    if (!whole_groups) return fmt::format("the fused kernels take rows of whole 8-element groups; this one has {}", call.hidden());
     return fmt::format("a row of {} B exceeds half the {} B staging buffer", call.inner_bytes, ctx.staging_bytes);
+  };
+  // Two-shot splits the fused op by whole rows: with fewer rows than ranks
+  // some ranks would idle and every rank would wait twice.
+  const bool rows_split = !fused || call.rows() >= static_cast<std::size_t>(ctx.world);
+  // Where the backend's fused one-shot takes shorter rows only, longer ones
+  // go unfused (on an H100 the fused two-shot lost to it at 8 x 8192).
+  const auto within_one_shot = [&](tpcoll_algo_t algo, auto&& reason) {
+    if (!fused || algo != TPCOLL_ALGO_ONESHOT || ctx.fused_max_hidden == 0 || call.hidden() <= ctx.fused_max_hidden)
+      return finish(algo, reason);
+    return finish(TPCOLL_ALGO_UNFUSED, [&] {
+      return fmt::format("the fused one-shot takes rows of up to {} elements; this one has {}", ctx.fused_max_hidden,
+                         call.hidden());
+    });
   };
 
   if (ctx.forced && applies(call.op, *ctx.forced)) {
     if (!rows_fit && *ctx.forced != TPCOLL_ALGO_FALLBACK) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
-    return finish(*ctx.forced, [&] { return fmt::format("forced to {}", algo_name(*ctx.forced)); });
+    return within_one_shot(*ctx.forced, [&] { return fmt::format("forced to {}", algo_name(*ctx.forced)); });
   }
   if (!rows_fit) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
 
-  // Two-shot splits the fused op by whole rows: with fewer rows than ranks
-  // some ranks would idle and every rank would wait twice.
-  const bool rows_split = call.op != TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || call.rows() >= static_cast<std::size_t>(ctx.world);
   if (ctx.table != nullptr) {
     if (const auto choice = lookup(*ctx.table, call.op, call.dtype, ctx.world, call.bytes)) {
       if (choice->algo == TPCOLL_ALGO_TWOSHOT && !rows_split)
-        return finish(TPCOLL_ALGO_ONESHOT, [&] {
+        return within_one_shot(TPCOLL_ALGO_ONESHOT, [&] {
           return fmt::format("{} token(s) cannot be shared by {} ranks: one-shot", call.rows(), ctx.world);
         });
-      return finish(choice->algo, [&] {
+      return within_one_shot(choice->algo, [&] {
         std::string reason = tpcoll::explain(*ctx.table, *choice, call.dtype, ctx.world, call.bytes);
         if (ctx.forced) reason += fmt::format(" ({} does not apply to {})", algo_name(*ctx.forced), op_name(call.op));
         return reason;
       });
     }
   }
-  return finish(TPCOLL_ALGO_ONESHOT, [] { return std::string("no table row matches: one-shot works for every shape"); });
+  return within_one_shot(TPCOLL_ALGO_ONESHOT,
+                         [] { return std::string("no table row matches: one-shot works for every shape"); });
 }
 
 }  // namespace tpcoll

@@ -253,11 +253,11 @@ void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormRows& args, void
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
-  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && !(plan.algo == TPCOLL_ALGO_ONESHOT && fused_fits(call, buffers)))
+  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && !fused_fits(call, plan.algo, buffers))
     fail(TPCOLL_UNSUPPORTED,
-         "{} by {}: the CUDA backend fuses one-shot calls of up to {} B per rank with hidden % 8 == 0 and 16-byte "
-         "aligned buffers; TPCOLL_ALGO=unfused runs the others",
-         describe(call), algo_name(plan.algo), low_latency_bytes_);
+         "{} by {}: the CUDA backend fuses calls with hidden % 8 == 0 and 16-byte aligned buffers, one-shot up to {} "
+         "B per rank and rows of up to {} elements; TPCOLL_ALGO=unfused runs the others",
+         describe(call), algo_name(plan.algo), low_latency_bytes_, kFusedMaxHidden);
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
   check_device_pointer(buffers.out, "out", device_);
@@ -270,12 +270,12 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
     fused(call, plan, buffers);
 }
 
-bool CudaBackend::fused_fits(const Call& call, const Buffers& b) const {
-  const std::size_t elem = dtype_size(call.dtype);
+bool CudaBackend::fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers& b) const {
   const bool aligned = aligned_to(16, b.in, b.out) && aligned_to(16, b.weight, b.weight) &&
                        (!call.has_residual || aligned_to(16, b.residual, b.residual_out));
-  return aligned && world_ > 1 && call.hidden() % 8 == 0 && call.bytes <= low_latency_bytes_ &&
-         call.hidden() * elem <= kMaxNormRowBytes && call.hidden() <= kFusedMaxHidden;
+  const bool rows = world_ > 1 && call.hidden() % 8 == 0 && call.hidden() * dtype_size(call.dtype) <= kMaxNormRowBytes;
+  if (algo == TPCOLL_ALGO_ONESHOT) return aligned && rows && call.bytes <= low_latency_bytes_ && call.hidden() <= kFusedMaxHidden;
+  return algo == TPCOLL_ALGO_TWOSHOT && aligned && rows && call.rows() >= static_cast<std::size_t>(world_);
 }
 
 void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffers) const {
@@ -286,17 +286,25 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   }
   const std::size_t groups = call.hidden() / 8;
   FusedChoice choice{};
+  choice.two_shot = plan.algo == TPCOLL_ALGO_TWOSHOT;
   choice.one_gpu = one_gpu_;
-  // As many blocks as the low-latency all-reduce of this size: all push, the
-  // first `rows` also normalise.
-  choice.blocks = low_latency_blocks(call.bytes, world_);
   choice.threads = static_cast<int>(std::clamp<std::size_t>((groups + 31) / 32 * 32, 32, kThreads));
   choice.shared_bytes = call.hidden() * dtype_size(call.dtype);
   choice.early_launch = early_launch_;
   FusedArgs args{};
-  fill_peer_args(args, call, plan, 4u);
+  fill_peer_args(args, call, plan, choice.two_shot ? 8u : 4u);
   args.norm = RmsNormRows{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
                           call.rows(), call.hidden(), call.eps};
+  args.step_rows = plan.chunk_bytes / call.inner_bytes;
+  if (choice.two_shot) {
+    // A block per row of a rank's share of a step, as many as fit.
+    const std::size_t share = (args.step_rows + world_ - 1) / world_;
+    choice.blocks = static_cast<int>(std::min<std::size_t>(share, static_cast<std::size_t>(blocks_for(plan.chunk_bytes, world_))));
+  } else {
+    // As many blocks as the low-latency all-reduce of this size: all push,
+    // the first `rows` also normalise.
+    choice.blocks = low_latency_blocks(call.bytes, world_);
+  }
   check_cuda(launch_fused(call.dtype, choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the fused kernel");
 }

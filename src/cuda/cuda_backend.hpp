@@ -65,9 +65,10 @@ class CudaBackend final : public Backend {
   // (2880-4096: 1.08-1.27x).
   static constexpr std::size_t kFusedMaxHidden = 8 * kNormMaxThreads;
 
-  // Whether the fused low-latency kernel serves this call (else: our
-  // all-reduce, then our add + RMSNorm).
-  bool fused_fits(const Call& call, const Buffers& buffers) const;
+  // Whether a fused kernel serves this call by `algo` (one-shot: the
+  // low-latency kernel; two-shot: the staged one); else our all-reduce, then
+  // our add + RMSNorm.
+  bool fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers& buffers) const;
 
   // "ranks 0,1 share GPU 0 (NVIDIA H100 80GB HBM3)"; for logs and `plan`.
   const std::string& placement() const { return placement_; }

@@ -1,5 +1,5 @@
-// Instantiates the fused low-latency kernel (3 dtypes x 2 signalling scopes)
-// and picks one at run time.
+// Instantiates the fused kernels (low-latency one-shot and staged two-shot, 3
+// dtypes x 2 signalling scopes) and picks one at run time.
 #include "cuda/launch.hpp"
 
 #include "cuda/kernels/fused.cuh"
@@ -10,7 +10,8 @@ namespace {
 
 template <typename E>
 void launch_typed(const FusedChoice& c, const FusedArgs& args, cudaStream_t stream) {
-  const auto kernel = c.one_gpu ? fused_low_latency<E, Scope::kGpu> : fused_low_latency<E, Scope::kSystem>;
+  const auto kernel = c.two_shot ? (c.one_gpu ? fused_two_shot<E, Scope::kGpu> : fused_two_shot<E, Scope::kSystem>)
+                                 : (c.one_gpu ? fused_low_latency<E, Scope::kGpu> : fused_low_latency<E, Scope::kSystem>);
   if (c.shared_bytes > 48 * 1024)  // past the default limit of dynamic shared memory
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxNormRowBytes));
   launch_kernel(kernel, c.blocks, c.threads, c.early_launch, c.shared_bytes, args, stream);
@@ -20,6 +21,8 @@ template <typename E>
 void list_typed(std::vector<const void*>& kernels) {
   kernels.push_back(reinterpret_cast<const void*>(fused_low_latency<E, Scope::kGpu>));
   kernels.push_back(reinterpret_cast<const void*>(fused_low_latency<E, Scope::kSystem>));
+  kernels.push_back(reinterpret_cast<const void*>(fused_two_shot<E, Scope::kGpu>));
+  kernels.push_back(reinterpret_cast<const void*>(fused_two_shot<E, Scope::kSystem>));
 }
 
 }  // namespace

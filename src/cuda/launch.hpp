@@ -53,8 +53,9 @@ void list_fused_kernels(std::vector<const void*>& kernels);
 // streams of one process), and neither would ever finish.
 cudaError_t load_kernels();
 
-// How the fused low-latency kernel runs: a block per row.
+// Which fused kernel runs, and how.
 struct FusedChoice {
+  bool two_shot;  // else the low-latency one-shot
   bool one_gpu;
   int blocks;
   int threads;

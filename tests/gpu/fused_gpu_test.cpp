@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -135,16 +136,43 @@ TEST(CudaFused, EqualsTheCpuArithmeticForEveryShape) {
   }
 }
 
-TEST(CudaFused, GraphReplayWithNewDataEveryTime) {
-  NormJob job(2, 8 * 4096 * 2);
-  const Norm n{8, 4096, TPCOLL_BFLOAT16, true};
-  cudaGraphExec_t exec = job.capture([&] { job.fused(n); });
-  for (int replay = 0; replay < 10; ++replay) {
-    const auto expected = job.fill(n, 50 + replay);
-    job.replay(exec);
-    job.expect(expected);
+TEST(CudaFused, TwoShotInManyStepsThroughSmallStaging) {
+  setenv("TPCOLL_CUDA_BUFFER_BYTES", "65536", 1);  // 5 rows of 2880 bf16 per step
+  setenv("TPCOLL_ALGO", "twoshot", 1);              // the table prefers unfused at these sizes
+  for (int world : {2, 3}) {
+    NormJob job(world, 101 * 2880 * 4);
+    for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT32})
+      for (bool residual : {true, false}) {
+        const Norm n{101, 2880, d, residual};
+        SCOPED_TRACE(testing::Message() << "world " << world << " " << tpcoll_dtype_name(d) << (residual ? " residual" : ""));
+        tpcoll_plan_info_t plan{};
+        const std::int64_t shape[2] = {101, 2880};
+        tpcoll::check(tpcoll_plan(job.comm(0), TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, d, 2, shape, 0, &plan));
+        EXPECT_STREQ(plan.algorithm, "twoshot");
+        const auto expected = job.fill(n, 7 + world);
+        job.fused(n);
+        job.expect(expected);
+      }
   }
-  cudaGraphExecDestroy(exec);
+  unsetenv("TPCOLL_ALGO");
+  unsetenv("TPCOLL_CUDA_BUFFER_BYTES");
+}
+
+TEST(CudaFused, GraphReplayWithNewDataEveryTime) {
+  NormJob job(2, 64 * 8192 * 2);
+  const Norm small{8, 4096, TPCOLL_BFLOAT16, true}, large{64, 8192, TPCOLL_BFLOAT16, true};
+  for (const auto& [n, algo] : {std::pair{small, tpcoll::Algo::kOneShot}, std::pair{large, tpcoll::Algo::kTwoShot},
+                                std::pair{large, tpcoll::Algo::kUnfused}}) {
+    job.force(algo);
+    cudaGraphExec_t exec = job.capture([&] { job.fused(n); });
+    for (int replay = 0; replay < 10; ++replay) {
+      const auto expected = job.fill(n, 50 + replay);
+      job.replay(exec);
+      job.expect(expected);
+    }
+    cudaGraphExecDestroy(exec);
+  }
+  job.force(std::nullopt);
 }
 
 TEST(CudaAddRmsNorm, InPlaceMatchesTheCpu) {

@@ -87,17 +87,19 @@ TEST(Plan, FastPathUnavailableTakesTheFallbackWithTheReason) {
   EXPECT_EQ(p.steps, 1u);
 }
 
-TEST(Plan, RowsPastTheFusedKernelsLimitTakeTheUnfusedPath) {
+TEST(Plan, RowsPastTheFusedOneShotsLimitGoUnfused) {
   auto ctx = context();
   ctx.fused_max_hidden = 4096;
-  for (const std::int64_t hidden : {4104, 100}) {  // too long; not whole groups of 8
-    const tpcoll::Plan p = tpcoll::make_plan(fused_call(1, hidden), ctx, true);
-    EXPECT_EQ(p.algo, TPCOLL_ALGO_UNFUSED) << hidden;
-    EXPECT_NE(p.reason.find("4096"), std::string::npos) << p.reason;
-  }
   ctx.forced = TPCOLL_ALGO_ONESHOT;
-  EXPECT_EQ(tpcoll::make_plan(fused_call(1, 8192), ctx, false).algo, TPCOLL_ALGO_UNFUSED);
+  const tpcoll::Plan longer = tpcoll::make_plan(fused_call(4, 8192), ctx, true);
+  EXPECT_EQ(longer.algo, TPCOLL_ALGO_UNFUSED);
+  EXPECT_NE(longer.reason.find("4096"), std::string::npos) << longer.reason;
   EXPECT_EQ(tpcoll::make_plan(fused_call(1, 4096), ctx, false).algo, TPCOLL_ALGO_ONESHOT);
+  ctx.forced = TPCOLL_ALGO_TWOSHOT;  // the two-shot takes long rows
+  EXPECT_EQ(tpcoll::make_plan(fused_call(4, 8192), ctx, false).algo, TPCOLL_ALGO_TWOSHOT);
+  const tpcoll::Plan odd = tpcoll::make_plan(fused_call(4, 100), ctx, true);  // not whole groups of 8
+  EXPECT_EQ(odd.algo, TPCOLL_ALGO_UNFUSED);
+  EXPECT_NE(odd.reason.find("8-element groups"), std::string::npos) << odd.reason;
 }
 
 TEST(Plan, TheFallbackIsTheEngineTheBackendNames) {

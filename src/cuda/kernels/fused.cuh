@@ -89,4 +89,111 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
   proto.finish(1);
 }
 
+// The rows [lo, hi) of a step that `owner` reduces and normalises: rows are
+// dealt to the ranks in whole contiguous shares, as the CPU backend deals them.
+struct RowShare {
+  std::size_t lo, hi;
+};
+__device__ __forceinline__ RowShare row_share(std::size_t step_rows, std::size_t rows_here, int world, int owner) {
+  const std::size_t share = (step_rows + world - 1) / world;
+  return {min(rows_here, share * owner), min(rows_here, share * (owner + 1))};
+}
+
+// The fused op for larger messages, in steps of `step_rows` rows through the
+// staging buffers. Each rank owns a share of every step's rows: the peers push
+// their x rows of it into its staging; it sums each row in rank order (as our
+// all-reduce does), adds the residual, normalises it in shared memory, keeps
+// out and residual_out, and pushes both to every peer's result area, from
+// where the peers copy them into place. Block b handles rows b, b + grid, ...
+// of every share, on every rank, so that its flags cover exactly its rows.
+// Needs hidden % 8 == 0, 16-byte aligned buffers, a row's bytes of dynamic
+// shared memory, and step_rows rows of out and residual_out in the result area.
+template <typename E, Scope kScope>
+__global__ void __launch_bounds__(kNormMaxThreads) fused_two_shot(const FusedArgs a) {
+  using G = Group<E>;
+  constexpr int kGroup = numerics::kNormGroup;
+  extern __shared__ unsigned char shared[];
+  G* s = reinterpret_cast<G*>(shared);
+  __shared__ float partials[kPartials];
+  __shared__ float inv;
+  wait_for_previous_kernel();
+  Protocol<kScope> proto(a);
+  if (blockIdx.x == 0 && threadIdx.x == 0) proto.publish_call();
+  const RmsNormRows& n = a.norm;
+  const std::size_t groups = n.hidden / kGroup;
+  const G* x = static_cast<const G*>(n.x);
+  const std::size_t half = a.layout.chunk_bytes / 2 / sizeof(G);  // residual_out's offset in the result area
+  const std::size_t steps = (n.rows + a.step_rows - 1) / a.step_rows;
+  for (std::size_t step = 0; step < steps; ++step) {
+    proto.begin_step(step);
+    const std::size_t first = step * a.step_rows, rows_here = min(a.step_rows, n.rows - first);
+    const RowShare mine = row_share(a.step_rows, rows_here, a.world, a.rank);
+
+    for (int p = 0; p < a.world; ++p) {
+      if (p == a.rank) continue;
+      const RowShare theirs = row_share(a.step_rows, rows_here, a.world, p);
+      G* dst = buffer_at<G>(a, p, a.layout.recv(proto.slot(), a.rank));
+      for (std::size_t rel = theirs.lo + blockIdx.x; rel < theirs.hi; rel += gridDim.x)
+        for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) dst[rel * groups + g] = x[(first + rel) * groups + g];
+    }
+    proto.raise(&Signals::arrived);
+    if (!proto.await(&Signals::arrived)) break;  // reported; the communicator is unusable from here
+
+    for (std::size_t rel = mine.lo + blockIdx.x; rel < mine.hi; rel += gridDim.x) {
+      const std::size_t row = (first + rel) * groups;
+      for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
+        float acc[kGroup];
+        for (int r = 0; r < a.world; ++r) {
+          const G v = r == a.rank ? x[row + g] : buffer_at<const G>(a, a.rank, a.layout.recv(proto.slot(), r))[rel * groups + g];
+#pragma unroll
+          for (int e = 0; e < kGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
+        }
+        G sum;
+#pragma unroll
+        for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(acc[e]);
+        if (n.residual != nullptr) {
+          const G r = static_cast<const G*>(n.residual)[row + g];
+#pragma unroll
+          for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(__fadd_rn(E::load(sum.v[e]), E::load(r.v[e])));
+        }
+        s[g] = sum;
+      }
+      const float total = block_sum_of_squares<E>(s, groups, partials);  // barriers before and after
+      if (threadIdx.x == 0) inv = inverse_rms(total, n.hidden, n.eps);
+      __syncthreads();
+      for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
+        const G v = s[g], w = static_cast<const G*>(n.weight)[g];
+        G o;
+#pragma unroll
+        for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, w.v[e]));
+        static_cast<G*>(n.out)[row + g] = o;
+        if (n.residual != nullptr) static_cast<G*>(n.residual_out)[row + g] = v;
+        for (int p = 0; p < a.world; ++p) {
+          if (p == a.rank) continue;
+          G* result = buffer_at<G>(a, p, a.layout.result(proto.slot()));
+          result[rel * groups + g] = o;
+          if (n.residual != nullptr) result[half + rel * groups + g] = v;
+        }
+      }
+      __syncthreads();  // the next row reuses the shared row
+    }
+    proto.raise(&Signals::reduced);
+    if (!proto.await(&Signals::reduced)) break;
+
+    const G* result = buffer_at<const G>(a, a.rank, a.layout.result(proto.slot()));
+    for (int p = 0; p < a.world; ++p) {
+      if (p == a.rank) continue;
+      const RowShare theirs = row_share(a.step_rows, rows_here, a.world, p);
+      for (std::size_t rel = theirs.lo + blockIdx.x; rel < theirs.hi; rel += gridDim.x)
+        for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
+          const std::size_t row = (first + rel) * groups;
+          static_cast<G*>(n.out)[row + g] = result[rel * groups + g];
+          if (n.residual != nullptr) static_cast<G*>(n.residual_out)[row + g] = result[half + rel * groups + g];
+        }
+    }
+  }
+  allow_next_kernel();
+  proto.finish(steps);
+}
+
 }  // namespace tpcoll::cuda

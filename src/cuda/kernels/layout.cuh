@@ -111,7 +111,8 @@ struct AllGatherArgs : PeerArgs {
 };
 
 struct FusedArgs : PeerArgs {
-  RmsNormRows norm;  // x is this rank's input, not yet reduced
+  RmsNormRows norm;       // x is this rank's input, not yet reduced
+  std::size_t step_rows;  // two-shot: rows of one step (their out and residual_out fill the result area)
 };
 
 }  // namespace tpcoll::cuda
