@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_two_shot(const FusedArg
         }
         s[g] = sum;
       }
-      const float total = block_sum_of_squares<E>(s, groups, partials);  // barriers before and after
+      const float total = block_sum_of_squares<E>(s, groups, partials);  // a barrier before, ours after
       if (threadIdx.x == 0) inv = inverse_rms(total, n.hidden, n.eps);
       __syncthreads();
       for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {

@@ -21,6 +21,19 @@ inline constexpr int kNormWarps = 4;  // rows per block of the add + RMSNorm ker
 constexpr int kPartials = numerics::kNormPartials;
 constexpr int kPartialsPerLane = kPartials / 32;
 
+// The contract's halving tree over the 256 partials, held by a warp as lane
+// l: partials l, l + 32, ...: the levels with half >= 32 pair partials of one
+// lane, the rest go through shuffles. The total is valid in lane 0.
+__device__ __forceinline__ float warp_tree(float (&partial)[kPartialsPerLane]) {
+#pragma unroll
+  for (int half = kPartialsPerLane / 2; half >= 1; half /= 2)
+#pragma unroll
+    for (int k = 0; k < half; ++k) partial[k] = __fadd_rn(partial[k], partial[k + half]);
+  float total = partial[0];
+  for (int half = 16; half >= 1; half /= 2) total = __fadd_rn(total, __shfl_down_sync(0xffffffffu, total, half));
+  return total;
+}
+
 // The contract's sum of squares of `s[0, hidden)` (any hidden, element-wise
 // loads), on every lane of the warp: lane l forms partials l, l + 32, ...,
 // whose first tree levels (half >= 32) pair partials of the same lane.
@@ -38,13 +51,7 @@ __device__ __forceinline__ float warp_sum_of_squares(const typename E::Storage* 
         partial[k] = __fadd_rn(partial[k], __fmul_rn(v, v));
       }
   }
-#pragma unroll
-  for (int half = kPartialsPerLane / 2; half >= 1; half /= 2)
-#pragma unroll
-    for (int k = 0; k < half; ++k) partial[k] = __fadd_rn(partial[k], partial[k + half]);
-  float total = partial[0];
-  for (int half = 16; half >= 1; half /= 2) total = __fadd_rn(total, __shfl_down_sync(0xffffffffu, total, half));
-  return __shfl_sync(0xffffffffu, total, 0);
+  return __shfl_sync(0xffffffffu, warp_tree(partial), 0);
 }
 
 // 1 / sqrt(mean(s^2) + eps), rounded as the CPU rounds it.
@@ -68,9 +75,10 @@ struct alignas(16) Group {
 
 
 // The contract's sum of squares of a row of `groups` groups held in shared
-// memory, by the whole block (thread t forms partials t, t + blockDim, ...;
-// the tree runs in shared memory, its last five levels in warp 0); valid in
-// thread 0. Starts and ends with a barrier.
+// memory, by the whole block: thread t forms partials t, t + blockDim, ...;
+// warp 0 then reads them as warp_sum_of_squares holds them (lane l: partials
+// l, l + 32, ...) and runs the tree in registers and shuffles. Valid in
+// thread 0; starts with a barrier and needs one after.
 template <typename E>
 __device__ __forceinline__ float block_sum_of_squares(const Group<E>* s, std::size_t groups, float* partials) {
   __syncthreads();
@@ -87,18 +95,16 @@ __device__ __forceinline__ float block_sum_of_squares(const Group<E>* s, std::si
     partials[p] = acc;
   }
   __syncthreads();
-  for (unsigned half = kPartials / 2; half >= 32; half /= 2) {
-    for (unsigned i = threadIdx.x; i < half; i += blockDim.x) partials[i] = __fadd_rn(partials[i], partials[i + half]);
-    __syncthreads();
-  }
   float total = 0.0f;
   if (threadIdx.x < 32) {
-    total = partials[threadIdx.x];
-    for (int half = 16; half >= 1; half /= 2) total = __fadd_rn(total, __shfl_down_sync(0xffffffffu, total, half));
+    float partial[kPartialsPerLane];
+#pragma unroll
+    for (int k = 0; k < kPartialsPerLane; ++k) partial[k] = partials[threadIdx.x + 32 * k];
+    total = warp_tree(partial);
   }
-  __syncthreads();
   return total;
 }
+
 inline constexpr int kNormHeldGroups = 4;    // weight groups a thread keeps in registers (hidden <= 16384)
 
 // One block per row, in three phases: every thread adds its groups and keeps
@@ -136,7 +142,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(con
     }
     s[g] = v;
   }
-  const float total = block_sum_of_squares<E>(s, groups, partials);  // barriers before and after
+  const float total = block_sum_of_squares<E>(s, groups, partials);  // a barrier before, ours after
   if (threadIdx.x == 0) inv = inverse_rms(total, a.hidden, a.eps);
   __syncthreads();
   G* out = static_cast<G*>(a.out) + offset;
