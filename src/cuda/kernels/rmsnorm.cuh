@@ -123,6 +123,9 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(con
   __shared__ float partials[kPartials];
   __shared__ float inv;
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
+  // This kernel waits for no peer, so the next one may start launching now
+  // (it waits in turn for this one to end before it reads anything).
+  allow_next_kernel();
   const std::size_t groups = a.hidden / kGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
   const G* weight = static_cast<const G*>(a.weight);
@@ -167,6 +170,7 @@ template <typename E>
 __global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsNormRows a) {
   using S = typename E::Storage;
   wait_for_previous_kernel();
+  allow_next_kernel();  // as in the group kernel
   const std::size_t row = static_cast<std::size_t>(blockIdx.x) * kNormWarps + threadIdx.x / 32;
   if (row >= a.rows) return;
   const unsigned lane = threadIdx.x % 32;
