@@ -7,8 +7,8 @@
 #include "cuda/cuda_check.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
-#include <optional>
 #include <vector>
 
 namespace tpcoll::nccl {

@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 
+#include <memory>
 #include <mutex>
 
 namespace tpcoll::nccl {
