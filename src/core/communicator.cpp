@@ -111,6 +111,7 @@ void Communicator::create_cuda_backend() {
   if (!context_.fast_available || context_.disabled || env_forced_ == TPCOLL_ALGO_FALLBACK)
     fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes);
   cuda::load_kernels_on(device_);  // the add + RMSNorm kernel serves NCCL-only communicators too
+  cuda_early_launch_ = cuda::early_launch_enabled(device_);
 }
 
 Communicator::~Communicator() = default;
@@ -135,12 +136,16 @@ void Communicator::require_usable(void* stream) const {
     fail(TPCOLL_INVALID_ARGUMENT, "stream is not NULL, but this is a CPU communicator");
 }
 
-void Communicator::run(const Call& call, const Buffers& buffers) {
+Plan Communicator::plan_call(const Call& call) const {
   const bool trace = log_enabled(LogLevel::kTrace);
-  const Plan plan = make_plan(call, context_, trace);
+  Plan plan = make_plan(call, context_, trace);
   if (trace)
     log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
         plan.steps, plan.reason);
+  return plan;
+}
+
+void Communicator::run(const Call& call, const Plan& plan, const Buffers& buffers) {
   if (plan.algo == TPCOLL_ALGO_FALLBACK && !fallback_)
     fail(TPCOLL_UNSUPPORTED,
          "{} was forced to the fallback, but this communicator did not start NCCL: set TPCOLL_ALGO=fallback "
@@ -161,13 +166,15 @@ void Communicator::run(const Call& call, const Buffers& buffers) {
 
 void Communicator::all_reduce(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream) {
   require_usable(stream);
-  run(validate_all_reduce(in, out, count, dtype), Buffers{in, out, nullptr, nullptr, nullptr, stream});
+  const Call call = validate_all_reduce(in, out, count, dtype);
+  run(call, plan_call(call), Buffers{in, out, nullptr, nullptr, nullptr, stream});
 }
 
 void Communicator::all_gather(const void* in, void* out, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape,
                               int dim, void* stream) {
   require_usable(stream);
-  run(validate_all_gather(in, out, dtype, ndim, shape, dim), Buffers{in, out, nullptr, nullptr, nullptr, stream});
+  const Call call = validate_all_gather(in, out, dtype, ndim, shape, dim);
+  run(call, plan_call(call), Buffers{in, out, nullptr, nullptr, nullptr, stream});
 }
 
 void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden,
@@ -178,8 +185,9 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
                                      dtype, eps);
   Buffers with_stream = b;
   with_stream.stream = stream;
-  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, make_plan(call, context_, false).algo, with_stream))) {
-    run(call, with_stream);
+  const Plan plan = plan_call(call);
+  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, with_stream))) {
+    run(call, plan, with_stream);
     return;
   }
   // On the GPU without a fused kernel for this call: the all-reduce (ours, or
@@ -189,11 +197,11 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
   if (world_ > 1) {
     Call reduce = call;
     reduce.op = TPCOLL_OP_ALL_REDUCE;
-    run(reduce, Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
+    run(reduce, plan_call(reduce), Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
     x = b.out;
   }
-  cuda::add_rmsnorm(device_, dtype, RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps},
-                    stream);
+  cuda::add_rmsnorm(device_, cuda_early_launch_, dtype,
+                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
 }
 
 void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
@@ -202,7 +210,7 @@ void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t
   validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out},
                    tokens, hidden, dtype, eps);
   if (on_gpu())
-    cuda::add_rmsnorm(device_, dtype,
+    cuda::add_rmsnorm(device_, cuda_early_launch_, dtype,
                       RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
   else
     cpu::add_rmsnorm(dtype, RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});

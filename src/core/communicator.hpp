@@ -38,7 +38,9 @@ class Communicator {
   void raise_async_error() const;
 
  private:
-  void run(const Call& call, const Buffers& buffers);
+  // make_plan, logged at TRACE.
+  Plan plan_call(const Call& call) const;
+  void run(const Call& call, const Plan& plan, const Buffers& buffers);
   void require_usable(void* stream) const;
   void agree_on_settings();
   void create_cpu_backends();
@@ -53,6 +55,7 @@ class Communicator {
   std::unique_ptr<Backend> fast_;
   std::unique_ptr<Backend> fallback_;
   cuda::CudaBackend* cuda_ = nullptr;  // fast_, when it is our CUDA backend
+  bool cuda_early_launch_ = false;     // cuda::early_launch_enabled(device_)
   PlanContext context_;
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed

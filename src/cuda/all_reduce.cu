@@ -1,6 +1,6 @@
 // Instantiates the all-reduce kernels (3 dtypes x 2 signalling scopes x
 // {one-shot, two-shot} x 2 access widths, plus low-latency) and picks one at
-// run time: the only place with a dtype switch.
+// run time.
 #include "cuda/launch.hpp"
 
 #include "cuda/kernels/all_reduce.cuh"
@@ -59,19 +59,11 @@ void list_element(std::vector<const void*>& kernels) {
 }  // namespace
 
 void list_all_reduce_kernels(std::vector<const void*>& kernels) {
-  list_element<Float32>(kernels);
-  list_element<Float16>(kernels);
-  list_element<BFloat16>(kernels);
+  for_each_element([&](auto e) { list_element<decltype(e)>(kernels); });
 }
 
 cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream) {
-  switch (choice.dtype) {
-    case TPCOLL_FLOAT32: launch_element<Float32>(choice, args, stream); break;
-    case TPCOLL_FLOAT16: launch_element<Float16>(choice, args, stream); break;
-    case TPCOLL_BFLOAT16: launch_element<BFloat16>(choice, args, stream); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_element(choice.dtype, [&](auto e) { launch_element<decltype(e)>(choice, args, stream); });
 }
 
 }  // namespace tpcoll::cuda

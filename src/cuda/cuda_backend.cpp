@@ -48,6 +48,12 @@ std::string uuid_text(const char (&uuid)[16]) {
   return s;
 }
 
+// Threads for a block with `items` items of one per thread: whole warps, at
+// most kThreads (the kernels loop past that).
+int threads_for(std::size_t items) {
+  return static_cast<int>(std::clamp<std::size_t>((items + 31) / 32 * 32, 32, kThreads));
+}
+
 // Both buffers start on a multiple of `width` bytes.
 bool aligned_to(std::size_t width, const void* in, const void* out) {
   return reinterpret_cast<std::uintptr_t>(in) % width == 0 && reinterpret_cast<std::uintptr_t>(out) % width == 0;
@@ -87,9 +93,9 @@ int CudaBackend::blocks_for(std::size_t chunk_bytes, int world) {
 
 int CudaBackend::low_latency_blocks(std::size_t bytes, int world) {
   // Measured on an H100 (2 ranks sharing it, bf16, 1-64 KiB, 2026-11-24):
-  // 64 units of 16 bytes per block were as fast as 32 or 128 and up to
-  // 0.2 us faster than 256 or 512; past 32 blocks the launch costs more than
-  // the smaller blocks save.
+  // 64 units of 16 bytes per block were within noise of 32 or 128 and up to
+  // 0.2 us faster than 256; past 32 blocks the launch costs more than the
+  // smaller blocks save.
   constexpr std::size_t kBytesPerBlock = 1024;
   const int fit = std::min(32, 128 / world);
   const std::size_t wanted = (2 * bytes + kBytesPerBlock - 1) / kBytesPerBlock;
@@ -103,8 +109,7 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
       layout_{chunk_bytes, bootstrap.world()},
       timeout_ns_(static_cast<std::uint64_t>(timeout_ms) * 1000000u),
       low_latency_bytes_(static_cast<std::size_t>(
-          std::clamp<std::int64_t>(env::kCudaLowLatencyBytes.as_int(), 0, static_cast<std::int64_t>(kLowLatencyBytes)))),
-      early_launch_(env::kCudaEarlyLaunch.as_bool()) {
+          std::clamp<std::int64_t>(env::kCudaLowLatencyBytes.as_int(), 0, static_cast<std::int64_t>(kLowLatencyBytes)))) {
   if (world_ > kMaxRanks)
     fail(TPCOLL_UNSUPPORTED, "world size {} exceeds the {} ranks the CUDA kernels serve", world_, kMaxRanks);
   int devices = 0;
@@ -113,6 +118,7 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
     fail(TPCOLL_UNSUPPORTED, "device {}: this machine has {} usable CUDA device(s)", device_, devices);
   }
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  early_launch_ = early_launch_enabled(device_);
   check_cuda(cudaMalloc(&buffer_, layout_.total()), "allocating the staging buffer");
   check_cuda(cudaMemset(buffer_, 0, layout_.total()), "clearing the staging buffer");
   check_cuda(cudaHostAlloc(&failure_host_, sizeof(FailureReport), cudaHostAllocMapped), "allocating the error report");
@@ -122,7 +128,6 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
 
   cudaDeviceProp prop{};
   check_cuda(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
-  early_launch_ = early_launch_ && prop.major >= 9;  // programmatic dependent launch is sm_90's
   PeerRecord mine{};
   mine.process = process_token();
   mine.device = device_;
@@ -168,15 +173,16 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
     }
   }
   one_gpu_ = by_gpu.size() == 1;
+  std::string placement;  // "ranks 0,1 on GPU 80294d83"
   for (const auto& [gpu, ranks] : by_gpu)
-    placement_ += fmt::format("{}rank{} {} on GPU {}", placement_.empty() ? "" : "; ", ranks.size() > 1 ? "s" : "",
+    placement += fmt::format("{}rank{} {} on GPU {}", placement.empty() ? "" : "; ", ranks.size() > 1 ? "s" : "",
                               fmt::join(ranks, ","), gpu.substr(0, 8));
   if (processes_share_gpu && !mps_running())
     log(LogLevel::kWarn, "init",
         "rank {}: ranks in different processes share a GPU but the MPS daemon is not running: each wait "
         "will take milliseconds. Start it with `nvidia-cuda-mps-control -d`",
         rank_);
-  log(LogLevel::kInfo, "init", "rank {}: cuda backend on device {} ({}), {}", rank_, device_, prop.name, placement_);
+  log(LogLevel::kInfo, "init", "rank {}: cuda backend on device {} ({}), {}", rank_, device_, prop.name, placement);
   bootstrap.barrier();  // every mapping is open before anyone launches
 }
 
@@ -236,7 +242,13 @@ void check_device_pointer(const void* p, const char* name, int device) {
          device);
 }
 
-void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
+bool early_launch_enabled(int device) {
+  int major = 0;
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  return env::kCudaEarlyLaunch.as_bool() && major >= 9;  // programmatic dependent launch is sm_90's
+}
+
+void add_rmsnorm(int device, bool early_launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
   check_device_pointer(args.x, "x", device);
   check_device_pointer(args.weight, "weight", device);
   check_device_pointer(args.out, "out", device);
@@ -245,9 +257,6 @@ void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormRows& args, void
     check_device_pointer(args.residual_out, "residual_out", device);
   }
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  int major = 0;
-  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
-  const bool early_launch = env::kCudaEarlyLaunch.as_bool() && major >= 9;
   check_cuda(launch_add_rmsnorm(dtype, args, early_launch, static_cast<cudaStream_t>(stream)),
              "launching the add + RMSNorm kernel");
 }
@@ -288,7 +297,7 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   FusedChoice choice{};
   choice.two_shot = plan.algo == TPCOLL_ALGO_TWOSHOT;
   choice.one_gpu = one_gpu_;
-  choice.threads = static_cast<int>(std::clamp<std::size_t>((groups + 31) / 32 * 32, 32, kThreads));
+  choice.threads = threads_for(groups);
   choice.shared_bytes = call.hidden() * dtype_size(call.dtype);
   choice.early_launch = early_launch_;
   FusedArgs args{};
@@ -327,7 +336,7 @@ void CudaBackend::fill_peer_args(PeerArgs& args, const Call& call, const Plan& p
 void CudaBackend::size_low_latency(std::size_t bytes, int& blocks, int& threads) const {
   blocks = low_latency_blocks(bytes, world_);
   const std::size_t units_per_block = ((bytes + 7) / 8 + blocks - 1) / blocks;
-  threads = static_cast<int>(std::clamp<std::size_t>((units_per_block + 31) / 32 * 32, 32, kThreads));
+  threads = threads_for(units_per_block);
 }
 
 void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const {

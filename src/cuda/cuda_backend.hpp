@@ -8,7 +8,6 @@
 #include "cuda/kernels/row_limits.hpp"
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
 namespace tpcoll {
@@ -28,8 +27,12 @@ void load_kernels_on(int device);
 // Throws TPCOLL_INVALID_ARGUMENT unless p is device (or managed) memory on `device`.
 void check_device_pointer(const void* p, const char* name, int device);
 
+// Whether kernels on `device` may start while the previous one of their
+// stream ends: TPCOLL_CUDA_EARLY_LAUNCH, on sm_90 and newer.
+bool early_launch_enabled(int device);
+
 // The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
-void add_rmsnorm(int device, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
+void add_rmsnorm(int device, bool early_launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
 
 // Whether the MPS control daemon runs (its pipe exists): processes sharing a
 // GPU need it, or every wait for a peer takes a time slice (milliseconds).
@@ -60,9 +63,9 @@ class CudaBackend final : public Backend {
 
   // The fused kernel holds one 8-element group per thread: with more, a
   // thread waits for its groups one after another, and on an H100 (2 ranks
-  // sharing it, bf16, 2026-11-24) the kernel then lost to our all-reduce +
-  // add_rmsnorm (hidden 5120-8192: 0.88-0.90x) where it won with one
-  // (2880-4096: 1.08-1.27x).
+  // sharing it, bf16, 1-8 tokens, 2026-11-24, 62ded4f) the kernel then lost
+  // to our all-reduce + add_rmsnorm (hidden 5120-8192: 0.88-0.91x) where it
+  // won with one (2880-4096: 1.10-1.28x).
   static constexpr std::size_t kFusedMaxHidden = 8 * kNormMaxThreads;
 
   // Whether a fused kernel serves this call by `algo` (one-shot: the
@@ -70,8 +73,6 @@ class CudaBackend final : public Backend {
   // our add + RMSNorm.
   bool fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers& buffers) const;
 
-  // "ranks 0,1 share GPU 0 (NVIDIA H100 80GB HBM3)"; for logs and `plan`.
-  const std::string& placement() const { return placement_; }
 
  private:
   void all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const;
@@ -88,14 +89,13 @@ class CudaBackend final : public Backend {
   BufferLayout layout_;
   std::uint64_t timeout_ns_;
   std::size_t low_latency_bytes_;  // TPCOLL_CUDA_LOW_LATENCY_BYTES, at most kLowLatencyBytes
-  bool early_launch_;              // TPCOLL_CUDA_EARLY_LAUNCH
+  bool early_launch_ = false;      // early_launch_enabled(device_)
   std::byte* buffer_ = nullptr;               // this rank's buffer
   std::vector<std::byte*> peers_;             // every rank's buffer, as mapped here
   std::vector<void*> opened_;                 // IPC mappings to close
   FailureReport* failure_host_ = nullptr;     // host-mapped: what the kernels report
   FailureReport* failure_device_ = nullptr;
   bool one_gpu_ = false;  // every rank on this GPU: GPU-scope signals suffice
-  std::string placement_;
 };
 
 }  // namespace tpcoll::cuda

@@ -28,19 +28,11 @@ void list_typed(std::vector<const void*>& kernels) {
 }  // namespace
 
 void list_fused_kernels(std::vector<const void*>& kernels) {
-  list_typed<Float32>(kernels);
-  list_typed<Float16>(kernels);
-  list_typed<BFloat16>(kernels);
+  for_each_element([&](auto e) { list_typed<decltype(e)>(kernels); });
 }
 
 cudaError_t launch_fused(tpcoll_dtype_t dtype, const FusedChoice& choice, const FusedArgs& args, cudaStream_t stream) {
-  switch (dtype) {
-    case TPCOLL_FLOAT32: launch_typed<Float32>(choice, args, stream); break;
-    case TPCOLL_FLOAT16: launch_typed<Float16>(choice, args, stream); break;
-    case TPCOLL_BFLOAT16: launch_typed<BFloat16>(choice, args, stream); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_element(dtype, [&](auto e) { launch_typed<decltype(e)>(choice, args, stream); });
 }
 
 }  // namespace tpcoll::cuda

@@ -42,19 +42,11 @@ void list_typed(std::vector<const void*>& kernels) {
 }  // namespace
 
 void list_add_rmsnorm_kernels(std::vector<const void*>& kernels) {
-  list_typed<Float32>(kernels);
-  list_typed<Float16>(kernels);
-  list_typed<BFloat16>(kernels);
+  for_each_element([&](auto e) { list_typed<decltype(e)>(kernels); });
 }
 
 cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, bool early_launch, cudaStream_t stream) {
-  switch (dtype) {
-    case TPCOLL_FLOAT32: launch_typed<Float32>(args, early_launch, stream); break;
-    case TPCOLL_FLOAT16: launch_typed<Float16>(args, early_launch, stream); break;
-    case TPCOLL_BFLOAT16: launch_typed<BFloat16>(args, early_launch, stream); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return with_element(dtype, [&](auto e) { launch_typed<decltype(e)>(args, early_launch, stream); });
 }
 
 }  // namespace tpcoll::cuda

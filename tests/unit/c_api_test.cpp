@@ -655,13 +655,19 @@ TEST_F(World1, ForceAlgoRejectsUnknownValues) {
 TEST(CApiEnv, DisableAndAlgoVariablesSteerThePlan) {
   const std::int64_t shape[] = {1000};
   tpcoll_plan_info_t p{};
-  {
+  // Runs `check` on a world-1 communicator created with variable=value set
+  // and no other TPCOLL_* variable.
+  const auto with_variable = [](const char* variable, const char* value, const char* tag, auto&& check) {
     CleanEnv clean;
-    ScopedEnv env("TPCOLL_DISABLE", "1");
-    const std::string job = unique_key("unit-disable");
+    ScopedEnv env(variable, value);
+    const std::string job = unique_key(tag);
     const auto c = world1_config(job);
     tpcoll_comm_t comm = nullptr;
     ASSERT_EQ(tpcoll_comm_create(&c, &comm), TPCOLL_SUCCESS) << tpcoll_last_error();
+    check(comm);
+    tpcoll_comm_destroy(comm);
+  };
+  with_variable("TPCOLL_DISABLE", "1", "unit-disable", [&](tpcoll_comm_t comm) {
     ASSERT_EQ(tpcoll_plan(comm, TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, shape, 0, &p), TPCOLL_SUCCESS);
     EXPECT_EQ(p.algo, TPCOLL_ALGO_FALLBACK);
     EXPECT_STREQ(p.backend, "cpu-fallback");
@@ -669,15 +675,8 @@ TEST(CApiEnv, DisableAndAlgoVariablesSteerThePlan) {
     std::vector<float> x(1000, 1.5f), y(1000);
     ASSERT_EQ(tpcoll_all_reduce(comm, x.data(), y.data(), 1000, TPCOLL_FLOAT32, nullptr), TPCOLL_SUCCESS);
     EXPECT_EQ(y, x);
-    tpcoll_comm_destroy(comm);
-  }
-  {
-    CleanEnv clean;
-    ScopedEnv env("TPCOLL_ALGO", "twoshot");
-    const std::string job = unique_key("unit-algo");
-    const auto c = world1_config(job);
-    tpcoll_comm_t comm = nullptr;
-    ASSERT_EQ(tpcoll_comm_create(&c, &comm), TPCOLL_SUCCESS) << tpcoll_last_error();
+  });
+  with_variable("TPCOLL_ALGO", "twoshot", "unit-algo", [&](tpcoll_comm_t comm) {
     ASSERT_EQ(tpcoll_plan(comm, TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, shape, 0, &p), TPCOLL_SUCCESS);
     EXPECT_EQ(p.algo, TPCOLL_ALGO_TWOSHOT);  // the table alone would say oneshot for 4000 B
     EXPECT_TRUE(message_has(p.reason, {"forced"}));
@@ -689,15 +688,8 @@ TEST(CApiEnv, DisableAndAlgoVariablesSteerThePlan) {
     ASSERT_EQ(tpcoll_comm_force_algo(comm, TPCOLL_ALGO_AUTO), TPCOLL_SUCCESS);
     ASSERT_EQ(tpcoll_plan(comm, TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, shape, 0, &p), TPCOLL_SUCCESS);
     EXPECT_EQ(p.algo, TPCOLL_ALGO_TWOSHOT);
-    tpcoll_comm_destroy(comm);
-  }
-  {
-    CleanEnv clean;
-    ScopedEnv env("TPCOLL_CPU_BUFFER_BYTES", "4096");
-    const std::string job = unique_key("unit-buffer");
-    const auto c = world1_config(job);
-    tpcoll_comm_t comm = nullptr;
-    ASSERT_EQ(tpcoll_comm_create(&c, &comm), TPCOLL_SUCCESS) << tpcoll_last_error();
+  });
+  with_variable("TPCOLL_CPU_BUFFER_BYTES", "4096", "unit-buffer", [&](tpcoll_comm_t comm) {
     ASSERT_EQ(tpcoll_plan(comm, TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, shape, 0, &p), TPCOLL_SUCCESS);
     EXPECT_EQ(p.chunk_bytes, 4000u);
     const std::int64_t big[] = {10000};
@@ -708,8 +700,7 @@ TEST(CApiEnv, DisableAndAlgoVariablesSteerThePlan) {
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) * 0.25f - 7.0f;
     ASSERT_EQ(tpcoll_all_reduce(comm, x.data(), y.data(), x.size(), TPCOLL_FLOAT32, nullptr), TPCOLL_SUCCESS);
     EXPECT_EQ(y, x);
-    tpcoll_comm_destroy(comm);
-  }
+  });
 }
 
 TEST(CApiEnv, CommunicatorWithoutJobIdAtWorldOne) {

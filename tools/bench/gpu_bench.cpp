@@ -236,16 +236,25 @@ double bytes_touched(const std::string& algo, std::size_t bytes, int world) {
   return n * (2.0 * n + 1.0) * s;  // one-shot: push (n-1)S + read S; reduce nS + write S
 }
 
+// A row of `op` over `count` elements of `dtype` per rank.
+Row start_row(const char* op, DType dtype, std::size_t count, int world) {
+  Row row;
+  row.op = op;
+  row.dtype = dtype_name(dtype);
+  row.count = count;
+  row.bytes = count * dtype_size(dtype);
+  row.world = world;
+  return row;
+}
+
+// Ops per graph replay: enough that the replay's own launch is noise.
+int calls_per_replay(std::size_t bytes) { return bytes <= (1u << 20) ? 200 : 5; }
+
 Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count, double copy_bw) {
   const int world = job.world();
   const std::size_t elem = dtype_size(dtype);
   const std::size_t bytes = count * elem;
-  Row row;
-  row.op = "all_reduce";
-  row.dtype = dtype_name(dtype);
-  row.bytes = bytes;
-  row.count = count;
-  row.world = world;
+  Row row = start_row("all_reduce", dtype, count, world);
   row.baseline = "copy-roofline";
 
   const std::uint64_t seed = mix(count * 131 + static_cast<std::uint64_t>(dtype));
@@ -279,8 +288,7 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_REDUCE, static_cast<tpcoll_dtype_t>(dtype), 1, shape, 0, &plan));
   row.algo = plan.algorithm;
-  // Enough ops per replay that the replay's own launch is noise.
-  const int calls = bytes <= (1u << 20) ? 200 : 5;
+  const int calls = calls_per_replay(bytes);
   row.time_us = job.time_graph(
       [&] {
         for (int i = 0; i < calls; ++i) job.all_reduce(count, dtype);
@@ -310,13 +318,9 @@ enum class GatherBaseline { kRoofline, kFlatGatherThenConcat };
 Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& shape, int dim, GatherBaseline baseline,
                    double copy_bw, int replays) {
   const int world = job.world();
-  Row row;
-  row.op = "all_gather";
-  row.dtype = dtype_name(dtype);
-  row.world = world;
-  row.count = 1;
-  for (std::int64_t e : shape) row.count *= static_cast<std::size_t>(e);
-  row.bytes = row.count * dtype_size(dtype);
+  std::size_t count = 1;
+  for (std::int64_t e : shape) count *= static_cast<std::size_t>(e);
+  Row row = start_row("all_gather", dtype, count, world);
   std::size_t inner = dtype_size(dtype);
   for (std::size_t d = static_cast<std::size_t>(dim); d < shape.size(); ++d) inner *= static_cast<std::size_t>(shape[d]);
   const std::size_t outer = row.bytes / inner, total = row.bytes * world;
@@ -343,7 +347,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_GATHER, static_cast<tpcoll_dtype_t>(dtype),
                             static_cast<int>(shape.size()), shape.data(), dim, &plan));
   row.algo = plan.algorithm;
-  const int calls = row.bytes <= (1u << 20) ? 200 : 5;
+  const int calls = calls_per_replay(row.bytes);
   row.time_us = job.time_graph(
       [&] {
         for (int i = 0; i < calls; ++i) job.all_gather(dtype, shape, dim);
@@ -382,12 +386,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
 Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, double copy_bw, int replays) {
   const int world = job.world();
   const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
-  Row row;
-  row.op = "fused_allreduce_rmsnorm";
-  row.dtype = dtype_name(dtype);
-  row.world = world;
-  row.count = count;
-  row.bytes = bytes;
+  Row row = start_row("fused_allreduce_rmsnorm", dtype, count, world);
   row.tokens = tokens;
   row.hidden = hidden;
   job.allocate_norm_operands();
@@ -423,7 +422,7 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
                             static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
   row.algo = world == 1 ? "local" : plan.algorithm;
-  const int calls = bytes <= (1u << 20) ? 200 : 5;
+  const int calls = calls_per_replay(bytes);
   row.time_us = job.time_graph(
       [&] {
         for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);

@@ -11,6 +11,23 @@
 
 namespace tpcoll::cuda {
 
+// Adds rank r's group into fp32 accumulators in rank order: rank 0's value
+// starts them (so -0 + -0 stays -0), as our all-reduce does.
+template <typename E>
+__device__ __forceinline__ void accumulate(float (&acc)[numerics::kNormGroup], const Group<E>& v, int r) {
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
+}
+
+// The accumulated sum, rounded to the element type.
+template <typename E>
+__device__ __forceinline__ Group<E> rounded(const float (&acc)[numerics::kNormGroup]) {
+  Group<E> sum;
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) sum.v[e] = E::store(acc[e]);
+  return sum;
+}
+
 // Needs hidden % 8 == 0 with at most one group per thread (blockDim.x >=
 // hidden / 8), 16-byte aligned buffers, rows * hidden elements within the
 // low-latency size, and a row's bytes of dynamic shared memory.
@@ -58,16 +75,10 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
           receive_units<kUnits>(a, proto, r, (offset + g) * kUnits, flag, failure, units);
           memcpy(&v, units, sizeof v);
         }
-#pragma unroll
-        for (int e = 0; e < kGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
+        accumulate<E>(acc, v, r);
       }
-      G sum;
-#pragma unroll
-      for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(acc[e]);
-      if (n.residual != nullptr)
-#pragma unroll
-        for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(__fadd_rn(E::load(sum.v[e]), E::load(residual.v[e])));
-      s[g] = sum;
+      const G sum = rounded<E>(acc);
+      s[g] = n.residual != nullptr ? added<E>(sum, residual) : sum;
     }
     // A failed block writes nothing: the caller's buffers keep their bytes.
     if (__syncthreads_or(failure != 0)) break;
@@ -77,10 +88,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
     if (has_group) {
       const G v = s[g];
       if (n.residual != nullptr) static_cast<G*>(n.residual_out)[offset + g] = v;
-      G o;
-#pragma unroll
-      for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, weight.v[e]));
-      static_cast<G*>(n.out)[offset + g] = o;
+      static_cast<G*>(n.out)[offset + g] = normalized_group<E>(v, inv, weight);
     }
     __syncthreads();  // the next row reuses the shared row
   }
@@ -91,10 +99,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const Fused
 
 // The rows [lo, hi) of a step that `owner` reduces and normalises: rows are
 // dealt to the ranks in whole contiguous shares, as the CPU backend deals them.
-struct RowShare {
-  std::size_t lo, hi;
-};
-__device__ __forceinline__ RowShare row_share(std::size_t step_rows, std::size_t rows_here, int world, int owner) {
+__device__ __forceinline__ Range row_share(std::size_t step_rows, std::size_t rows_here, int world, int owner) {
   const std::size_t share = (step_rows + world - 1) / world;
   return {min(rows_here, share * owner), min(rows_here, share * (owner + 1))};
 }
@@ -127,11 +132,11 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_two_shot(const FusedArg
   for (std::size_t step = 0; step < steps; ++step) {
     proto.begin_step(step);
     const std::size_t first = step * a.step_rows, rows_here = min(a.step_rows, n.rows - first);
-    const RowShare mine = row_share(a.step_rows, rows_here, a.world, a.rank);
+    const Range mine = row_share(a.step_rows, rows_here, a.world, a.rank);
 
     for (int p = 0; p < a.world; ++p) {
       if (p == a.rank) continue;
-      const RowShare theirs = row_share(a.step_rows, rows_here, a.world, p);
+      const Range theirs = row_share(a.step_rows, rows_here, a.world, p);
       G* dst = buffer_at<G>(a, p, a.layout.recv(proto.slot(), a.rank));
       for (std::size_t rel = theirs.lo + blockIdx.x; rel < theirs.hi; rel += gridDim.x)
         for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) dst[rel * groups + g] = x[(first + rel) * groups + g];
@@ -144,28 +149,17 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_two_shot(const FusedArg
       for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
         float acc[kGroup];
         for (int r = 0; r < a.world; ++r) {
-          const G v = r == a.rank ? x[row + g] : buffer_at<const G>(a, a.rank, a.layout.recv(proto.slot(), r))[rel * groups + g];
-#pragma unroll
-          for (int e = 0; e < kGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
+          accumulate<E>(acc, r == a.rank ? x[row + g] : buffer_at<const G>(a, a.rank, a.layout.recv(proto.slot(), r))[rel * groups + g], r);
         }
-        G sum;
-#pragma unroll
-        for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(acc[e]);
-        if (n.residual != nullptr) {
-          const G r = static_cast<const G*>(n.residual)[row + g];
-#pragma unroll
-          for (int e = 0; e < kGroup; ++e) sum.v[e] = E::store(__fadd_rn(E::load(sum.v[e]), E::load(r.v[e])));
-        }
-        s[g] = sum;
+        const G sum = rounded<E>(acc);
+        s[g] = n.residual != nullptr ? added<E>(sum, static_cast<const G*>(n.residual)[row + g]) : sum;
       }
       const float total = block_sum_of_squares<E>(s, groups, partials);  // a barrier before, ours after
       if (threadIdx.x == 0) inv = inverse_rms(total, n.hidden, n.eps);
       __syncthreads();
       for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
-        const G v = s[g], w = static_cast<const G*>(n.weight)[g];
-        G o;
-#pragma unroll
-        for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, w.v[e]));
+        const G v = s[g];
+        const G o = normalized_group<E>(v, inv, static_cast<const G*>(n.weight)[g]);
         static_cast<G*>(n.out)[row + g] = o;
         if (n.residual != nullptr) static_cast<G*>(n.residual_out)[row + g] = v;
         for (int p = 0; p < a.world; ++p) {
@@ -183,7 +177,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_two_shot(const FusedArg
     const G* result = buffer_at<const G>(a, a.rank, a.layout.result(proto.slot()));
     for (int p = 0; p < a.world; ++p) {
       if (p == a.rank) continue;
-      const RowShare theirs = row_share(a.step_rows, rows_here, a.world, p);
+      const Range theirs = row_share(a.step_rows, rows_here, a.world, p);
       for (std::size_t rel = theirs.lo + blockIdx.x; rel < theirs.hi; rel += gridDim.x)
         for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
           const std::size_t row = (first + rel) * groups;

@@ -73,6 +73,24 @@ struct alignas(16) Group {
   typename E::Storage v[numerics::kNormGroup];
 };
 
+// The rounded element-wise sum s = a + b (x + residual, as the contract adds).
+template <typename E>
+__device__ __forceinline__ Group<E> added(const Group<E>& a, const Group<E>& b) {
+  Group<E> s;
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) s.v[e] = E::store(__fadd_rn(E::load(a.v[e]), E::load(b.v[e])));
+  return s;
+}
+
+// A group's output: (s * inv) * weight, element by element.
+template <typename E>
+__device__ __forceinline__ Group<E> normalized_group(const Group<E>& s, float inv, const Group<E>& weight) {
+  Group<E> o;
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) o.v[e] = E::store(normalized<E>(s.v[e], inv, weight.v[e]));
+  return o;
+}
+
 
 // The contract's sum of squares of a row of `groups` groups held in shared
 // memory, by the whole block: thread t forms partials t, t + blockDim, ...;
@@ -138,9 +156,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(con
   for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) {
     G v = x[g];
     if (a.residual != nullptr) {
-      const G r = static_cast<const G*>(a.residual)[offset + g];
-#pragma unroll
-      for (int e = 0; e < kGroup; ++e) v.v[e] = E::store(__fadd_rn(E::load(v.v[e]), E::load(r.v[e])));
+      v = added<E>(v, static_cast<const G*>(a.residual)[offset + g]);
       static_cast<G*>(a.residual_out)[offset + g] = v;
     }
     s[g] = v;
@@ -149,13 +165,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(con
   if (threadIdx.x == 0) inv = inverse_rms(total, a.hidden, a.eps);
   __syncthreads();
   G* out = static_cast<G*>(a.out) + offset;
-  const auto write = [&](std::size_t g, const G& wg) {
-    const G v = s[g];
-    G o;
-#pragma unroll
-    for (int e = 0; e < kGroup; ++e) o.v[e] = E::store(normalized<E>(v.v[e], inv, wg.v[e]));
-    out[g] = o;
-  };
+  const auto write = [&](std::size_t g, const G& wg) { out[g] = normalized_group<E>(s[g], inv, wg); };
 #pragma unroll
   for (int k = 0; k < kNormHeldGroups; ++k)
     if (threadIdx.x + k * blockDim.x < groups) write(threadIdx.x + k * blockDim.x, w[k]);

@@ -4,7 +4,10 @@
 
 #include "common/numerics.hpp"
 
+#include <tpcoll/tpcoll.h>
+
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
@@ -29,6 +32,27 @@ struct Float16 {
     return f != f ? std::uint16_t{0x7fff} : __half_as_ushort(__float2half_rn(f));
   }
 };
+
+// Calls f(E{}) with the element type of `dtype`, then returns the launch's
+// error: the one dtype switch of the reducing kernels' launchers.
+template <typename F>
+cudaError_t with_element(tpcoll_dtype_t dtype, F&& f) {
+  switch (dtype) {
+    case TPCOLL_FLOAT32: f(Float32{}); break;
+    case TPCOLL_FLOAT16: f(Float16{}); break;
+    case TPCOLL_BFLOAT16: f(BFloat16{}); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+// Calls f(E{}) for every element type (to list every instantiation).
+template <typename F>
+void for_each_element(F&& f) {
+  f(Float32{});
+  f(Float16{});
+  f(BFloat16{});
+}
 
 // kBytes elements' worth moved as one access: 16 bytes when the buffers
 // are 16-byte aligned, else a single element.
