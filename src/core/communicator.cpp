@@ -111,7 +111,7 @@ void Communicator::create_cuda_backend() {
   if (!context_.fast_available || context_.disabled || env_forced_ == TPCOLL_ALGO_FALLBACK)
     fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes);
   cuda::load_kernels_on(device_);  // the add + RMSNorm kernel serves NCCL-only communicators too
-  cuda_early_launch_ = cuda::early_launch_enabled(device_);
+  cuda_norm_launch_ = cuda::norm_launch_on(device_);
 }
 
 Communicator::~Communicator() = default;
@@ -200,7 +200,7 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
     run(reduce, plan_call(reduce), Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
     x = b.out;
   }
-  cuda::add_rmsnorm(device_, cuda_early_launch_, dtype,
+  cuda::add_rmsnorm(device_, cuda_norm_launch_, dtype,
                     RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
 }
 
@@ -210,7 +210,7 @@ void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t
   validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out},
                    tokens, hidden, dtype, eps);
   if (on_gpu())
-    cuda::add_rmsnorm(device_, cuda_early_launch_, dtype,
+    cuda::add_rmsnorm(device_, cuda_norm_launch_, dtype,
                       RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
   else
     cpu::add_rmsnorm(dtype, RmsNormRows{b.in, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps});

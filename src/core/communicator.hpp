@@ -4,6 +4,7 @@
 #include "bootstrap/bootstrap.hpp"
 #include "core/backend.hpp"
 #include "core/plan.hpp"
+#include "cuda/norm_launch.hpp"
 
 #include <tpcoll/tpcoll.h>
 
@@ -55,7 +56,7 @@ class Communicator {
   std::unique_ptr<Backend> fast_;
   std::unique_ptr<Backend> fallback_;
   cuda::CudaBackend* cuda_ = nullptr;  // fast_, when it is our CUDA backend
-  bool cuda_early_launch_ = false;     // cuda::early_launch_enabled(device_)
+  cuda::NormLaunch cuda_norm_launch_;  // cuda::norm_launch_on(device_)
   PlanContext context_;
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed

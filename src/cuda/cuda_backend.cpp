@@ -248,7 +248,14 @@ bool early_launch_enabled(int device) {
   return env::kCudaEarlyLaunch.as_bool() && major >= 9;  // programmatic dependent launch is sm_90's
 }
 
-void add_rmsnorm(int device, bool early_launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
+NormLaunch norm_launch_on(int device) {
+  int sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  // Two blocks of the held-row kernel fit on an SM at 8192 elements a row.
+  return NormLaunch{early_launch_enabled(device), 2 * static_cast<std::size_t>(sms)};
+}
+
+void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
   check_device_pointer(args.x, "x", device);
   check_device_pointer(args.weight, "weight", device);
   check_device_pointer(args.out, "out", device);
@@ -257,7 +264,7 @@ void add_rmsnorm(int device, bool early_launch, tpcoll_dtype_t dtype, const RmsN
     check_device_pointer(args.residual_out, "residual_out", device);
   }
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  check_cuda(launch_add_rmsnorm(dtype, args, early_launch, static_cast<cudaStream_t>(stream)),
+  check_cuda(launch_add_rmsnorm(dtype, args, launch, static_cast<cudaStream_t>(stream)),
              "launching the add + RMSNorm kernel");
 }
 
@@ -265,8 +272,10 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && !fused_fits(call, plan.algo, buffers))
     fail(TPCOLL_UNSUPPORTED,
          "{} by {}: the CUDA backend fuses calls with hidden % 8 == 0 and 16-byte aligned buffers, one-shot up to {} "
-         "B per rank and rows of up to {} elements; TPCOLL_ALGO=unfused runs the others",
-         describe(call), algo_name(plan.algo), low_latency_bytes_, kFusedMaxHidden);
+         "B per rank (rows padded to {} groups of 8) and rows of up to {} elements; TPCOLL_ALGO=unfused runs the "
+         "others",
+         describe(call), algo_name(plan.algo), low_latency_bytes_, kHeldThreads * kFusedGroupsPerThread,
+         kFusedMaxHidden);
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
   check_device_pointer(buffers.out, "out", device_);
@@ -279,11 +288,24 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
     fused(call, plan, buffers);
 }
 
+std::size_t CudaBackend::fused_low_latency_bytes(const Call& call) {
+  const std::size_t group_bytes = 8 * dtype_size(call.dtype);
+  return call.rows() * kHeldThreads * kFusedGroupsPerThread * group_bytes;
+}
+
+int CudaBackend::fused_low_latency_blocks(std::size_t rows, int world) {
+  // As the low-latency all-reduce's blocks: every rank's fit on the GPU at
+  // once, with room to spare for ranks sharing it.
+  const int fit = std::min(32, 128 / world);
+  return static_cast<int>(std::clamp<std::size_t>(rows, 1, static_cast<std::size_t>(fit)));
+}
+
 bool CudaBackend::fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers& b) const {
   const bool aligned = aligned_to(16, b.in, b.out) && aligned_to(16, b.weight, b.weight) &&
                        (!call.has_residual || aligned_to(16, b.residual, b.residual_out));
   const bool rows = world_ > 1 && call.hidden() % 8 == 0 && call.hidden() * dtype_size(call.dtype) <= kMaxNormRowBytes;
-  if (algo == TPCOLL_ALGO_ONESHOT) return aligned && rows && call.bytes <= low_latency_bytes_ && call.hidden() <= kFusedMaxHidden;
+  if (algo == TPCOLL_ALGO_ONESHOT)
+    return aligned && rows && call.hidden() <= kFusedMaxHidden && fused_low_latency_bytes(call) <= low_latency_bytes_;
   return algo == TPCOLL_ALGO_TWOSHOT && aligned && rows && call.rows() >= static_cast<std::size_t>(world_);
 }
 
@@ -310,9 +332,7 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
     const std::size_t share = (args.step_rows + world_ - 1) / world_;
     choice.blocks = static_cast<int>(std::min<std::size_t>(share, static_cast<std::size_t>(blocks_for(plan.chunk_bytes, world_))));
   } else {
-    // As many blocks as the low-latency all-reduce of this size: all push,
-    // the first `rows` also normalise.
-    choice.blocks = low_latency_blocks(call.bytes, world_);
+    choice.blocks = fused_low_latency_blocks(call.rows(), world_);
   }
   check_cuda(launch_fused(call.dtype, choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the fused kernel");

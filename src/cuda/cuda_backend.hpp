@@ -6,6 +6,7 @@
 #include "core/backend.hpp"
 #include "cuda/kernels/layout.cuh"
 #include "cuda/kernels/row_limits.hpp"
+#include "cuda/norm_launch.hpp"
 
 #include <cstdint>
 #include <vector>
@@ -31,8 +32,11 @@ void check_device_pointer(const void* p, const char* name, int device);
 // stream ends: TPCOLL_CUDA_EARLY_LAUNCH, on sm_90 and newer.
 bool early_launch_enabled(int device);
 
+// How the add + RMSNorm kernels launch on `device`.
+NormLaunch norm_launch_on(int device);
+
 // The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
-void add_rmsnorm(int device, bool early_launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
+void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
 
 // Whether the MPS control daemon runs (its pipe exists): processes sharing a
 // GPU need it, or every wait for a peer takes a time slice (milliseconds).
@@ -61,12 +65,14 @@ class CudaBackend final : public Backend {
   // each block has one thread per unit.
   static int low_latency_blocks(std::size_t bytes, int world);
 
-  // The fused kernel holds one 8-element group per thread: with more, a
-  // thread waits for its groups one after another, and on an H100 (2 ranks
-  // sharing it, bf16, 1-8 tokens, 2026-11-24, 62ded4f) the kernel then lost
-  // to our all-reduce + add_rmsnorm (hidden 5120-8192: 0.88-0.91x) where it
-  // won with one (2880-4096: 1.10-1.28x).
-  static constexpr std::size_t kFusedMaxHidden = 8 * kNormMaxThreads;
+  // The one-shot fused kernel holds a row in registers (row_limits.hpp).
+  static constexpr std::size_t kFusedMaxHidden =
+      std::size_t{kHeldThreads} * kFusedGroupsPerThread * numerics::kNormGroup;
+  // Bytes of the one-shot fused kernel's low-latency message for a call:
+  // every row takes kHeldThreads threads' groups, padding included.
+  static std::size_t fused_low_latency_bytes(const Call& call);
+  // Blocks of the one-shot fused kernel: one per row, as many as fit.
+  static int fused_low_latency_blocks(std::size_t rows, int world);
 
   // Whether a fused kernel serves this call by `algo` (one-shot: the
   // low-latency kernel; two-shot: the staged one); else our all-reduce, then

@@ -3,6 +3,7 @@
 
 #include "cuda/kernels/layout.cuh"
 #include "cuda/kernels/row_limits.hpp"
+#include "cuda/norm_launch.hpp"
 
 #include <cuda_runtime.h>
 
@@ -58,14 +59,15 @@ struct FusedChoice {
   bool two_shot;  // else the low-latency one-shot
   bool one_gpu;
   int blocks;
-  int threads;
-  std::size_t shared_bytes;  // one row
+  int threads;               // two-shot (the one-shot's are kHeldThreads)
+  std::size_t shared_bytes;  // two-shot: one row
   bool early_launch;
 };
 
 cudaError_t launch_fused(tpcoll_dtype_t dtype, const FusedChoice& choice, const FusedArgs& args, cudaStream_t stream);
 
 // s = x + residual -> residual_out; out = s * rsqrt(mean(s^2) + eps) * weight.
-cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, bool early_launch, cudaStream_t stream);
+cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, const NormLaunch& launch,
+                               cudaStream_t stream);
 
 }  // namespace tpcoll::cuda

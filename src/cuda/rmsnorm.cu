@@ -1,5 +1,7 @@
 // Instantiates the add + RMSNorm kernels (3 dtypes x {8-element groups, a
-// block per row; element-wise, a warp per row}) and picks one at run time.
+// block per row, held in registers (2, 4 or 8 groups a thread) or, for long
+// rows, in shared memory; element-wise, a warp per row}) and picks one at run
+// time.
 #include "cuda/launch.hpp"
 
 #include "cuda/kernels/launch_kernel.cuh"
@@ -14,28 +16,48 @@ namespace {
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 template <typename E>
-void launch_typed(const RmsNormRows& args, bool early_launch, cudaStream_t stream) {
+void launch_typed(const RmsNormRows& args, const NormLaunch& launch, cudaStream_t stream) {
+  const bool early = launch.early_launch;
   const std::size_t row_bytes = args.hidden * sizeof(typename E::Storage);
   const bool groups = args.hidden % numerics::kNormGroup == 0 && row_bytes <= kMaxNormRowBytes && aligned16(args.x) &&
                       aligned16(args.weight) && aligned16(args.out) &&
                       (args.residual == nullptr || (aligned16(args.residual) && aligned16(args.residual_out)));
   if (!groups) {
     const auto blocks = static_cast<int>((args.rows + kNormWarps - 1) / kNormWarps);
-    launch_kernel(add_rmsnorm_kernel<E>, blocks, 32 * kNormWarps, early_launch, 0, args, stream);
+    launch_kernel(add_rmsnorm_kernel<E>, blocks, 32 * kNormWarps, early, 0, args, stream);
+    return;
+  }
+  const auto blocks = static_cast<int>(args.rows);
+  if (args.hidden <= kMaxHeldHidden) {
+    const bool weight_first = args.rows <= launch.one_wave_rows;
+    with_groups_per_thread(args.hidden, [&](auto per_thread) {
+      constexpr int kPerThread = decltype(per_thread)::value;
+      const auto kernel = weight_first ? add_rmsnorm_held_kernel<E, kPerThread, true>
+                                       : add_rmsnorm_held_kernel<E, kPerThread, false>;
+      launch_kernel(kernel, blocks, kHeldThreads, early, 0, args, stream);
+    });
     return;
   }
   const std::size_t group_count = args.hidden / numerics::kNormGroup;
   const int threads = static_cast<int>(std::min<std::size_t>(kNormMaxThreads, (group_count + 31) / 32 * 32));
   if (row_bytes > 48 * 1024)  // past the default limit of dynamic shared memory
-    cudaFuncSetAttribute(add_rmsnorm_groups_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaFuncSetAttribute(add_rmsnorm_shared_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(kMaxNormRowBytes));
-  launch_kernel(add_rmsnorm_groups_kernel<E>, static_cast<int>(args.rows), threads, early_launch, row_bytes, args,
-                stream);
+  launch_kernel(add_rmsnorm_shared_kernel<E>, blocks, threads, early, row_bytes, args, stream);
+}
+
+template <typename E, int kPerThread>
+void list_held(std::vector<const void*>& kernels) {
+  kernels.push_back(reinterpret_cast<const void*>(add_rmsnorm_held_kernel<E, kPerThread, true>));
+  kernels.push_back(reinterpret_cast<const void*>(add_rmsnorm_held_kernel<E, kPerThread, false>));
 }
 
 template <typename E>
 void list_typed(std::vector<const void*>& kernels) {
-  kernels.push_back(reinterpret_cast<const void*>(add_rmsnorm_groups_kernel<E>));
+  list_held<E, 2>(kernels);
+  list_held<E, 4>(kernels);
+  list_held<E, kMaxHeldGroups>(kernels);
+  kernels.push_back(reinterpret_cast<const void*>(add_rmsnorm_shared_kernel<E>));
   kernels.push_back(reinterpret_cast<const void*>(add_rmsnorm_kernel<E>));
 }
 
@@ -45,8 +67,9 @@ void list_add_rmsnorm_kernels(std::vector<const void*>& kernels) {
   for_each_element([&](auto e) { list_typed<decltype(e)>(kernels); });
 }
 
-cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, bool early_launch, cudaStream_t stream) {
-  return with_element(dtype, [&](auto e) { launch_typed<decltype(e)>(args, early_launch, stream); });
+cudaError_t launch_add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& args, const NormLaunch& launch,
+                               cudaStream_t stream) {
+  return with_element(dtype, [&](auto e) { launch_typed<decltype(e)>(args, launch, stream); });
 }
 
 }  // namespace tpcoll::cuda

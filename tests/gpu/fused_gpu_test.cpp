@@ -120,10 +120,14 @@ class NormJob : public LocalJob {
 
 TEST(CudaFused, EqualsTheCpuArithmeticForEveryShape) {
   for (int world : {1, 2, 3, 4}) {
-    NormJob job(world, 33 * 16384 * 4);
+    NormJob job(world, 33 * 20480 * 4);
     std::uint32_t seed = 1;
     for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT16, TPCOLL_FLOAT32})
-      for (std::size_t hidden : {8, 100, 2880, 4096, 5120, 16384})  // 16384 fp32: 64 KiB of shared memory
+      // Rows held in registers with 2 (1024-4096: also the fused kernel's),
+      // 4 (5120, 7168) and 8 (16384) groups a thread, some padded (2880,
+      // 5120, 7168); 20480: the shared-memory row (fp32: 80 KiB of it); 8
+      // and 100: element-wise.
+      for (std::size_t hidden : {8, 100, 1024, 2880, 4096, 5120, 7168, 16384, 20480})
         for (std::size_t tokens : {1, 3, 33})
           for (bool residual : {true, false}) {
             const Norm n{tokens, hidden, d, residual};

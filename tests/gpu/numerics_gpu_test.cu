@@ -1,13 +1,14 @@
 // common/numerics.hpp on the device: its conversions, compiled for the GPU,
-// must give exactly the bits they give on the host, and the bits of CUDA's
-// own round-to-nearest-even intrinsics (__float2bfloat16_rn, __float2half_rn;
-// NaN aside, which tpcoll narrows to the canonical 0x7fff). The 16-bit to
-// float widenings are checked for all 2^16 patterns, the narrowings for
-// special values, every midpoint between adjacent 16-bit values, and a few
-// million random floats.
+// must give exactly the bits they give on the host, and so must the
+// kernels' narrowings (cuda/kernels/vector.cuh: the hardware's cvt.rn, one
+// value or a pair at a time), NaN included (the canonical 0x7fff). The
+// 16-bit to float widenings are checked for all 2^16 patterns, the
+// narrowings for special values, every midpoint between adjacent 16-bit
+// values, and a few million random floats.
 //
 // Exit status: 0 pass, 1 fail, 77 no CUDA device (ctest reports "Skipped").
 #include "common/numerics.hpp"
+#include "cuda/kernels/vector.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -25,6 +26,7 @@ namespace {
 
 struct Narrowed {
   std::uint16_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
+  std::uint32_t pair_bf16, pair_fp16;  // store_pair(f, -f)
 };
 
 struct Widened {
@@ -37,8 +39,10 @@ __global__ void narrow_kernel(const float* in, Narrowed* out, std::size_t n) {
     const float f = in[i];
     out[i].tp_bf16 = nx::float_to_bf16(f);
     out[i].tp_fp16 = nx::float_to_fp16(f);
-    out[i].cuda_bf16 = __bfloat16_as_ushort(__float2bfloat16_rn(f));
-    out[i].cuda_fp16 = __half_as_ushort(__float2half_rn(f));
+    out[i].cuda_bf16 = tpcoll::cuda::BFloat16::store(f);
+    out[i].cuda_fp16 = tpcoll::cuda::Float16::store(f);
+    out[i].pair_bf16 = tpcoll::cuda::BFloat16::store_pair(f, -f);
+    out[i].pair_fp16 = tpcoll::cuda::Float16::store_pair(f, -f);
   }
 }
 
@@ -159,10 +163,14 @@ int main() {
     if (is_nan_bits(u)) {
       if (r.tp_bf16 != 0x7fff) fail("float_to_bf16 of NaN", u, r.tp_bf16, 0x7fff);
       if (r.tp_fp16 != 0x7fff) fail("float_to_fp16 of NaN", u, r.tp_fp16, 0x7fff);
-      continue;
     }
-    if (r.tp_bf16 != r.cuda_bf16) fail("float_to_bf16 vs __float2bfloat16_rn", u, r.tp_bf16, r.cuda_bf16);
-    if (r.tp_fp16 != r.cuda_fp16) fail("float_to_fp16 vs __float2half_rn", u, r.tp_fp16, r.cuda_fp16);
+    const std::uint16_t host_neg_bf16 = nx::float_to_bf16(-f), host_neg_fp16 = nx::float_to_fp16(-f);
+    if (r.cuda_bf16 != host_bf16) fail("BFloat16::store vs float_to_bf16", u, r.cuda_bf16, host_bf16);
+    if (r.cuda_fp16 != host_fp16) fail("Float16::store vs float_to_fp16", u, r.cuda_fp16, host_fp16);
+    if (r.pair_bf16 != (host_bf16 | std::uint32_t{host_neg_bf16} << 16))
+      fail("BFloat16::store_pair vs float_to_bf16", u, r.pair_bf16, host_bf16 | std::uint32_t{host_neg_bf16} << 16);
+    if (r.pair_fp16 != (host_fp16 | std::uint32_t{host_neg_fp16} << 16))
+      fail("Float16::store_pair vs float_to_fp16", u, r.pair_fp16, host_fp16 | std::uint32_t{host_neg_fp16} << 16);
   }
   for (std::uint32_t h = 0; h <= 0xffffu; ++h) {
     const Widened& w = widen[h];

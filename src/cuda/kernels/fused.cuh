@@ -1,9 +1,7 @@
-// The fused all-reduce + residual add + RMSNorm for small messages, in one
-// kernel: every rank pushes its x to its peers in low-latency units (all
-// blocks share the pushing); a block per row then sums each element over the ranks in rank order (rounded, as
-// our all-reduce rounds), adds the residual (rounded), keeps the row in shared
-// memory, and normalises it as the add + RMSNorm kernel does. The result is
-// therefore bit for bit our all-reduce followed by our add + RMSNorm.
+// The fused all-reduce + residual add + RMSNorm: a one-shot kernel for small
+// messages (rows held in registers, peers' x in low-latency units) and a
+// two-shot one in steps through the staging buffers (rows in shared memory).
+// Both give, bit for bit, our all-reduce followed by our add + RMSNorm.
 #pragma once
 
 #include "cuda/kernels/low_latency.cuh"
@@ -19,78 +17,92 @@ __device__ __forceinline__ void accumulate(float (&acc)[numerics::kNormGroup], c
   for (int e = 0; e < numerics::kNormGroup; ++e) acc[e] = r == 0 ? E::load(v.v[e]) : __fadd_rn(acc[e], E::load(v.v[e]));
 }
 
-// The accumulated sum, rounded to the element type.
-template <typename E>
-__device__ __forceinline__ Group<E> rounded(const float (&acc)[numerics::kNormGroup]) {
-  Group<E> sum;
-#pragma unroll
-  for (int e = 0; e < numerics::kNormGroup; ++e) sum.v[e] = E::store(acc[e]);
-  return sum;
-}
+// Low-latency units of a held row: unit j of thread t's groups is unit
+// (row * kPerThreadUnits + j) * kHeldThreads + t of the message, so that a
+// warp's accesses to its j-th units are contiguous. A row takes the same
+// units whatever its length (the host counts the padding against the
+// low-latency size).
+template <typename E, int kPerThread>
+struct HeldUnits {
+  static constexpr int kPerThreadUnits = kPerThread * static_cast<int>(sizeof(Group<E>) / 8);
+  // This thread's first unit for `row`; the next are kHeldThreads apart.
+  __device__ static std::size_t first(std::size_t row) { return row * kPerThreadUnits * kHeldThreads + threadIdx.x; }
+};
 
-// Needs hidden % 8 == 0 with at most one group per thread (blockDim.x >=
-// hidden / 8), 16-byte aligned buffers, rows * hidden elements within the
-// low-latency size, and a row's bytes of dynamic shared memory.
-template <typename E, Scope kScope>
-__global__ void __launch_bounds__(kNormMaxThreads) fused_low_latency(const FusedArgs a) {
+// The fused op in one kernel for small messages. Block b handles rows b, b +
+// grid, ... on every rank, each row held in registers as the add + RMSNorm
+// kernel holds it: the block first pushes its rows' x to every peer in
+// low-latency units, then, row by row, sums each group over the ranks in rank
+// order (rounded, as our all-reduce rounds), adds the residual (rounded) and
+// normalises the row as add_rmsnorm_held_kernel does. The result is therefore
+// bit for bit our all-reduce followed by our add + RMSNorm. Needs hidden % 8
+// == 0 with at most kPerThread * kHeldThreads groups, 16-byte aligned buffers,
+// and rows * kHeldThreads * kPerThread groups within the low-latency size.
+template <typename E, Scope kScope, int kPerThread>
+__global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArgs a) {
   using G = Group<E>;
-  constexpr int kGroup = numerics::kNormGroup;
-  constexpr int kUnits = sizeof(G) / 8;  // low-latency units per group
-  extern __shared__ unsigned char shared[];
-  G* s = reinterpret_cast<G*>(shared);
-  __shared__ float partials[kPartials];
-  __shared__ float inv;
+  using Units = HeldUnits<E, kPerThread>;
+  __shared__ float partials[2][kPartials];  // alternate rows' (see block_inverse_rms)
   wait_for_previous_kernel();
   const RmsNormRows& n = a.norm;
-  const std::size_t groups = n.hidden / kGroup;
-  const auto* x = static_cast<const uint2*>(n.x);
+  const std::size_t groups = n.hidden / numerics::kNormGroup;
+  const G* x = static_cast<const G*>(n.x);
   Protocol<kScope> proto(a);
   proto.begin_step(0);
   const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
 
-  // Every block pushes an equal slice of the message, the way the
-  // low-latency all-reduce does; then block b normalises rows b, b + grid, ...
-  const Range mine = split(n.rows * groups * kUnits, gridDim.x, blockIdx.x);
-  push_units(a, proto, mine.lo + threadIdx.x, mine.hi, flag, [&](std::size_t unit) { return x[unit]; });
-
-  // One group per thread (the host keeps rows within kNormMaxThreads groups);
-  // its residual and weight are loaded before the wait for the peers.
-  const std::size_t g = threadIdx.x;
-  const bool has_group = g < groups;
-  std::uint32_t failure = 0;
+  // Every row first, so that no peer waits on our later rows.
   for (std::size_t row = blockIdx.x; row < n.rows; row += gridDim.x) {
+    G own[kPerThread] = {};
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k)
+      if (holds(groups, k)) own[k] = x[row * groups + held_group(k)];
+    uint2 units[Units::kPerThreadUnits];
+    memcpy(units, own, sizeof units);
+    push_held_units(a, proto, Units::first(row), kHeldThreads, units, flag);
+  }
+
+  std::uint32_t failure = 0;
+  int parity = 0;
+  for (std::size_t row = blockIdx.x; row < n.rows; row += gridDim.x, parity ^= 1) {
     const std::size_t offset = row * groups;
-    G own{}, residual{}, weight{};
-    if (has_group) {
-      own = static_cast<const G*>(n.x)[offset + g];
-      if (n.residual != nullptr) residual = static_cast<const G*>(n.residual)[offset + g];
-      weight = static_cast<const G*>(n.weight)[g];
+    // Residual and weight load during the wait for the peers.
+    G s[kPerThread] = {}, residual[kPerThread], weight[kPerThread];
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      if (!holds(groups, k)) break;
+      s[k] = x[offset + held_group(k)];
+      weight[k] = static_cast<const G*>(n.weight)[held_group(k)];
+      if (n.residual != nullptr) residual[k] = static_cast<const G*>(n.residual)[offset + held_group(k)];
     }
-    if (has_group && failure == 0) {
-      float acc[kGroup];
-      for (int r = 0; r < a.world && failure == 0; ++r) {
-        G v = own;
-        if (r != a.rank) {
-          uint2 units[kUnits];
-          receive_units<kUnits>(a, proto, r, (offset + g) * kUnits, flag, failure, units);
-          memcpy(&v, units, sizeof v);
-        }
-        accumulate<E>(acc, v, r);
+    float acc[kPerThread][numerics::kNormGroup];
+    for (int r = 0; r < a.world && failure == 0; ++r) {
+      G v[kPerThread];
+      if (r == a.rank) {
+        memcpy(v, s, sizeof v);
+      } else {
+        uint2 units[Units::kPerThreadUnits];
+        receive_units<Units::kPerThreadUnits>(a, proto, r, Units::first(row), kHeldThreads, flag, failure, units);
+        memcpy(v, units, sizeof v);
       }
-      const G sum = rounded<E>(acc);
-      s[g] = n.residual != nullptr ? added<E>(sum, residual) : sum;
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) accumulate<E>(acc[k], v[k], r);
     }
     // A failed block writes nothing: the caller's buffers keep their bytes.
     if (__syncthreads_or(failure != 0)) break;
-    const float total = block_sum_of_squares<E>(s, groups, partials);
-    if (threadIdx.x == 0) inv = inverse_rms(total, n.hidden, n.eps);
-    __syncthreads();
-    if (has_group) {
-      const G v = s[g];
-      if (n.residual != nullptr) static_cast<G*>(n.residual_out)[offset + g] = v;
-      static_cast<G*>(n.out)[offset + g] = normalized_group<E>(v, inv, weight);
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      if (!holds(groups, k)) break;
+      s[k] = narrowed<E>(acc[k]);
+      if (n.residual != nullptr) s[k] = added<E>(s[k], residual[k]);
     }
-    __syncthreads();  // the next row reuses the shared row
+    const float inv = block_inverse_rms(held_partial<E>(s, groups), partials[parity], n.hidden, n.eps);
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      if (!holds(groups, k)) break;
+      if (n.residual != nullptr) static_cast<G*>(n.residual_out)[offset + held_group(k)] = s[k];
+      static_cast<G*>(n.out)[offset + held_group(k)] = normalized_group<E>(s[k], inv, weight[k]);
+    }
   }
   if (failure) proto.report(failure);
   allow_next_kernel();
@@ -151,7 +163,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) fused_two_shot(const FusedArg
         for (int r = 0; r < a.world; ++r) {
           accumulate<E>(acc, r == a.rank ? x[row + g] : buffer_at<const G>(a, a.rank, a.layout.recv(proto.slot(), r))[rel * groups + g], r);
         }
-        const G sum = rounded<E>(acc);
+        const G sum = narrowed<E>(acc);
         s[g] = n.residual != nullptr ? added<E>(sum, static_cast<const G*>(n.residual)[row + g]) : sum;
       }
       const float total = block_sum_of_squares<E>(s, groups, partials);  // a barrier before, ours after

@@ -6,12 +6,13 @@
 //
 // The flag mixes the step number and the call tag. A peer at the same step
 // but another call therefore never produces our flag, so its data is never
-// taken. The first thread of a rank, when it does not find its data at the
-// first look, publishes its call record and announces its call in the peers'
+// taken. The first thread of a rank, once it has waited a while for its
+// data (a peer at another call never sends our flag, so that thread waits
+// too), publishes its call record and announces its call in the peers'
 // arrival words (step and tag), and every waiting reader checks the peer's
 // word now and then, so two ranks at different calls both report the
-// mismatch, naming both calls, instead of timing out; the fast path pays for
-// none of it. Stale data (from step s-2 or older, the last use of this slot)
+// mismatch, naming both calls, instead of timing out; the fast path, and a
+// wait for a peer that is merely late, pay for none of it. Stale data (from step s-2 or older, the last use of this slot)
 // could pass only if two steps' mixed flags collide in 32 bits.
 #pragma once
 
@@ -72,21 +73,34 @@ __device__ __forceinline__ void announce_call(const PeerArgs& a, const Protocol&
       *reinterpret_cast<volatile std::uint64_t*>(&proto.signals(p)->arrived[0][a.rank]) = proto.flag();
 }
 
-// Polls unit `src` until it carries `flag`; 0, or kFail* | peer if the peer
-// runs another call at this step or does not arrive in time. Each poll is one
-// load; the peer's arrival word and the clock are read every kCheckEvery
-// polls, so that a poll is not a chain of two round trips.
-template <typename Protocol>
-__device__ __forceinline__ std::uint32_t await_unit(const PeerArgs& a, const Protocol& proto, const uint4* src,
-                                                    std::uint32_t flag, int peer, uint4& u) {
+__device__ __forceinline__ bool carries(const uint4& u, std::uint32_t flag) { return u.y == flag && u.w == flag; }
+
+// Polls the units src[0], src[stride], ... until each carries `flag`; 0, or
+// kFail* | peer if the peer runs another call at this step or does not arrive
+// in time. Each poll reloads every unit still missing at once (the peer's
+// stores land together, so one round trip a poll, not one a unit); the peer's
+// arrival word and the clock are read every kCheckEvery polls, so that a poll
+// is not a chain of two round trips, and the rank's first thread announces
+// its call at the first of those checks (announce_call's fence would delay
+// a wait that ends sooner).
+template <int kCount, typename Protocol>
+__device__ __forceinline__ std::uint32_t await_units(const PeerArgs& a, const Protocol& proto, const uint4* src,
+                                                     std::size_t stride, std::uint32_t flag, int peer,
+                                                     uint4 (&u)[kCount]) {
   constexpr unsigned kCheckEvery = 32;
   // The arrival word orders nothing here: a relaxed read suffices.
   const volatile std::uint64_t* arrival = &proto.signals(a.rank)->arrived[0][peer];
   std::uint64_t start = 0;  // the clock starts at the first check, off the fast path
   for (unsigned polls = 1;; ++polls) {
-    u = load_unit(src);
-    if (u.y == flag && u.w == flag) return 0;
+#pragma unroll
+    for (int k = 0; k < kCount; ++k)
+      if (!carries(u[k], flag)) u[k] = load_unit(src + k * stride);
+    bool all = true;
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) all = all && carries(u[k], flag);
+    if (all) return 0;
     if (polls % kCheckEvery != 0) continue;
+    if (polls == kCheckEvery && blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
     const std::uint64_t seen = *arrival;
     if ((seen >> kCallBits) == proto.seq() && (seen & ((1u << kCallBits) - 1)) != proto.call_tag())
       return kFailMismatch | peer;
@@ -108,33 +122,44 @@ __device__ __forceinline__ void push_units(const PeerArgs& a, const Protocol& pr
   }
 }
 
-// Units i .. i + kCount - 1 of peer `peer`'s message once they carry `flag`:
-// all loads are issued before any is checked. If one is not there at the
-// first look, this rank's first thread announces its call (one writer per
-// rank: a peer at another call never sends our flag, so that thread waits
-// too) and the thread waits; a failure lands in `failure`.
+// Sends units i, i + stride, ..., i + (kCount - 1) * stride of this rank's
+// message, held by this thread, to every peer, each with the step's flag.
+template <int kCount, typename Protocol>
+__device__ __forceinline__ void push_held_units(const PeerArgs& a, const Protocol& proto, std::size_t i,
+                                                std::size_t stride, const uint2 (&units)[kCount], std::uint32_t flag) {
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank)) + i;
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) store_unit(dst + k * stride, units[k], flag);
+  }
+}
+
+// Units i, i + stride, ..., i + (kCount - 1) * stride of peer `peer`'s
+// message once they carry `flag`: all loads are issued before any is
+// checked; if one is not there at the first look, the thread waits for the
+// missing ones (await_units). A failure lands in `failure`.
 template <int kCount, typename Protocol>
 __device__ __forceinline__ void receive_units(const PeerArgs& a, const Protocol& proto, int peer, std::size_t i,
-                                              std::uint32_t flag, std::uint32_t& failure, uint2 (&out)[kCount]) {
+                                              std::size_t stride, std::uint32_t flag, std::uint32_t& failure,
+                                              uint2 (&out)[kCount]) {
   const uint4* src = buffer_at<const uint4>(a, a.rank, a.layout.low_latency(proto.slot(), peer)) + i;
   uint4 u[kCount];
 #pragma unroll
-  for (int k = 0; k < kCount; ++k) u[k] = load_unit(src + k);
+  for (int k = 0; k < kCount; ++k) u[k] = load_unit(src + k * stride);
+  bool all = true;
 #pragma unroll
-  for (int k = 0; k < kCount; ++k) {
-    if (failure == 0 && (u[k].y != flag || u[k].w != flag)) {
-      if (blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
-      failure = await_unit(a, proto, src + k, flag, peer, u[k]);
-    }
-    out[k] = make_uint2(u[k].x, u[k].z);
-  }
+  for (int k = 0; k < kCount; ++k) all = all && carries(u[k], flag);
+  if (!all && failure == 0) failure = await_units(a, proto, src, stride, flag, peer, u);
+#pragma unroll
+  for (int k = 0; k < kCount; ++k) out[k] = make_uint2(u[k].x, u[k].z);
 }
 
 template <typename Protocol>
 __device__ __forceinline__ uint2 receive_unit(const PeerArgs& a, const Protocol& proto, int peer, std::size_t i,
                                               std::uint32_t flag, std::uint32_t& failure) {
   uint2 out[1];
-  receive_units<1>(a, proto, peer, i, flag, failure, out);
+  receive_units<1>(a, proto, peer, i, 1, flag, failure, out);
   return out[0];
 }
 
@@ -167,8 +192,7 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
     }
     if (failure) break;
     S out[kLanes];
-#pragma unroll
-    for (int l = 0; l < kLanes; ++l) out[l] = E::store(acc[l]);
+    narrow<E>(acc, out);
     uint2 packed;
     memcpy(&packed, out, sizeof packed);
     write_unit(a.out, i, bytes, packed);

@@ -12,6 +12,7 @@
 #include "cuda/kernels/vector.cuh"
 
 #include <cstddef>
+#include <type_traits>
 
 namespace tpcoll::cuda {
 
@@ -73,22 +74,30 @@ struct alignas(16) Group {
   typename E::Storage v[numerics::kNormGroup];
 };
 
+// A group of floats narrowed to the element type.
+template <typename E>
+__device__ __forceinline__ Group<E> narrowed(const float (&f)[numerics::kNormGroup]) {
+  Group<E> g;
+  narrow<E>(f, g.v);
+  return g;
+}
+
 // The rounded element-wise sum s = a + b (x + residual, as the contract adds).
 template <typename E>
 __device__ __forceinline__ Group<E> added(const Group<E>& a, const Group<E>& b) {
-  Group<E> s;
+  float s[numerics::kNormGroup];
 #pragma unroll
-  for (int e = 0; e < numerics::kNormGroup; ++e) s.v[e] = E::store(__fadd_rn(E::load(a.v[e]), E::load(b.v[e])));
-  return s;
+  for (int e = 0; e < numerics::kNormGroup; ++e) s[e] = __fadd_rn(E::load(a.v[e]), E::load(b.v[e]));
+  return narrowed<E>(s);
 }
 
 // A group's output: (s * inv) * weight, element by element.
 template <typename E>
 __device__ __forceinline__ Group<E> normalized_group(const Group<E>& s, float inv, const Group<E>& weight) {
-  Group<E> o;
+  float o[numerics::kNormGroup];
 #pragma unroll
-  for (int e = 0; e < numerics::kNormGroup; ++e) o.v[e] = E::store(normalized<E>(s.v[e], inv, weight.v[e]));
-  return o;
+  for (int e = 0; e < numerics::kNormGroup; ++e) o[e] = normalized<E>(s.v[e], inv, weight.v[e]);
+  return narrowed<E>(o);
 }
 
 
@@ -123,28 +132,130 @@ __device__ __forceinline__ float block_sum_of_squares(const Group<E>* s, std::si
   return total;
 }
 
-inline constexpr int kNormHeldGroups = 4;    // weight groups a thread keeps in registers (hidden <= 16384)
+// Rows held in registers (row_limits.hpp): in a block of kHeldThreads =
+// kPartials threads, thread t holds groups t, t + kPartials, ... of a row:
+// exactly the groups of the contract's partial t, in its order, so each
+// thread forms its partial from its own registers and the row never goes
+// through shared memory.
 
-// One block per row, in three phases: every thread adds its groups and keeps
-// the rounded sums in shared memory (and writes residual_out); warp 0 then
-// forms the sum of squares in the contract's order (lane p walks groups p,
-// p + 32, ... from shared memory) and the inverse RMS; finally every thread
-// writes its groups' outputs. Needs hidden % 8 == 0, 16-byte aligned buffers
-// and hidden * sizeof(element) bytes of dynamic shared memory. out may alias
-// x and residual_out residual: a block reads its whole row before it writes.
-template <typename E>
-__global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_groups_kernel(const RmsNormRows a) {
+// Whether this thread holds group k of a row of `groups` groups.
+__device__ __forceinline__ bool holds(std::size_t groups, int k) { return threadIdx.x + k * kHeldThreads < groups; }
+
+__device__ __forceinline__ std::size_t held_group(int k) { return threadIdx.x + k * kHeldThreads; }
+
+// This thread's partial of the contract: its groups' squares in element order.
+template <typename E, int kPerThread>
+__device__ __forceinline__ float held_partial(const Group<E> (&s)[kPerThread], std::size_t groups) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    if (!holds(groups, k)) break;
+#pragma unroll
+    for (int e = 0; e < numerics::kNormGroup; ++e) {
+      const float f = E::load(s[k].v[e]);
+      acc = __fadd_rn(acc, __fmul_rn(f, f));
+    }
+  }
+  return acc;
+}
+
+// The inverse RMS of the row whose partial each thread passes, on every
+// thread: one barrier, then every warp runs the contract's tree over the
+// partials (redundantly, which costs less than a second barrier).
+// `partials` must not be written again before every thread has returned
+// (a kernel looping over rows alternates two arrays).
+__device__ __forceinline__ float block_inverse_rms(float partial, float* partials, std::size_t hidden, float eps) {
+  partials[threadIdx.x] = partial;
+  __syncthreads();
+  float lane_partials[kPartialsPerLane];
+#pragma unroll
+  for (int k = 0; k < kPartialsPerLane; ++k) lane_partials[k] = partials[threadIdx.x % 32 + 32 * k];
+  const float total = __shfl_sync(0xffffffffu, warp_tree(lane_partials), 0);
+  return inverse_rms(total, hidden, eps);
+}
+
+// One block of kHeldThreads threads per row, the row in registers: load x
+// and residual, add (writing residual_out), form the partial, get the
+// inverse RMS, write out. kWeightFirst loads the weight with x and residual:
+// one memory latency instead of two, for launches of one wave, which latency
+// bounds; else it loads while the inverse RMS forms, costing no registers
+// while x and residual do, so that more blocks stream rows at once. Needs
+// hidden % 8 == 0, at most kPerThread * kHeldThreads groups and 16-byte
+// aligned buffers. out may alias x and residual_out residual: each thread
+// reads its groups before it writes them.
+template <typename E, int kPerThread, bool kWeightFirst>
+__global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const RmsNormRows a) {
   using G = Group<E>;
-  constexpr int kGroup = numerics::kNormGroup;
-  extern __shared__ unsigned char shared[];
-  G* s = reinterpret_cast<G*>(shared);
   __shared__ float partials[kPartials];
-  __shared__ float inv;
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
   // This kernel waits for no peer, so the next one may start launching now
   // (it waits in turn for this one to end before it reads anything).
   allow_next_kernel();
-  const std::size_t groups = a.hidden / kGroup, offset = blockIdx.x * groups;
+  const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
+  const G* x = static_cast<const G*>(a.x) + offset;
+  const auto load_weight = [&](G (&w)[kPerThread]) {
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k)
+      if (holds(groups, k)) w[k] = static_cast<const G*>(a.weight)[held_group(k)];
+  };
+  G s[kPerThread], w[kPerThread];
+  if constexpr (kWeightFirst) load_weight(w);
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k)
+    if (holds(groups, k)) s[k] = x[held_group(k)];
+  if (a.residual != nullptr) {
+    const G* residual = static_cast<const G*>(a.residual) + offset;
+    G r[kPerThread];
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k)
+      if (holds(groups, k)) r[k] = residual[held_group(k)];
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      if (!holds(groups, k)) break;
+      s[k] = added<E>(s[k], r[k]);
+      static_cast<G*>(a.residual_out)[offset + held_group(k)] = s[k];
+    }
+  }
+  if constexpr (!kWeightFirst) load_weight(w);
+  const float inv = block_inverse_rms(held_partial<E>(s, groups), partials, a.hidden, a.eps);
+  G* out = static_cast<G*>(a.out) + offset;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    if (!holds(groups, k)) break;
+    out[held_group(k)] = normalized_group<E>(s[k], inv, w[k]);
+  }
+}
+
+// Calls f(std::integral_constant<int, K>{}) with K = held_groups_per_thread
+// (row_limits.hpp); the caller checks hidden <= kMaxHeldHidden.
+template <typename F>
+void with_groups_per_thread(std::size_t hidden, F&& f) {
+  switch (held_groups_per_thread(hidden)) {
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    default: f(std::integral_constant<int, kMaxHeldGroups>{}); break;
+  }
+}
+
+inline constexpr int kNormHeldGroups = 4;  // weight groups a thread of the shared-row kernel keeps in registers
+
+// Rows too long to hold in registers: one block per row, in three phases:
+// every thread adds its groups and keeps the rounded sums in shared memory
+// (and writes residual_out); the partials and warp 0's tree then give the
+// inverse RMS; finally every thread writes its groups' outputs. Needs hidden
+// % 8 == 0, 16-byte aligned buffers and hidden * sizeof(element) bytes of
+// dynamic shared memory. out may alias x and residual_out residual: a block
+// reads its whole row before it writes.
+template <typename E>
+__global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(const RmsNormRows a) {
+  using G = Group<E>;
+  extern __shared__ unsigned char shared[];
+  G* s = reinterpret_cast<G*>(shared);
+  __shared__ float partials[kPartials];
+  __shared__ float inv;
+  wait_for_previous_kernel();
+  allow_next_kernel();  // as in the held-row kernel
+  const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
   const G* weight = static_cast<const G*>(a.weight);
   // The weight of this thread's first groups, loaded with its inputs so

@@ -6,6 +6,7 @@
 
 #include <tpcoll/tpcoll.h>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -18,20 +19,48 @@ struct Float32 {
   __device__ static float load(float v) { return v; }
   __device__ static float store(float f) { return f; }
 };
+// The 16-bit types narrow with the hardware's conversions (cvt.rn), which
+// give numerics.hpp's bits, NaN included (the canonical 0x7fff): tests/gpu
+// checks both. store_pair narrows two floats in one instruction, `lo` into
+// the low half.
 struct BFloat16 {
   using Storage = std::uint16_t;
   __device__ static float load(std::uint16_t v) { return numerics::bf16_to_float(v); }
-  __device__ static std::uint16_t store(float f) { return numerics::float_to_bf16(f); }
+  __device__ static std::uint16_t store(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+  __device__ static std::uint32_t store_pair(float lo, float hi) {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    std::uint32_t bits;
+    memcpy(&bits, &pair, sizeof bits);
+    return bits;
+  }
 };
-// The hardware conversions give numerics.hpp's bits (tests/gpu checks it),
-// NaN aside, which is narrowed to the canonical 0x7fff as everywhere.
 struct Float16 {
   using Storage = std::uint16_t;
   __device__ static float load(std::uint16_t v) { return __half2float(__ushort_as_half(v)); }
-  __device__ static std::uint16_t store(float f) {
-    return f != f ? std::uint16_t{0x7fff} : __half_as_ushort(__float2half_rn(f));
+  __device__ static std::uint16_t store(float f) { return __half_as_ushort(__float2half_rn(f)); }
+  __device__ static std::uint32_t store_pair(float lo, float hi) {
+    const __half2 pair = __floats2half2_rn(lo, hi);
+    std::uint32_t bits;
+    memcpy(&bits, &pair, sizeof bits);
+    return bits;
   }
 };
+
+// Narrows kLanes floats to the element type, two at a time where it has
+// store_pair.
+template <typename E, int kLanes>
+__device__ __forceinline__ void narrow(const float (&f)[kLanes], typename E::Storage (&out)[kLanes]) {
+  if constexpr (sizeof(typename E::Storage) == 2 && kLanes % 2 == 0) {
+#pragma unroll
+    for (int l = 0; l < kLanes; l += 2) {
+      const std::uint32_t pair = E::store_pair(f[l], f[l + 1]);
+      memcpy(&out[l], &pair, sizeof pair);
+    }
+  } else {
+#pragma unroll
+    for (int l = 0; l < kLanes; ++l) out[l] = E::store(f[l]);
+  }
+}
 
 // Calls f(E{}) with the element type of `dtype`, then returns the launch's
 // error: the one dtype switch of the reducing kernels' launchers.
@@ -77,8 +106,7 @@ __device__ __forceinline__ Vec<E, kBytes> reduce_ranks(Source&& source, int worl
     for (int l = 0; l < kLanes; ++l) acc[l] = __fadd_rn(acc[l], E::load(v.lanes[l]));
   }
   Vec<E, kBytes> out;
-#pragma unroll
-  for (int l = 0; l < kLanes; ++l) out.lanes[l] = E::store(acc[l]);
+  narrow<E>(acc, out.lanes);
   return out;
 }
 
