@@ -56,7 +56,8 @@ class Communicator(_tpcoll._Communicator):
         """Every rank's input concatenated along dim, in rank order."""
         if output is None:
             shape = list(input.shape)
-            shape[dim] *= self.world_size
+            if -len(shape) <= dim < len(shape):  # else the call below names the bad dim
+                shape[dim] *= self.world_size
             output = empty_like(input, shape)
         self._all_gather(input, output, dim, stream)
         return output
