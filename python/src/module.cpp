@@ -114,6 +114,9 @@ nb::tuple config_from_env() {
 
 NB_MODULE(_tpcoll, m) {
   using namespace tpcoll::python;
+  // Communicators may live until interpreter exit (torch.compile's caches and
+  // the torch layer's registry hold them); nanobind would report those as leaks.
+  nb::set_leak_warnings(false);
   bind_enums(m);
   bind_error(m);
   bind_plan_info(m);

@@ -3,35 +3,44 @@ communicator, and brings their results (or their errors) back to the test."""
 
 import multiprocessing
 import os
+import pickle
 import traceback
 import uuid
 
 import tpcoll
-
-_fork = multiprocessing.get_context("fork")  # no re-import per rank: tests stay quick
 
 
 class RankFailed(AssertionError):
     pass
 
 
-def _rank_main(conn, fn, rank, world, job, args):
+def socket_communicator(rank, world, job):
+    return tpcoll.Communicator(rank, world, job_id=job)
+
+
+def _rank_main(conn, make_comm, fn, rank, world, job, args):
     try:
-        with tpcoll.Communicator(rank, world, job_id=job) as comm:
-            conn.send((True, fn(comm, *args)))
+        with make_comm(rank, world, job) as comm:
+            result = (True, fn(comm, *args))
     except BaseException as e:  # noqa: B036 - everything must reach the test
-        conn.send((False, f"rank {rank}: {type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        result = (False, f"rank {rank}: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+    # Plain pickle: multiprocessing's own would send torch tensors as shared
+    # memory handles, which die with this process.
+    conn.send_bytes(pickle.dumps(result))
 
 
-def run_ranks(world, fn, *args, timeout=60):
-    """fn(comm, *args) on every rank; returns the results in rank order.
-    fn must be a module-level function (the ranks are forked: no pickling of
-    fn, but its results travel back through a pipe)."""
+def run_ranks(world, fn, *args, make_comm=socket_communicator, start="fork", timeout=60):
+    """fn(comm, *args) on every rank, comm from make_comm(rank, world, job)
+    (a context manager); returns fn's results in rank order. Ranks are forked
+    (quick: nothing is imported again) unless start="spawn", which CUDA needs
+    once the parent has touched it; then fn and make_comm must be importable
+    module-level functions. Results travel back through pipes."""
+    context = multiprocessing.get_context(start)
     job = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     ranks = []
     for rank in range(world):
-        receive, send = _fork.Pipe(duplex=False)
-        process = _fork.Process(target=_rank_main, args=(send, fn, rank, world, job, args))
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_rank_main, args=(send, make_comm, fn, rank, world, job, args))
         process.start()
         send.close()
         ranks.append((process, receive))
@@ -41,7 +50,7 @@ def run_ranks(world, fn, *args, timeout=60):
             if not receive.poll(timeout):
                 failures.append(f"rank {rank}: no result within {timeout} s")
                 break
-            ok, value = receive.recv()
+            ok, value = pickle.loads(receive.recv_bytes())
             (results if ok else failures).append(value)
     finally:
         for process, _ in ranks:
