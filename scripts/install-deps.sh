@@ -16,7 +16,7 @@ packages=(
 # first on PATH (pyenv, a virtual environment) brings its own.
 python=$(command -v python3 || true)
 if [ -z "$python" ] || [ "$python" = /usr/bin/python3 ]; then
-  packages+=(python3 python3-dev python3-pip)
+  packages+=(python3 python3-dev python3-pip python3-venv)
   python=/usr/bin/python3
 fi
 

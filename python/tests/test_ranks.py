@@ -2,6 +2,11 @@
 contract's exact bits, the fused op equals its two halves, errors reach every
 rank, and the all-gather callback bootstraps a second communicator."""
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -139,3 +144,23 @@ def test_plans_agree_across_ranks_and_change_with_size():
     small, large, fused_reason = results[0]
     assert small == "oneshot" and large == "twoshot"
     assert "world 4" in fused_reason
+
+
+FROM_ENV = """
+import numpy as np, tpcoll
+with tpcoll.Communicator.from_env() as comm:
+    x = np.full(4, comm.rank + 1, np.float32)
+    print("sum", comm.rank, comm.world_size, comm.all_reduce(x).tolist())
+"""
+
+
+def test_from_env_under_the_launcher():
+    # The build's launcher (ctest sets TPCOLL_CLI), else an installed one.
+    launcher = os.environ.get("TPCOLL_CLI") or shutil.which("tpcoll")
+    if launcher is None:
+        pytest.skip("no tpcoll launcher: set TPCOLL_CLI or put tpcoll on PATH")
+    run = subprocess.run([launcher, "run", "-n", "3", "--", sys.executable, "-c", FROM_ENV],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = sorted(line for line in run.stdout.splitlines() if "sum" in line)
+    assert lines == [f"[{r}] sum {r} 3 [6.0, 6.0, 6.0, 6.0]" for r in range(3)]
