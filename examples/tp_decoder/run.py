@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from collectives import TorchCollectives, TpcollCollectives
 from model import CPU_SHAPE, GPU_SHAPE, DecoderLayer
-from timing import capture_graph, time_per_call
+from timing import TimedCollectives, capture_graph, time_in_calls, time_per_call
 
 TOKENS = (1, 8, 32, 128)
 # Largest |TP=n - TP=1| over the largest |TP=1 logit|: a few roundings of
@@ -56,6 +56,42 @@ def parse():
     return p.parse_args()
 
 
+def check(coll, world, logits, expected, dtype):
+    """[(what, passed)]: the TP=n logits against the TP=1 layer's, and the
+    same bits on every rank."""
+    deviation = ((logits.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+    every = coll.all_gather(logits.unsqueeze(0), 0)
+    return [(f"TP={world} vs TP=1 logits, max |diff| / max |logit| = {deviation:.2e} (bound {BOUNDS[dtype]:.0e})",
+             deviation <= BOUNDS[dtype]),
+            (f"logits bit-identical on all {world} ranks", all(torch.equal(every[r], every[0]) for r in range(world)))]
+
+
+def time_step(layer, step, iters, on_gpu):
+    """Eager step time, then the share of a step inside the collective calls
+    (timed in a second pass: the timing adds a little to the step)."""
+    dist.barrier()
+    row = {"eager": time_per_call(step, iters, on_gpu)}
+    coll, layer.coll = layer.coll, TimedCollectives(layer.coll, on_gpu)
+    row["timed"], row["in_calls"] = time_in_calls(step, layer.coll, iters, on_gpu)
+    layer.coll = coll
+    return row
+
+
+def table(rows, world, name, on_gpu):
+    lines = [f"\nstep times, TP={world}, {name}: eager (share: inside the collective calls, waits for peers "
+             "included)" + (", CUDA graph (share: a graph of the step's collectives alone)" if on_gpu else "")]
+    lines.append(f"{'tokens':>6} | {'eager step':>11} {'in calls':>11} {'share':>6}" +
+                 (f" | {'graph step':>11} {'collectives':>11} {'share':>6}" if on_gpu else ""))
+    for tokens, r in zip(TOKENS, rows):
+        line = f"{tokens:>6} | {r['eager'] * 1e6:9.1f}us {r['in_calls'] * 1e6:9.1f}us {r['in_calls'] / r['timed']:6.1%}"
+        if on_gpu:
+            line += f" | {r['graph'] * 1e6:9.1f}us {r['graph_comm'] * 1e6:9.1f}us {r['graph_comm'] / r['graph']:6.1%}"
+        lines.append(line)
+    if not on_gpu:
+        lines.append("(no CUDA graphs on the CPU: the graph check and columns run on a GPU)")
+    return "\n".join(lines)
+
+
 def main():
     args = parse()
     rank, world, local_rank, init = launch()
@@ -79,53 +115,29 @@ def main():
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"TP={world} {coll.name} on {device} ({torch.cuda.get_device_name(device) if on_gpu else 'CPU backend'}), "
         f"{dtype}, {shape}")
-    failed = []
-    rows = []
+    failed, rows = [], []
     for tokens in TOKENS:
         hidden = torch.randn(tokens, shape.hidden, generator=torch.Generator(device).manual_seed(2), device=device)
         hidden = hidden.to(dtype)
         cache = layer.kv_cache(tokens, rank, world, seed=3, device=device)
         logits = layer.forward(hidden, cache)
         expected = reference.forward(hidden, reference.kv_cache(tokens, 0, 1, seed=3, device=device))
-
-        deviation = ((logits.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
-        ok = deviation <= BOUNDS[dtype]
-        say(f"  {tokens:4d} tokens: TP={world} vs TP=1 logits: max |diff| / max |logit| = {deviation:.2e} "
-            f"(bound {BOUNDS[dtype]:.0e}) {'PASS' if ok else 'FAIL'}")
-        failed += [] if ok else [f"{tokens} tokens: TP={world} vs TP=1"]
-
-        every = coll.all_gather(logits.unsqueeze(0), 0)
-        same = all(torch.equal(every[r], every[0]) for r in range(world))
-        say(f"  {tokens:4d} tokens: logits bit-identical on all {world} ranks: {'PASS' if same else 'FAIL'}")
-        failed += [] if same else [f"{tokens} tokens: ranks differ"]
-
+        checks = check(coll, world, logits, expected, dtype)
         step = lambda: layer.forward(hidden, cache)  # noqa: E731
-        partial = torch.randn_like(hidden)
-        logits_shard = torch.randn(tokens, shape.vocab // world, device=device).to(dtype)
-        comm_only = lambda: layer.communication(partial, hidden, logits_shard)  # noqa: E731
-        dist.barrier()
-        row = {"tokens": tokens, "eager": time_per_call(step, iters, on_gpu), "eager_comm": time_per_call(comm_only, iters, on_gpu)}
+        row = time_step(layer, step, iters, on_gpu)
         if on_gpu:
             graph, replayed = capture_graph(step)
             graph.replay()
-            identical = torch.equal(replayed, logits)
-            say(f"  {tokens:4d} tokens: CUDA graph replay bit-identical to eager: {'PASS' if identical else 'FAIL'}")
-            failed += [] if identical else [f"{tokens} tokens: graph differs from eager"]
-            comm_graph, _ = capture_graph(comm_only)
+            checks.append(("CUDA graph replay bit-identical to eager", torch.equal(replayed, logits)))
+            partial, logits_shard = torch.randn_like(hidden), logits.new_empty(tokens, shape.vocab // world)
+            comm_graph, _ = capture_graph(lambda: layer.communication(partial, hidden, logits_shard))
             row["graph"] = time_per_call(graph.replay, iters, on_gpu)
             row["graph_comm"] = time_per_call(comm_graph.replay, iters, on_gpu)
+        for name, ok in checks:
+            say(f"  {tokens:4d} tokens: {name}: {'PASS' if ok else 'FAIL'}")
+            failed += [] if ok else [f"{tokens} tokens: {name}"]
         rows.append(row)
-
-    say(f"\nstep times, TP={world}, {coll.name} (collectives: the step's collectives alone, same shapes)")
-    say(f"{'tokens':>6} | {'eager step':>11} {'collectives':>11} {'share':>6}" +
-        (f" | {'graph step':>11} {'collectives':>11} {'share':>6}" if on_gpu else ""))
-    for r in rows:
-        line = f"{r['tokens']:>6} | {r['eager'] * 1e6:9.1f}us {r['eager_comm'] * 1e6:9.1f}us {r['eager_comm'] / r['eager']:6.1%}"
-        if on_gpu:
-            line += f" | {r['graph'] * 1e6:9.1f}us {r['graph_comm'] * 1e6:9.1f}us {r['graph_comm'] / r['graph']:6.1%}"
-        say(line)
-    if not on_gpu:
-        say("(no CUDA graphs on the CPU: the graph check and columns run on a GPU)")
+    say(table(rows, world, coll.name, on_gpu))
 
     dist.barrier()
     dist.destroy_process_group()

@@ -154,6 +154,12 @@ PlanInfo PyCommunicator::plan(Op op, DType dtype, const std::vector<std::int64_t
   return comm().plan(op, dtype, shape, dim);
 }
 
+void PyCommunicator::check_async_error() const {
+  tpcoll_result_t result = TPCOLL_SUCCESS;
+  check(tpcoll_comm_get_async_error(comm().native(), &result));
+  check(result);  // the message is this thread's last error, set by the query
+}
+
 void PyCommunicator::force_algo(std::optional<Algo> algo) { comm().force_algo(algo); }
 
 }  // namespace tpcoll::python

@@ -36,6 +36,8 @@ class PyCommunicator {
   void add_rmsnorm(const InArray& x, const InArray& residual, const InArray& weight, const OutArray& out,
                    const OutArray& residual_out, float eps, std::uintptr_t stream);
   PlanInfo plan(Op op, DType dtype, const std::vector<std::int64_t>& shape, int dim) const;
+  // Raises the error that enqueued GPU work reported after its call returned, if any.
+  void check_async_error() const;
   void force_algo(std::optional<Algo> algo);
 
  private:

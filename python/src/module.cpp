@@ -100,7 +100,10 @@ void bind_communicator(nb::module_& m) {
       .def("_add_rmsnorm", &PyCommunicator::add_rmsnorm, "x"_a, "residual"_a, "weight"_a, "out"_a,
            "residual_out"_a, "eps"_a, "stream"_a)
       .def("_plan", &PyCommunicator::plan, "op"_a, "dtype"_a, "shape"_a, "dim"_a)
-      .def("_force_algo", &PyCommunicator::force_algo, "algo"_a.none());
+      .def("_force_algo", &PyCommunicator::force_algo, "algo"_a.none())
+      .def("check_async_error", &PyCommunicator::check_async_error,
+           "Raises tpcoll.Error if enqueued GPU work failed after its call returned (a peer timed out "
+           "or ran a different call); such an error also fails every later call.");
 }
 
 // What `tpcoll run` set for this process: (rank, world_size, device, job_id).

@@ -49,6 +49,11 @@ def test_fused_op_of_one_rank_in_place(comm):
     assert x.tobytes() == expected_out.tobytes() and residual.tobytes() == expected_s.tobytes()
 
 
+def test_a_cpu_communicator_has_no_async_error(comm):
+    comm.all_reduce(np.ones(4, np.float32))
+    assert comm.check_async_error() is None  # CPU ops are synchronous: their errors raise at the call
+
+
 def test_plan_says_what_and_why(comm):
     plan = comm.plan("all_reduce", "float32", [1 << 20])
     assert plan.backend == "cpu-shm" and plan.algorithm in ("oneshot", "twoshot")
