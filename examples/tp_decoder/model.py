@@ -73,7 +73,7 @@ class DecoderLayer:
         self.down = down[rank * ffn_per_rank:(rank + 1) * ffn_per_rank].contiguous()
         self.lm_head = columns(lm_head, vocab_per_rank)
         self.norms = [(1 + 0.1 * torch.randn(h, generator=g, device=device)).to(dtype) for _ in range(3)]
-        self.heads = heads_per_rank
+        self.heads, self.tp = heads_per_rank, tp
 
     def kv_cache(self, tokens, rank, tp, *, seed, device):
         """Each sequence's cached keys and values, [tokens, heads, context, head_dim],
@@ -100,7 +100,11 @@ class DecoderLayer:
         x = F.rms_norm(hidden, (self.shape.hidden,), self.norms[0], eps)
         x, residual = self.coll.fused_allreduce_residual_rmsnorm(self.attention(x, cache), hidden, self.norms[1], eps)
         x, _ = self.coll.fused_allreduce_residual_rmsnorm(self.mlp(x), residual, self.norms[2], eps)
-        return self.coll.all_gather(x @ self.lm_head, dim=-1)
+        return self.gather_logits(x @ self.lm_head)
+
+    def gather_logits(self, shard):
+        # One rank holds the whole vocabulary: nothing to gather.
+        return shard if self.tp == 1 else self.coll.all_gather(shard, dim=-1)
 
     def communication(self, partial, residual, logits_shard):
         """forward's collectives alone, on stand-ins of the same shapes: what
@@ -108,4 +112,4 @@ class DecoderLayer:
         eps = self.shape.eps
         _, residual = self.coll.fused_allreduce_residual_rmsnorm(partial, residual, self.norms[1], eps)
         self.coll.fused_allreduce_residual_rmsnorm(partial, residual, self.norms[2], eps)
-        return self.coll.all_gather(logits_shard, dim=-1)
+        return self.gather_logits(logits_shard)
