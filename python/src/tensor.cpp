@@ -10,31 +10,24 @@ namespace dl = nanobind::dlpack;
 
 namespace {
 
+// The DLPack dtypes tpcoll takes, and what it calls them.
+struct DlpackDtype {
+  dl::dtype_code code;
+  std::uint8_t bits;
+  DType dtype;
+};
+constexpr DlpackDtype kDtypes[] = {
+    {dl::dtype_code::Float, 32, DType::kFloat32},        {dl::dtype_code::Float, 16, DType::kFloat16},
+    {dl::dtype_code::Bfloat, 16, DType::kBFloat16},      {dl::dtype_code::Float, 64, DType::kFloat64},
+    {dl::dtype_code::Float8_E4M3FN, 8, DType::kFloat8E4M3}, {dl::dtype_code::Float8_E5M2, 8, DType::kFloat8E5M2},
+    {dl::dtype_code::Int, 8, DType::kInt8},              {dl::dtype_code::UInt, 8, DType::kUInt8},
+    {dl::dtype_code::Int, 32, DType::kInt32},            {dl::dtype_code::Int, 64, DType::kInt64},
+};
+
 std::optional<DType> tpcoll_dtype(dl::dtype d) {
-  if (d.lanes != 1) return std::nullopt;
-  const auto code = static_cast<dl::dtype_code>(d.code);
-  switch (code) {
-    case dl::dtype_code::Float:
-      if (d.bits == 32) return DType::kFloat32;
-      if (d.bits == 16) return DType::kFloat16;
-      if (d.bits == 64) return DType::kFloat64;
-      return std::nullopt;
-    case dl::dtype_code::Bfloat:
-      return d.bits == 16 ? std::optional(DType::kBFloat16) : std::nullopt;
-    case dl::dtype_code::Float8_E4M3FN:
-      return DType::kFloat8E4M3;
-    case dl::dtype_code::Float8_E5M2:
-      return DType::kFloat8E5M2;
-    case dl::dtype_code::Int:
-      if (d.bits == 8) return DType::kInt8;
-      if (d.bits == 32) return DType::kInt32;
-      if (d.bits == 64) return DType::kInt64;
-      return std::nullopt;
-    case dl::dtype_code::UInt:
-      return d.bits == 8 ? std::optional(DType::kUInt8) : std::nullopt;
-    default:
-      return std::nullopt;
-  }
+  for (const DlpackDtype& known : kDtypes)
+    if (d.lanes == 1 && d.code == static_cast<std::uint8_t>(known.code) && d.bits == known.bits) return known.dtype;
+  return std::nullopt;
 }
 
 [[noreturn]] void invalid(const std::string& message) { throw Error(TPCOLL_INVALID_ARGUMENT, message); }

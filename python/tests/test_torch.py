@@ -23,6 +23,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no GPU"))]
 FLOATS = (torch.bfloat16, torch.float16, torch.float32)
+GATHERED = (torch.bfloat16, torch.int64, torch.float8_e4m3fn)  # compared as bytes
 
 
 @contextlib.contextmanager
@@ -60,8 +61,8 @@ def rank_order_sum(inputs):
 
 def eager_ops(comm, device):
     reduced = [comm.all_reduce(data(comm.rank, (16, 96), dtype, device)).cpu() for dtype in FLOATS]
-    gathered = [comm.all_gather(data(comm.rank, (3, 4, 5), dtype, device), dim).cpu()
-                for dtype in (torch.bfloat16, torch.int64) for dim in (0, 1, -1)]
+    gathered = [comm.all_gather(data(comm.rank, (3, 4, 5), dtype, device), dim).cpu().view(torch.uint8)
+                for dtype in GATHERED for dim in (0, 1, -1)]
     fused = []
     for dtype in FLOATS:
         x, residual = data(comm.rank, (8, 512), dtype, device), data(100, (8, 512), dtype, device)
@@ -81,9 +82,9 @@ def test_custom_ops_give_the_contract_bits(world, device):
         expected = rank_order_sum([data(r, (16, 96), dtype) for r in range(world)])
         for rank, (reduced, _, _) in enumerate(results):
             assert torch.equal(reduced[i], expected), f"rank {rank}, {dtype}"
-    cases = [(dtype, dim) for dtype in (torch.bfloat16, torch.int64) for dim in (0, 1, -1)]
+    cases = [(dtype, dim) for dtype in GATHERED for dim in (0, 1, -1)]
     for i, (dtype, dim) in enumerate(cases):
-        expected = torch.cat([data(r, (3, 4, 5), dtype) for r in range(world)], dim=dim)
+        expected = torch.cat([data(r, (3, 4, 5), dtype) for r in range(world)], dim=dim).view(torch.uint8)
         for rank, (_, gathered, _) in enumerate(results):
             assert torch.equal(gathered[i], expected), f"rank {rank}, {dtype} dim {dim}"
     for i, dtype in enumerate(FLOATS):
