@@ -3,7 +3,8 @@
 # tests and the benches with ranks as streams of one process, then starts the
 # MPS daemon (ranks in different processes sharing a GPU need it; in-process
 # streams would pay its hop too, so their figures are taken without it), runs
-# the multi-process tests and bench, stops MPS, and prints a summary last.
+# the multi-process tests and bench, the torch tests and the TP decoder
+# example (when PyTorch sees the GPU), stops MPS, and prints a summary last.
 # Usage: scripts/gpu-check.sh [BUILD_DIR]   (default: build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,16 @@ for n in 2 3 4 8; do
   run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
+# The Python package's torch layer and the example, where the build made the
+# package (nanobind found) and PyTorch sees the GPU: ranks are processes here.
+if [ -d "$build/python/tpcoll" ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  run_step "torch tests (custom ops, torch.compile, CUDA graphs; processes sharing the GPU, MPS: $mps_started)" \
+    env PYTHONPATH="$PWD/$build/python" python3 -m pytest -q -p no:cacheprovider python/tests/test_torch.py
+  run_step "TP decoder example, TP=1/2/4, tpcoll, eager and CUDA graphs (MPS: $mps_started)" \
+    env BUILD_DIR="$build" scripts/tp-decoder.sh
+else
+  summary+=("SKIP  torch tests and TP decoder example (no Python package in $build, or no CUDA PyTorch)")
+fi
 run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
   env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
   --op all_reduce --op all_gather --json "$out/gpu-bench-bf16-processes.json"

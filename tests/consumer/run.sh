@@ -25,8 +25,11 @@ echo "== configure and build the consumer"
 
 echo "== run"
 # Nothing of the build tree may be used: the consumer must find the installed library.
-ldd "$tmp/build/consumer" | grep tpcoll
-ldd "$tmp/build/consumer" | grep -q "$prefix/lib.*/libtpcoll.so" ||
+# ldd's output is kept first: `ldd | grep -q` fails under pipefail when grep
+# exits at its first match before ldd has written everything (SIGPIPE).
+libs=$(ldd "$tmp/build/consumer")
+grep tpcoll <<<"$libs"
+grep -q "$prefix/lib.*/libtpcoll.so" <<<"$libs" ||
   { echo "FAILED: consumer does not load libtpcoll.so from the prefix"; exit 1; }
 "$tmp/build/consumer"
 if readelf -d "$tmp/build/consumer_static" | grep NEEDED | grep -q libtpcoll; then

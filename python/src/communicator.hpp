@@ -1,0 +1,60 @@
+// The communicator as Python sees it: tpcoll::Communicator plus the checks
+// that raw pointers hide from the library (sizes, dtypes, devices of the
+// arrays), a Python all-gather callback for frameworks' process groups, and
+// close() so that Python code can release it deterministically.
+#pragma once
+
+#include "tensor.hpp"
+
+#include <nanobind/nanobind.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace tpcoll::python {
+
+class PyCommunicator {
+ public:
+  // allgather: None, or a callable taking the rank's bytes and returning
+  // every rank's bytes concatenated in rank order.
+  PyCommunicator(int rank, int world_size, int device, std::string job_id, nanobind::object allgather);
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int device() const { return device_; }
+  bool closed() const { return !comm_; }
+  void close();
+
+  void all_reduce(const InArray& in, const OutArray& out, std::uintptr_t stream);
+  void all_gather(const InArray& in, const OutArray& out, int dim, std::uintptr_t stream);
+  void fused_allreduce_residual_rmsnorm(const InArray& x, const std::optional<InArray>& residual,
+                                        const InArray& weight, const OutArray& out,
+                                        const std::optional<OutArray>& residual_out, float eps,
+                                        std::uintptr_t stream);
+  void add_rmsnorm(const InArray& x, const InArray& residual, const InArray& weight, const OutArray& out,
+                   const OutArray& residual_out, float eps, std::uintptr_t stream);
+  PlanInfo plan(Op op, DType dtype, const std::vector<std::int64_t>& shape, int dim) const;
+  // Raises the error that enqueued GPU work reported after its call returned, if any.
+  void check_async_error() const;
+  void force_algo(std::optional<Algo> algo);
+
+ private:
+  // Arguments of the norm ops, checked against x and the communicator.
+  struct NormCall {
+    Tensor x;
+    std::size_t tokens;
+    std::size_t hidden;
+  };
+  NormCall check_norm(const InArray& x, const InArray* residual, const InArray& weight, const OutArray& out,
+                      const OutArray* residual_out) const;
+  Communicator& comm() const;
+
+  int rank_;
+  int world_size_;
+  int device_;
+  std::unique_ptr<Communicator> comm_;
+};
+
+}  // namespace tpcoll::python

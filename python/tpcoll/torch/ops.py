@@ -1,0 +1,61 @@
+"""The custom ops. Each allocates its results and enqueues on the current
+CUDA stream, which is what CUDA graph capture records; a fake implementation
+gives torch.compile the result shapes without running anything."""
+
+import torch
+
+from tpcoll.torch.registry import lookup
+
+
+def _stream(t):
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def _gathered_shape(x, comm, dim):
+    shape = list(x.shape)
+    shape[dim] *= lookup(comm).world_size
+    return shape
+
+
+@torch.library.custom_op("tpcoll::all_reduce", mutates_args=())
+def all_reduce(x: torch.Tensor, comm: int) -> torch.Tensor:
+    """Sum over the ranks of communicator handle `comm`, in rank order."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    lookup(comm)._all_reduce(x, out, _stream(x))
+    return out
+
+
+@all_reduce.register_fake
+def _(x, comm):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("tpcoll::all_gather", mutates_args=())
+def all_gather(x: torch.Tensor, comm: int, dim: int) -> torch.Tensor:
+    """Every rank's x concatenated along dim, in rank order."""
+    x = x.contiguous()
+    out = x.new_empty(_gathered_shape(x, comm, dim))
+    lookup(comm)._all_gather(x, out, dim, _stream(x))
+    return out
+
+
+@all_gather.register_fake
+def _(x, comm, dim):
+    return x.new_empty(_gathered_shape(x, comm, dim))
+
+
+@torch.library.custom_op("tpcoll::fused_allreduce_residual_rmsnorm", mutates_args=())
+def fused_allreduce_residual_rmsnorm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, comm: int,
+                                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = all_reduce(x) + residual; returns (rmsnorm(s) * weight, s)."""
+    x, residual, weight = x.contiguous(), residual.contiguous(), weight.contiguous()
+    out, residual_out = torch.empty_like(x), torch.empty_like(residual)
+    lookup(comm)._fused_allreduce_residual_rmsnorm(x, residual, weight, out, residual_out, eps, _stream(x))
+    return out, residual_out
+
+
+@fused_allreduce_residual_rmsnorm.register_fake
+def _(x, residual, weight, comm, eps):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(residual, memory_format=torch.contiguous_format))
