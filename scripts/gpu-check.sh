@@ -64,6 +64,10 @@ for n in 2 3 4 8; do
   run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
+for mode in kill mismatch many; do
+  run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
+    "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
+done
 # The Python package's torch layer and the example, where the build made the
 # package (nanobind found) and PyTorch sees the GPU: ranks are processes here.
 if [ -d "$build/python/tpcoll" ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
