@@ -10,6 +10,7 @@ packages=(
   libfmt-dev                # logging and tables
   libgtest-dev              # tests
   libopenmpi-dev openmpi-bin  # the MPI baseline of `tpcoll bench --baseline mpi`
+  clang libclang-rt-dev     # the libFuzzer targets (tests/fuzz), with ASan and UBSan
 )
 
 missing=()

@@ -79,10 +79,15 @@ struct Buffer {
   }
 };
 
+// Every value an enum of these enumerators can hold in C++ (0..15), the
+// unknown ones included; a value outside that range is undefined behaviour
+// in the caller already (UBSan reports the cast), so none is made.
+tpcoll_dtype_t dtype_of(Input& in) { return static_cast<tpcoll_dtype_t>(in.take(1) % 16); }
+
 std::size_t elem(tpcoll_dtype_t d) { return tpcoll_dtype_size(d); }
 
 void fuzz_all_reduce(Input& in) {
-  const auto dtype = static_cast<tpcoll_dtype_t>(static_cast<int>(in.take(1)) - 2);
+  const auto dtype = dtype_of(in);
   const std::uint64_t count = in.count();
   const std::uint64_t how_in = in.take(1), how_out = in.take(1);
   const bool in_place = in.take(1) & 1;
@@ -112,12 +117,15 @@ void fuzz_all_reduce(Input& in) {
 }
 
 void fuzz_all_gather(Input& in) {
-  const auto dtype = static_cast<tpcoll_dtype_t>(static_cast<int>(in.take(1)) - 2);
+  const auto dtype = dtype_of(in);
   const int ndim = static_cast<int>(in.take(1) % 12) - 1;
   const int dim = static_cast<int>(in.take(1) % 12) - 2;
   // Exactly TPCOLL_MAX_DIMS extents on the heap: reading past them is caught.
   std::vector<std::int64_t> shape(TPCOLL_MAX_DIMS);
-  for (auto& e : shape) e = static_cast<std::int64_t>(in.count()) * ((in.take(1) & 7) == 0 ? -1 : 1);
+  for (auto& e : shape) {
+    e = static_cast<std::int64_t>(in.count());
+    if ((in.take(1) & 7) == 0) e = ~e;  // negative (or zero) extents too
+  }
   const std::uint64_t how_in = in.take(1), how_out = in.take(1);
   const std::size_t size = elem(dtype);
   // The byte count a valid call reads, if it is small enough to allocate.
@@ -147,7 +155,7 @@ void fuzz_all_gather(Input& in) {
 }
 
 void fuzz_rmsnorm(Input& in, bool fused) {
-  const auto dtype = static_cast<tpcoll_dtype_t>(static_cast<int>(in.take(1)) - 2);
+  const auto dtype = dtype_of(in);
   const std::uint64_t tokens = in.count(), hidden = in.count();
   std::uint32_t eps_bits = static_cast<std::uint32_t>(in.take(4));
   float eps;
@@ -189,8 +197,8 @@ void fuzz_small_calls(Input& in) {
       break;
     }
     case 1: {
-      const auto op = static_cast<tpcoll_op_t>(static_cast<int>(in.take(1)) - 2);
-      const auto dtype = static_cast<tpcoll_dtype_t>(static_cast<int>(in.take(1)) - 2);
+      const auto op = static_cast<tpcoll_op_t>(in.take(1) % 4);
+      const auto dtype = dtype_of(in);
       const int ndim = static_cast<int>(in.take(1) % 12) - 1;
       std::vector<std::int64_t> shape(TPCOLL_MAX_DIMS);
       for (auto& e : shape) e = static_cast<std::int64_t>(in.take(8));
@@ -213,9 +221,9 @@ void fuzz_small_calls(Input& in) {
       break;
     }
     case 4: {
-      const auto d = static_cast<tpcoll_dtype_t>(static_cast<int>(in.take(4)));
+      const auto d = dtype_of(in);
       require(tpcoll_dtype_name(d) != nullptr);
-      require(tpcoll_result_string(static_cast<tpcoll_result_t>(static_cast<int>(in.take(4)))) != nullptr);
+      require(tpcoll_result_string(static_cast<tpcoll_result_t>(in.take(1) % 16)) != nullptr);
       break;
     }
     default: {
