@@ -47,7 +47,8 @@ typedef enum tpcoll_result {
   TPCOLL_BOOTSTRAP_ERROR = 5,  /* rendezvous failed: bad message, wrong job, dead peer */
   TPCOLL_SYSTEM_ERROR = 6,     /* an operating-system call failed */
   TPCOLL_CUDA_ERROR = 7,       /* a CUDA runtime call failed */
-  TPCOLL_INTERNAL_ERROR = 8    /* a bug in tpcoll: please report it */
+  TPCOLL_INTERNAL_ERROR = 8,   /* a bug in tpcoll: please report it */
+  TPCOLL_ABORTED = 9           /* tpcoll_comm_abort was called on this or another rank */
 } tpcoll_result_t;
 
 typedef enum tpcoll_dtype {
@@ -141,6 +142,17 @@ TPCOLL_API tpcoll_result_t tpcoll_comm_destroy(tpcoll_comm_t comm);
  * then holds. Such an error also fails every later call on the communicator.
  */
 TPCOLL_API tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcoll_result_t* result);
+/*
+ * Stops the communicator on every rank, for a rank that gives up (a request
+ * cancelled, a watchdog): the one call that may come from another thread
+ * while an operation runs. On the CPU backend every rank's operation that
+ * waits for a peer, now or later, fails within milliseconds with
+ * TPCOLL_ABORTED naming the rank that aborted (an op on the fallback path
+ * fails as its connections close); every later call on the communicator
+ * fails; only tpcoll_comm_destroy remains, once the in-flight call returned. On a CUDA communicator, later calls fail
+ * and enqueued kernels stop at TPCOLL_TIMEOUT_MS.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_comm_abort(tpcoll_comm_t comm);
 TPCOLL_API tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank);
 TPCOLL_API tpcoll_result_t tpcoll_comm_world_size(tpcoll_comm_t comm, int* world_size);
 
