@@ -5,7 +5,8 @@
  * thread's tpcoll_last_error() holds a message naming the problem. No call
  * that fails touches the caller's output buffers.
  *
- * Threading: a communicator is used by one thread at a time. Every rank of a
+ * Threading: a communicator is used by one thread at a time (only
+ * tpcoll_comm_abort may come from another thread). Every rank of a
  * communicator must issue the same operations, with the same arguments apart
  * from the buffers, in the same order (as with NCCL).
  */
