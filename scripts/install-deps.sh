@@ -11,6 +11,7 @@ packages=(
   libfmt-dev                # logging and tables
   libgtest-dev              # tests
   libopenmpi-dev openmpi-bin  # the MPI baseline of `tpcoll bench --baseline mpi`
+  clang libclang-rt-dev     # the libFuzzer targets (tests/fuzz), with ASan and UBSan
 )
 # Debian's own Python needs its headers and pip from Debian; another python3
 # first on PATH (pyenv, a virtual environment) brings its own.

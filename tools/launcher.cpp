@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -81,6 +82,12 @@ int launch_in_place(const std::vector<std::string>& command) {
   execvp(argv[0], argv.data());
   std::fprintf(stderr, "tpcoll: cannot execute %s: %s\n", argv[0], std::strerror(errno));
   return 127;
+}
+
+std::vector<std::string> own_command_line(int argc, char** argv) {
+  std::vector<std::string> args{std::filesystem::read_symlink("/proc/self/exe").string()};
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return args;
 }
 
 std::string fresh_job_id() {

@@ -25,6 +25,10 @@ int launch(const LaunchOptions& options);
 // Returns only on failure, with exit code 127.
 int launch_in_place(const std::vector<std::string>& command);
 
+// This program's argv, with argv[0] replaced by the path of the running
+// executable (so ranks start the same binary however it was found).
+std::vector<std::string> own_command_line(int argc, char** argv);
+
 // A job id no other live job on this host uses.
 std::string fresh_job_id();
 

@@ -3,6 +3,7 @@
 #include "tools/bench/bench.hpp"
 #include "tools/check.hpp"
 #include "tools/launcher.hpp"
+#include "tools/soak.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -111,6 +112,19 @@ int main(int argc, char** argv) {
   auto* chk = app.add_subcommand("check", "GPUs, peer access, MPS, placement and the paths tpcoll will take");
   chk->add_option("-n,--ranks", check_ranks, "ranks to place")->check(CLI::Range(1, 64));
 
+  // ---- soak ----
+  tpcoll::tools::SoakOptions soak;
+  std::string soak_max_bytes = "1M", soak_backend = "cpu";
+  auto* sk = app.add_subcommand("soak", "random mixes of ops, sizes, dtypes, world sizes and algorithms, every "
+                                        "result checked, for --seconds; prints ops run and errors");
+  sk->add_option("--seconds", soak.seconds, "how long in all")->check(CLI::PositiveNumber);
+  sk->add_option("--np", soak.world_sizes, "world sizes, one round each in turn")->check(CLI::Range(1, 64));
+  sk->add_option("--round-seconds", soak.round_seconds, "length of one round (one job)")->check(CLI::PositiveNumber);
+  sk->add_option("--max-bytes", soak_max_bytes, "largest per-rank input (1K, 1M)");
+  sk->add_option("--seed", soak.seed, "seed of the call sequence");
+  sk->add_option("--backend", soak_backend, "cpu, or cuda (ranks on TPCOLL_DEVICE, default auto)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+
   // ---- env ----
   auto* env = app.add_subcommand("env", "list the environment variables tpcoll reads");
 
@@ -141,6 +155,12 @@ int main(int argc, char** argv) {
       if (bench.processes && bench.backend == tpcoll::bench::BackendKind::kCpu)
         throw CLI::ValidationError("--placement", "places CUDA ranks; CPU ranks are always processes");
       return tpcoll::bench::run(bench, argc, argv);
+    }
+    if (sk->parsed()) {
+      soak.max_bytes = parse_size(soak_max_bytes);
+      if (soak.max_bytes < 8) throw CLI::ValidationError("--max-bytes", "at least 8");
+      soak.cuda = soak_backend == "cuda";
+      return tpcoll::tools::soak(soak, tpcoll::tools::own_command_line(argc, argv));
     }
     if (env->parsed()) return print_env();
     if (chk->parsed()) return tpcoll::tools::check(check_ranks);

@@ -5,7 +5,8 @@
  * thread's tpcoll_last_error() holds a message naming the problem. No call
  * that fails touches the caller's output buffers.
  *
- * Threading: a communicator is used by one thread at a time. Every rank of a
+ * Threading: a communicator is used by one thread at a time (only
+ * tpcoll_comm_abort may come from another thread). Every rank of a
  * communicator must issue the same operations, with the same arguments apart
  * from the buffers, in the same order (as with NCCL).
  */
@@ -47,7 +48,8 @@ typedef enum tpcoll_result {
   TPCOLL_BOOTSTRAP_ERROR = 5,  /* rendezvous failed: bad message, wrong job, dead peer */
   TPCOLL_SYSTEM_ERROR = 6,     /* an operating-system call failed */
   TPCOLL_CUDA_ERROR = 7,       /* a CUDA runtime call failed */
-  TPCOLL_INTERNAL_ERROR = 8    /* a bug in tpcoll: please report it */
+  TPCOLL_INTERNAL_ERROR = 8,   /* a bug in tpcoll: please report it */
+  TPCOLL_ABORTED = 9           /* tpcoll_comm_abort was called on this or another rank */
 } tpcoll_result_t;
 
 typedef enum tpcoll_dtype {
@@ -141,6 +143,17 @@ TPCOLL_API tpcoll_result_t tpcoll_comm_destroy(tpcoll_comm_t comm);
  * then holds. Such an error also fails every later call on the communicator.
  */
 TPCOLL_API tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcoll_result_t* result);
+/*
+ * Stops the communicator on every rank, for a rank that gives up (a request
+ * cancelled, a watchdog): the one call that may come from another thread
+ * while an operation runs. On the CPU backend every rank's operation that
+ * waits for a peer, now or later, fails within milliseconds with
+ * TPCOLL_ABORTED naming the rank that aborted (an op on the fallback path
+ * fails as its connections close); every later call on the communicator
+ * fails; only tpcoll_comm_destroy remains, once the in-flight call returned. On a CUDA communicator, later calls fail
+ * and enqueued kernels stop at TPCOLL_TIMEOUT_MS.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_comm_abort(tpcoll_comm_t comm);
 TPCOLL_API tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank);
 TPCOLL_API tpcoll_result_t tpcoll_comm_world_size(tpcoll_comm_t comm, int* world_size);
 

@@ -141,6 +141,10 @@ class Communicator {
   }
 
   // Every rank must force the same algorithm; std::nullopt restores the measured choice.
+  // Stops the communicator on every rank; may be called from another thread
+  // while an op runs (see tpcoll_comm_abort).
+  void abort() { check(tpcoll_comm_abort(comm_)); }
+
   void force_algo(std::optional<Algo> algo) {
     check(tpcoll_comm_force_algo(comm_, algo ? static_cast<int>(*algo) : TPCOLL_ALGO_AUTO));
   }

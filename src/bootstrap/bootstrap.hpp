@@ -29,6 +29,9 @@ class Bootstrap {
   virtual void all_gather(const void* send, void* recv, std::size_t bytes) = 0;
   // Bound on each later all_gather's wait for peers.
   virtual void set_timeout_ms(std::int64_t timeout_ms) = 0;
+  // From any thread: makes a waiting and every later all_gather of this rank
+  // fail at once, and the peers' exchanges with it fail too.
+  virtual void abort(const std::string& why) = 0;
 
   void barrier();
 

@@ -17,6 +17,9 @@ class CallbackBootstrap final : public Bootstrap {
   }
   // The framework's all-gather has its own timeout.
   void set_timeout_ms(std::int64_t) override {}
+  // Nothing to interrupt from here: the framework's all-gather returns on
+  // its own (and its process group has its own abort).
+  void abort(const std::string&) override {}
 
  private:
   tpcoll_allgather_fn fn_;

@@ -25,6 +25,12 @@ struct Exchange {
   std::string aborted;  // why, once a rank gave up
 };
 
+void abort_exchange(Exchange& x, const std::string& why) {
+  std::lock_guard lock(x.mutex);
+  if (x.aborted.empty()) x.aborted = why.empty() ? "unknown failure" : why;
+  x.changed.notify_all();
+}
+
 class LocalBootstrap final : public Bootstrap {
  public:
   LocalBootstrap(int rank, std::shared_ptr<Exchange> exchange)
@@ -34,6 +40,8 @@ class LocalBootstrap final : public Bootstrap {
     std::lock_guard lock(exchange_->mutex);
     exchange_->timeout_ms = timeout_ms;
   }
+
+  void abort(const std::string& why) override { abort_exchange(*exchange_, why); }
 
   void all_gather(const void* send, void* recv, std::size_t bytes) override {
     Exchange& x = *exchange_;
@@ -80,11 +88,7 @@ LocalBootstraps make_local_bootstraps(int world, std::int64_t timeout_ms) {
   exchange->timeout_ms = timeout_ms;
   LocalBootstraps out;
   for (int r = 0; r < world; ++r) out.ranks.push_back(std::make_unique<LocalBootstrap>(r, exchange));
-  out.abort = [exchange](const std::string& why) {
-    std::lock_guard lock(exchange->mutex);
-    if (exchange->aborted.empty()) exchange->aborted = why.empty() ? "unknown failure" : why;
-    exchange->changed.notify_all();
-  };
+  out.abort = [exchange](const std::string& why) { abort_exchange(*exchange, why); };
   return out;
 }
 

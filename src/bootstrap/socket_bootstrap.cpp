@@ -1,8 +1,11 @@
-// Star-shaped rendezvous: rank 0 listens on an abstract Unix-domain socket
-// (no file to clean up), every other rank connects and says hello; an
-// all-gather sends each contribution to rank 0, which checks it and sends the
-// concatenation back. Every read and write is bounded by a deadline.
+// Star-shaped rendezvous: rank 0 listens on a Unix-domain socket in the job's
+// private directory (job_dir.hpp), every other rank connects, reads the job's
+// token there and says hello; an all-gather sends each contribution to rank
+// 0, which checks it and sends the concatenation back. Every frame carries
+// the token and is checked (wire.hpp); every read and write is bounded by a
+// deadline.
 #include "bootstrap/bootstrap.hpp"
+#include "bootstrap/job_dir.hpp"
 #include "bootstrap/wire.hpp"
 
 #include "common/deadline.hpp"
@@ -14,7 +17,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -45,24 +50,6 @@ class Fd {
  private:
   int fd_;
 };
-
-// FNV-1a: stable across binaries, unlike std::hash.
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-sockaddr_un socket_address(const std::string& key, socklen_t* len) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  // Abstract namespace: sun_path[0] == '\0'. Readable prefix plus a hash, so
-  // any key length fits.
-  const std::string name = fmt::format("tpcoll.{:.40}.{:016x}", key, fnv1a(key));
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  return addr;
-}
 
 bool wait_ready(int fd, short events, const Deadline& deadline) {
   pollfd p{fd, events, 0};
@@ -106,31 +93,24 @@ void write_exact(int fd, const void* buf, std::size_t n, const Deadline& deadlin
   }
 }
 
-void send_frame(int fd, FrameKind kind, int rank, int world, const void* payload, std::size_t length,
-                const Deadline& deadline, const std::string& who) {
-  const FrameHeader h{wire::kMagic, wire::kVersion, static_cast<std::uint16_t>(kind), static_cast<std::uint32_t>(rank),
-                      static_cast<std::uint32_t>(world), length};
+void send_frame(int fd, FrameKind kind, int rank, int world, const wire::Token& token, const void* payload,
+                std::size_t length, const Deadline& deadline, const std::string& who) {
+  const FrameHeader h = wire::make_header(kind, rank, world, length, token);
   write_exact(fd, &h, sizeof h, deadline, who);
   if (length > 0) write_exact(fd, payload, length, deadline, who);
 }
 
 // Reads a header and checks what every frame must satisfy.
-FrameHeader read_header(int fd, const Deadline& deadline, const std::string& who) {
-  FrameHeader h{};
-  read_exact(fd, &h, sizeof h, deadline, who);
-  if (h.magic != wire::kMagic)
-    fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} sent bad magic 0x{:08x} (expected 0x{:08x}): not a tpcoll peer", who,
-         h.magic, wire::kMagic);
-  if (h.version != wire::kVersion)
-    fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} speaks protocol version {}, this rank {}", who, h.version,
-         wire::kVersion);
-  if (h.length > wire::kMaxPayload)
-    fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: {} announced an impossible length {}", who, h.length);
+FrameHeader read_header(int fd, const wire::Token& token, const Deadline& deadline, const std::string& who) {
+  std::array<std::byte, sizeof(FrameHeader)> bytes;
+  read_exact(fd, bytes.data(), bytes.size(), deadline, who);
+  const FrameHeader h = wire::decode_header(bytes);
+  wire::check_header(h, token, who);
   return h;
 }
 
 std::string read_error_payload(int fd, std::uint64_t length, const Deadline& deadline, const std::string& who) {
-  std::string message(std::min<std::uint64_t>(length, 4096), '\0');
+  std::string message(std::min(length, wire::kMaxErrorMessage), '\0');
   read_exact(fd, message.data(), message.size(), deadline, who);
   return message;
 }
@@ -148,6 +128,14 @@ class SocketBootstrap final : public Bootstrap {
 
   void set_timeout_ms(std::int64_t timeout_ms) override { timeout_ms_ = timeout_ms; }
 
+  // Shutting the connections down wakes this rank's poll() at once (the
+  // read or write then fails) and shows every peer a closed connection.
+  void abort(const std::string&) override {
+    for (const Fd& peer : peers_)
+      if (peer.get() >= 0) ::shutdown(peer.get(), SHUT_RDWR);
+    if (root_.get() >= 0) ::shutdown(root_.get(), SHUT_RDWR);
+  }
+
   void all_gather(const void* send, void* recv, std::size_t bytes) override {
     const Deadline deadline(timeout_ms_);
     if (rank() == 0)
@@ -158,63 +146,54 @@ class SocketBootstrap final : public Bootstrap {
 
  private:
   void accept_peers(const Deadline& deadline) {
-    Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (listener.get() < 0) fail_errno("bootstrap: socket");
-    socklen_t len = 0;
-    const sockaddr_un addr = socket_address(key_, &len);
-    if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-      if (errno == EADDRINUSE)
-        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: another rank 0 already serves job {:?} (duplicate rank 0?)", key_);
-      fail_errno("bootstrap: bind");
-    }
-    if (::listen(listener.get(), world()) != 0) fail_errno("bootstrap: listen");
-
+    if (world() == 1) return;
+    JobDir dir(key_, world());
+    token_ = dir.token();
     peers_.resize(static_cast<std::size_t>(world()));
     int arrived = 1;
     while (arrived < world()) {
-      if (!wait_ready(listener.get(), POLLIN, deadline)) {
+      if (!wait_ready(dir.listener(), POLLIN, deadline)) {
         std::vector<int> missing;
         for (int r = 1; r < world(); ++r)
           if (peers_[r].get() < 0) missing.push_back(r);
         fail(TPCOLL_TIMEOUT, "bootstrap: rank(s) {} of {} did not reach the rendezvous of job {:?} within {} ms",
              fmt::join(missing, ", "), world(), key_, deadline.timeout_ms());
       }
-      Fd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      Fd conn(::accept4(dir.listener(), nullptr, nullptr, SOCK_CLOEXEC));
       if (conn.get() < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         fail_errno("bootstrap: accept");
       }
-      const FrameHeader h = read_header(conn.get(), deadline, "a connecting process");
-      if (h.kind != static_cast<std::uint16_t>(FrameKind::kHello) || h.length != 0)
-        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: expected a hello frame, got kind {} with length {}", h.kind, h.length);
-      if (static_cast<int>(h.world) != world())
-        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: rank {} says world size {}, rank 0 says {}", h.rank, h.world, world());
-      if (h.rank == 0 || h.rank >= static_cast<std::uint32_t>(world()))
-        fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: a peer claims rank {}, outside 1..{}", h.rank, world() - 1);
-      if (peers_[h.rank].get() >= 0) fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: two processes claim rank {}", h.rank);
-      peers_[h.rank] = std::move(conn);
+      const int rank = wire::check_hello(read_header(conn.get(), token_, deadline, "a connecting process"), world());
+      if (peers_[rank].get() >= 0) fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: two processes claim rank {}", rank);
+      peers_[rank] = std::move(conn);
       ++arrived;
     }
   }
 
   void connect_root(const Deadline& deadline) {
-    socklen_t len = 0;
-    const sockaddr_un addr = socket_address(key_, &len);
+    const std::string dir = job_dir_path(private_run_dir(), key_);
+    const sockaddr_un addr = socket_address_in(dir);
     for (;;) {
       Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (fd.get() < 0) fail_errno("bootstrap: socket");
-      if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
+      if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
         root_ = std::move(fd);
         break;
       }
       if (errno != ECONNREFUSED && errno != ENOENT && errno != EAGAIN && errno != EINTR)
-        fail_errno("bootstrap: connecting to rank 0 of job {:?}", key_);
+        fail_errno("bootstrap: connecting to rank 0 of job {:?} at {}", key_, addr.sun_path);
       if (deadline.expired())
         fail(TPCOLL_TIMEOUT, "bootstrap: rank {} could not reach rank 0 of job {:?} within {} ms", rank(), key_,
              deadline.timeout_ms());
       std::this_thread::sleep_for(std::chrono::milliseconds(2));  // rank 0 may not be listening yet
     }
-    send_frame(root_.get(), FrameKind::kHello, rank(), world(), nullptr, 0, deadline, "rank 0");
+    // Rank 0 keeps its directory until every peer has said hello, and the
+    // directory appeared with its token: connected, the token is there.
+    const std::optional<wire::Token> token = read_job_token(dir);
+    if (!token) fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: rank 0 of job {:?} listens but left no token in {}", key_, dir);
+    token_ = *token;
+    send_frame(root_.get(), FrameKind::kHello, rank(), world(), token_, nullptr, 0, deadline, "rank 0");
   }
 
   void gather_at_root(const void* send, char* recv, std::size_t bytes, const Deadline& deadline) {
@@ -222,50 +201,44 @@ class SocketBootstrap final : public Bootstrap {
     std::string error;
     for (int r = 1; r < world() && error.empty(); ++r) {
       const std::string who = fmt::format("rank {}", r);
-      const FrameHeader h = read_header(peers_[r].get(), deadline, who);
-      if (h.kind != static_cast<std::uint16_t>(FrameKind::kGather) || h.rank != static_cast<std::uint32_t>(r))
-        error = fmt::format("bootstrap: {} sent frame kind {} claiming rank {}; expected an all-gather frame", who,
-                            h.kind, h.rank);
-      else if (h.length != bytes)
-        error = fmt::format("bootstrap: ranks disagree on the all-gather size: rank {} sent {} bytes, rank 0 {}", r,
-                            h.length, bytes);
-      else if (bytes > 0)
+      const FrameHeader h = read_header(peers_[r].get(), token_, deadline, who);
+      error = wire::describe_bad_gather(h, r, bytes);
+      if (error.empty() && bytes > 0)
         read_exact(peers_[r].get(), recv + static_cast<std::size_t>(r) * bytes, bytes, deadline, who);
     }
     for (int r = 1; r < world(); ++r) {
       const std::string who = fmt::format("rank {}", r);
       if (error.empty())
-        send_frame(peers_[r].get(), FrameKind::kResult, 0, world(), recv, bytes * world(), deadline, who);
+        send_frame(peers_[r].get(), FrameKind::kResult, 0, world(), token_, recv, bytes * world(), deadline, who);
       else
-        send_frame(peers_[r].get(), FrameKind::kError, 0, world(), error.data(), error.size(), deadline, who);
+        send_frame(peers_[r].get(), FrameKind::kError, 0, world(), token_, error.data(), error.size(), deadline, who);
     }
     if (!error.empty()) throw Error(TPCOLL_BOOTSTRAP_ERROR, error);
   }
 
   void gather_at_peer(const void* send, void* recv, std::size_t bytes, const Deadline& deadline) {
+    const std::uint64_t total = std::uint64_t{bytes} * world();
     try {
-      send_frame(root_.get(), FrameKind::kGather, rank(), world(), send, bytes, deadline, "rank 0");
+      send_frame(root_.get(), FrameKind::kGather, rank(), world(), token_, send, bytes, deadline, "rank 0");
     } catch (const Error&) {
       // Rank 0 may have failed this exchange and closed before our frame
       // arrived; its error frame, if it sent one, says why.
-      const FrameHeader h = read_header(root_.get(), deadline, "rank 0");
-      if (h.kind == static_cast<std::uint16_t>(FrameKind::kError))
+      const FrameHeader h = read_header(root_.get(), token_, deadline, "rank 0");
+      if (wire::check_answer(h, total))
         throw Error(TPCOLL_BOOTSTRAP_ERROR, read_error_payload(root_.get(), h.length, deadline, "rank 0"));
       throw;
     }
-    const FrameHeader h = read_header(root_.get(), deadline, "rank 0");
-    if (h.kind == static_cast<std::uint16_t>(FrameKind::kError))
+    const FrameHeader h = read_header(root_.get(), token_, deadline, "rank 0");
+    if (wire::check_answer(h, total))
       throw Error(TPCOLL_BOOTSTRAP_ERROR, read_error_payload(root_.get(), h.length, deadline, "rank 0"));
-    if (h.kind != static_cast<std::uint16_t>(FrameKind::kResult) || h.length != bytes * world())
-      fail(TPCOLL_BOOTSTRAP_ERROR, "bootstrap: rank 0 answered frame kind {} of {} bytes; expected {} bytes", h.kind,
-           h.length, bytes * world());
-    if (bytes > 0) read_exact(root_.get(), recv, bytes * world(), deadline, "rank 0");
+    if (bytes > 0) read_exact(root_.get(), recv, total, deadline, "rank 0");
   }
 
   std::string key_;
   std::int64_t timeout_ms_;
   std::vector<Fd> peers_;  // rank 0: one connection per peer (index 0 unused)
   Fd root_;                // other ranks: the connection to rank 0
+  wire::Token token_{};    // this job's, in every frame both ways
 };
 
 }  // namespace

@@ -25,6 +25,10 @@ class Backend {
   // Throws an error that enqueued (asynchronous) work reported; synchronous
   // backends report at the call and have none.
   virtual void raise_async_error() const {}
+  // Called from any thread: makes every rank's waiting and later run() fail
+  // with TPCOLL_ABORTED. A backend that cannot reach its peers' waits (the
+  // CUDA kernels) leaves them to their timeout.
+  virtual void abort() {}
 };
 
 }  // namespace tpcoll

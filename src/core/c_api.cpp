@@ -72,6 +72,7 @@ const char* tpcoll_result_string(tpcoll_result_t result) {
     case TPCOLL_SYSTEM_ERROR: return "system error";
     case TPCOLL_CUDA_ERROR: return "CUDA error";
     case TPCOLL_INTERNAL_ERROR: return "internal error";
+    case TPCOLL_ABORTED: return "aborted";
   }
   return "unknown result code";
 }
@@ -161,6 +162,10 @@ tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcoll_result_t*
       *result = e.code();
     }
   });
+}
+
+tpcoll_result_t tpcoll_comm_abort(tpcoll_comm_t comm) {
+  return guarded([&] { comm_of(comm).abort(); });
 }
 
 tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank) {

@@ -130,6 +130,8 @@ void Communicator::agree_on_settings() {
 }
 
 void Communicator::require_usable(void* stream) const {
+  if (aborted_.load(std::memory_order_acquire))
+    fail(TPCOLL_ABORTED, "rank {}: the communicator was aborted on this rank (tpcoll_comm_abort)", rank_);
   if (!broken_.empty())
     fail(TPCOLL_SYSTEM_ERROR, "communicator is unusable after an earlier failure: {}", broken_);
   if (stream != nullptr && !on_gpu())
@@ -158,6 +160,12 @@ void Communicator::run(const Call& call, const Plan& plan, const Buffers& buffer
     // A refused argument touched nothing, and a disagreement is seen by every
     // rank at the same step, which all then complete; a timeout or a failed
     // transport leaves peers at unknown steps.
+    if (aborted_.load(std::memory_order_acquire) && e.code() != TPCOLL_ABORTED) {
+      // This rank aborted while the op ran: whatever the transport then said,
+      // the cause is the abort.
+      broken_ = fmt::format("rank {} aborted the communicator", rank_);
+      fail(TPCOLL_ABORTED, "rank {}: {} stopped by tpcoll_comm_abort ({})", rank_, describe(call), e.what());
+    }
     const tpcoll_result_t code = e.code();
     if (code != TPCOLL_MISMATCH && code != TPCOLL_INVALID_ARGUMENT && code != TPCOLL_UNSUPPORTED) broken_ = e.what();
     throw;
@@ -222,6 +230,13 @@ Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const st
 
 void Communicator::raise_async_error() const {
   if (fast_) fast_->raise_async_error();
+}
+
+void Communicator::abort() {
+  aborted_.store(true, std::memory_order_release);
+  log(LogLevel::kWarn, "abort", "rank {}: aborting the communicator", rank_);
+  if (fast_) fast_->abort();
+  if (fallback_) fallback_->abort();
 }
 
 void Communicator::force_algo(std::optional<tpcoll_algo_t> algo) { context_.forced = algo ? algo : env_forced_; }

@@ -8,6 +8,7 @@
 
 #include <tpcoll/tpcoll.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +38,8 @@ class Communicator {
   Plan plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const;
   void force_algo(std::optional<tpcoll_algo_t> algo);
   void raise_async_error() const;
+  // The one call allowed from another thread while an op runs.
+  void abort();
 
  private:
   // make_plan, logged at TRACE.
@@ -60,6 +63,7 @@ class Communicator {
   PlanContext context_;
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace tpcoll::core

@@ -37,7 +37,7 @@ namespace env {
 std::span<const EnvParam> all() {
   static constexpr std::array params{kDisable,        kAlgo,            kDebug,  kTimeoutMs,     kBootstrapTimeoutMs,
                                      kCpuBufferBytes, kCudaBufferBytes, kCudaLowLatencyBytes, kCudaEarlyLaunch, kNcclLib, kDevice, kLocalRank,     kRank,
-                                     kWorldSize,      kJob};
+                                     kWorldSize,      kJob,             kRunDir};
   return params;
 }
 

@@ -46,6 +46,8 @@ inline constexpr EnvParam kLocalRank{"TPCOLL_LOCAL_RANK", "0", "rank on this hos
 inline constexpr EnvParam kRank{"TPCOLL_RANK", "0", "rank of this process (set by tpcoll run)"};
 inline constexpr EnvParam kWorldSize{"TPCOLL_WORLD_SIZE", "1", "number of ranks (set by tpcoll run)"};
 inline constexpr EnvParam kJob{"TPCOLL_JOB", "", "rendezvous key shared by the ranks (set by tpcoll run)"};
+inline constexpr EnvParam kRunDir{"TPCOLL_RUN_DIR", "", "private directory (0700) of the rendezvous sockets "
+                                                        "(default /tmp/tpcoll-<uid>)"};
 
 // All of the above, for `tpcoll env` and the INFO log.
 std::span<const EnvParam> all();

@@ -2,6 +2,7 @@
 
 #include "bootstrap/bootstrap.hpp"
 #include "core/dtype.hpp"
+#include "core/error.hpp"
 #include "core/signature.hpp"
 #include "cpu/gather_layout.hpp"
 #include "cpu/kernels.hpp"
@@ -9,6 +10,10 @@
 #include <vector>
 
 namespace tpcoll::cpu {
+
+void FallbackBackend::abort() {
+  bootstrap_.abort(fmt::format("rank {} aborted the communicator", bootstrap_.rank()));
+}
 
 void FallbackBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
   const int world = bootstrap_.world();

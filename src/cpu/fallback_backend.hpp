@@ -18,6 +18,7 @@ class FallbackBackend final : public Backend {
  public:
   explicit FallbackBackend(Bootstrap& bootstrap) : bootstrap_(bootstrap) {}
   void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
+  void abort() override;
 
  private:
   Bootstrap& bootstrap_;

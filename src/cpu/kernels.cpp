@@ -112,8 +112,10 @@ void add_rmsnorm_typed(const RmsNormRows& a) {
 
 // Entry points per element type, each built twice (AVX2 and baseline x86-64)
 // and picked at load time by the CPU's features; `flatten` inlines the
-// templates into each clone so the whole loop gets the wider vectors.
-#if defined(__x86_64__)
+// templates into each clone so the whole loop gets the wider vectors. This
+// and the F16C loop below are GCC's; a clang build (the fuzz targets) takes
+// the portable loops.
+#if defined(__x86_64__) && !defined(__clang__)
 #define TPCOLL_CPU_KERNEL __attribute__((target_clones("avx2", "default"), flatten))
 #else
 #define TPCOLL_CPU_KERNEL
@@ -128,7 +130,7 @@ TPCOLL_CPU_KERNEL void add_rmsnorm_f16(const RmsNormRows& rows) { add_rmsnorm_ty
 
 #undef TPCOLL_CPU_KERNEL
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(__clang__)
 // float16 sums with the F16C conversion instructions, where the CPU has them:
 // GCC does not vectorise _Float16 conversions, so this one loop is written
 // with intrinsics. vcvtps2ph rounds to nearest even like float_to_fp16 (the

@@ -7,6 +7,7 @@
 #include "cpu/shm_step.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace tpcoll::cpu {
@@ -18,8 +19,8 @@ std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to *
 
 }  // namespace
 
-// [control: one Control per rank][staging: per rank, per slot, input + result]
-std::size_t ShmBackend::control_bytes(int world) { return round_up(sizeof(Control) * world, kPage); }
+// [control: one Control per rank, then the JobState][staging: per rank, per slot, input + result]
+std::size_t ShmBackend::control_bytes(int world) { return round_up(sizeof(Control) * world + sizeof(JobState), kPage); }
 
 std::size_t ShmBackend::segment_bytes(int world, std::size_t staging_bytes) {
   return control_bytes(world) + static_cast<std::size_t>(world) * kSlots * 2 * staging_bytes;
@@ -36,6 +37,16 @@ ShmBackend::ShmBackend(Bootstrap& bootstrap, std::size_t staging_bytes, std::int
       data_(segment_.data() + control_bytes(world_)) {}
 
 ShmBackend::Control& ShmBackend::control(int rank) const { return reinterpret_cast<Control*>(segment_.data())[rank]; }
+
+ShmBackend::JobState& ShmBackend::job() const {
+  return *reinterpret_cast<JobState*>(segment_.data() + sizeof(Control) * world_);
+}
+
+void ShmBackend::abort() {
+  // The first abort names the rank; later ones keep it.
+  std::uint64_t none = 0;
+  std::atomic_ref<std::uint64_t>(job().aborted_by).compare_exchange_strong(none, static_cast<std::uint64_t>(rank_) + 1);
+}
 
 std::byte* ShmBackend::input(int rank, std::uint64_t step) const {
   const std::size_t slot = static_cast<std::size_t>(rank) * kSlots + step % kSlots;

@@ -24,11 +24,13 @@ class ShmBackend final : public Backend {
   ShmBackend(Bootstrap& bootstrap, std::size_t staging_bytes, std::int64_t timeout_ms);
 
   void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
+  void abort() override;
 
   struct ByteRange {  // [lo, hi)
     std::size_t lo, hi;
   };
   struct Control;  // per-rank sequence words, in shared memory
+  struct JobState; // words every rank may write, in shared memory
   class Step;      // one step of the protocol (shm_step.hpp)
 
  private:
@@ -37,6 +39,7 @@ class ShmBackend final : public Backend {
   static std::size_t control_bytes(int world);
   static std::size_t segment_bytes(int world, std::size_t staging_bytes);
   Control& control(int rank) const;
+  JobState& job() const;
   std::byte* input(int rank, std::uint64_t step) const;
   std::byte* result(int rank, std::uint64_t step) const;
 

@@ -2,6 +2,10 @@
 
 #include "bootstrap/bootstrap.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/process.hpp"
+
+#include <dirent.h>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -9,6 +13,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <charconv>
 #include <atomic>
 #include <optional>
 #include <random>
@@ -24,13 +29,42 @@ std::byte* map(int fd, std::size_t bytes, const std::string& name) {
   return static_cast<std::byte*>(p);
 }
 
+constexpr std::string_view kPrefix = "tpcoll-";
+
+// "/tpcoll-<pid of rank 0>-<counter>-<random>": the pid tells a later job
+// whether the creator still runs (remove_stale_segments).
 std::string unique_name() {
   static std::atomic<unsigned> counter{0};
   std::random_device rd;
-  return fmt::format("/tpcoll-{}-{}-{:08x}", ::getpid(), counter++, rd());
+  return fmt::format("/{}{}-{}-{:08x}", kPrefix, ::getpid(), counter++, rd());
 }
 
 }  // namespace
+
+int ShmSegment::remove_stale_segments() {
+  DIR* dir = ::opendir("/dev/shm");  // where glibc's shm_open keeps them
+  if (dir == nullptr) return 0;
+  std::vector<std::pair<std::string, long>> stale;
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string_view name = e->d_name;
+    if (!name.starts_with(kPrefix)) continue;
+    long pid = 0;
+    const std::string_view rest = name.substr(kPrefix.size());
+    const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+    if (ec != std::errc() || end == rest.data() || *end != '-' || process_alive(static_cast<pid_t>(pid))) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != ::geteuid()) continue;
+    stale.emplace_back(std::string(name), pid);
+  }
+  ::closedir(dir);
+  int removed = 0;
+  for (const auto& [name, pid] : stale)
+    if (::shm_unlink(("/" + name).c_str()) == 0) {
+      ++removed;
+      log(LogLevel::kInfo, "shm", "removed shared memory {} of process {}, which is gone", name, pid);
+    }
+  return removed;
+}
 
 ShmSegment ShmSegment::create_collectively(Bootstrap& bootstrap, std::size_t bytes) {
   const int world = bootstrap.world();
@@ -39,6 +73,7 @@ ShmSegment ShmSegment::create_collectively(Bootstrap& bootstrap, std::size_t byt
   std::string error;
   std::optional<ShmSegment> segment;
   if (bootstrap.rank() == 0) {
+    remove_stale_segments();
     const std::string n = unique_name();
     try {
       segment.emplace(create(n, bytes));
@@ -47,21 +82,29 @@ ShmSegment ShmSegment::create_collectively(Bootstrap& bootstrap, std::size_t byt
       error = e.what();
     }
   }
+  // Rank 0 removes the name once every rank has attached, or the exchange
+  // failed: a segment outlives this call only as mappings, never as a name.
+  const bool created = segment.has_value();
   std::vector<char> names(name.size() * world);
-  bootstrap.all_gather(name.data(), names.data(), name.size());
-  if (names[0] == '\0') fail(TPCOLL_SYSTEM_ERROR, "rank 0 could not create shared memory: {}", error);
   char attached = 1;
-  if (!segment) {
-    try {
-      segment.emplace(open(std::string(names.data()), bytes));
-    } catch (const Error& e) {
-      error = e.what();
-      attached = 0;
-    }
-  }
   std::vector<char> all_attached(world);
-  bootstrap.all_gather(&attached, all_attached.data(), 1);
-  if (bootstrap.rank() == 0 && segment) segment->unlink();
+  try {
+    bootstrap.all_gather(name.data(), names.data(), name.size());
+    if (names[0] == '\0') fail(TPCOLL_SYSTEM_ERROR, "rank 0 could not create shared memory: {}", error);
+    if (!segment) {
+      try {
+        segment.emplace(open(std::string(names.data()), bytes));
+      } catch (const Error& e) {
+        error = e.what();
+        attached = 0;
+      }
+    }
+    bootstrap.all_gather(&attached, all_attached.data(), 1);
+  } catch (...) {
+    if (created) segment->unlink();
+    throw;
+  }
+  if (created) segment->unlink();
   for (int r = 0; r < world; ++r)
     if (!all_attached[r])
       fail(TPCOLL_SYSTEM_ERROR, "rank {} could not attach shared memory {}{}", r, names.data(),

@@ -24,6 +24,11 @@ class ShmSegment {
   // (TPCOLL_SYSTEM_ERROR) if any rank could not take part.
   static ShmSegment create_collectively(Bootstrap& bootstrap, std::size_t bytes);
 
+  // Unlinks this user's segments whose creating process is gone (a rank 0
+  // that crashed while its peers attached); rank 0 of every new
+  // communicator calls it. Returns how many.
+  static int remove_stale_segments();
+
   ShmSegment(ShmSegment&& other) noexcept;
   ShmSegment& operator=(ShmSegment&& other) noexcept;
   ShmSegment(const ShmSegment&) = delete;

@@ -44,11 +44,18 @@ void ShmBackend::Step::timed_out(int peer, const char* what, std::uint64_t targe
        describe(sig_), target, b_.timeout_ms_);
 }
 
+void ShmBackend::Step::throw_if_aborted() const {
+  if (const std::uint64_t by = load_acquire(b_.job().aborted_by); by != 0)
+    fail(TPCOLL_ABORTED, "rank {}: rank {} aborted the communicator while this rank waited in {} (step {})", b_.rank_,
+         by - 1, describe(sig_), k_);
+}
+
 void ShmBackend::Step::await(std::uint64_t Control::*word, std::vector<std::uint64_t>& seen, std::uint64_t target,
                              const char* what) {
   for (int p = 0; p < b_.world_; ++p) {
     if (p == b_.rank_ || seen[p] >= target) continue;
-    wait_at_least(b_.control(p).*word, target, b_.timeout_ms_, [&] { timed_out(p, what, target); });
+    wait_at_least(b_.control(p).*word, target, b_.timeout_ms_, [&] { timed_out(p, what, target); },
+                  [&] { throw_if_aborted(); });
     seen[p] = target;
   }
 }

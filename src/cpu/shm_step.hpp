@@ -38,6 +38,13 @@ struct ShmBackend::Control {
   alignas(64) CallSignature signature[kSlots];  // read only to report a mismatch
 };
 
+// One per segment, after the ranks' Controls. Written once, by an abort, so
+// its line stays shared in every core's cache and a waiter's look costs no
+// transfer.
+struct ShmBackend::JobState {
+  alignas(64) std::uint64_t aborted_by;  // 1 + the rank that aborted; 0: none
+};
+
 class ShmBackend::Step {
  public:
   // Starts the next step; waits (normally not at all) until every peer is
@@ -56,6 +63,7 @@ class ShmBackend::Step {
   void announce();  // signature and call hash, before anything peers can see
   void check_call(int peer) const;
   [[noreturn]] void timed_out(int peer, const char* what, std::uint64_t target) const;
+  void throw_if_aborted() const;
   void await(std::uint64_t Control::*word, std::vector<std::uint64_t>& seen, std::uint64_t target, const char* what);
 
   ShmBackend& b_;

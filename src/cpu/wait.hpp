@@ -22,9 +22,11 @@ inline void store_release(std::uint64_t& word, std::uint64_t value) {
 void back_off(std::uint32_t attempt);
 
 // Returns once ready() holds; calls on_timeout() (which must throw) if the
-// deadline passes first.
-template <typename Ready, typename OnTimeout>
-void wait_until(Ready&& ready, std::int64_t timeout_ms, OnTimeout&& on_timeout) {
+// deadline passes first. Past the free attempts, every round also calls
+// check_abort(), which throws to stop the wait (an aborted communicator):
+// a wait that ends within the free attempts pays nothing for either bound.
+template <typename Ready, typename OnTimeout, typename CheckAbort>
+void wait_until(Ready&& ready, std::int64_t timeout_ms, OnTimeout&& on_timeout, CheckAbort&& check_abort) {
   constexpr std::uint32_t kFreeAttempts = 1024;  // no clock reads on the fast path
   for (std::uint32_t attempt = 0; attempt < kFreeAttempts; ++attempt) {
     if (ready()) return;
@@ -33,15 +35,17 @@ void wait_until(Ready&& ready, std::int64_t timeout_ms, OnTimeout&& on_timeout) 
   const Deadline deadline(timeout_ms);
   for (std::uint32_t attempt = kFreeAttempts;; ++attempt) {
     if (ready()) return;
+    check_abort();
     if (deadline.expired()) on_timeout();
     back_off(attempt);
   }
 }
 
 // Returns once word >= target.
-template <typename OnTimeout>
-void wait_at_least(const std::uint64_t& word, std::uint64_t target, std::int64_t timeout_ms, OnTimeout&& on_timeout) {
-  wait_until([&] { return load_acquire(word) >= target; }, timeout_ms, on_timeout);
+template <typename OnTimeout, typename CheckAbort>
+void wait_at_least(const std::uint64_t& word, std::uint64_t target, std::int64_t timeout_ms, OnTimeout&& on_timeout,
+                   CheckAbort&& check_abort) {
+  wait_until([&] { return load_acquire(word) >= target; }, timeout_ms, on_timeout, check_abort);
 }
 
 }  // namespace tpcoll::cpu

@@ -239,7 +239,7 @@ TEST_F(Mp, ManySmallAllReducesBackToBack) {
   // Exact integers, so every iteration's sum is known; a stale or early read
   // of a peer's slot shows up as a wrong value. One-shot and two-shot take
   // turns in runs of 7, so slots and result areas are reused by both.
-  const int iterations = 20000;
+  const int iterations = 100000;
   std::array<float, 8> x{}, y{};
   int bad = 0;
   for (int it = 0; it < iterations; ++it) {

@@ -2,6 +2,7 @@
 // threads, and a raw client speaks to rank 0's socket to check how it treats
 // a stranger that is not a tpcoll peer.
 #include "bootstrap/bootstrap.hpp"
+#include "bootstrap/job_dir.hpp"
 #include "bootstrap/wire.hpp"
 
 #include "test_util.hpp"
@@ -180,63 +181,41 @@ TEST(SocketBootstrap, DuplicateRankZeroIsRefused) {
 
 // ---- a raw client ----
 
-// Finds rank 0's abstract socket for `key` the way any observer can: in
-// /proc/net/unix. Where that file is not readable, rebuilds the name as
-// socket_bootstrap.cpp does ("tpcoll.{key:.40}.{fnv1a64(key):016x}").
-std::optional<std::string> listening_name(const std::string& key) {
-  std::ifstream in("/proc/net/unix");
-  if (!in) return std::nullopt;
-  const std::string wanted = "@tpcoll." + key.substr(0, 40) + ".";
-  for (std::string line; std::getline(in, line);) {
-    const auto at = line.find(wanted);
-    if (at != std::string::npos) return line.substr(at + 1);
-  }
-  return std::string();  // readable, not there (yet)
-}
-
-std::string computed_name(const std::string& key) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return "tpcoll." + key.substr(0, 40) + "." + hex;
-}
-
-// Connects to rank 0 of `key`, waiting up to 3 s for it to listen.
-int connect_raw(const std::string& key) {
+// Connects to rank 0 of `key` as any process of this user can, waiting up
+// to 3 s for it to listen; *token (when given) gets the job's token.
+int connect_raw(const std::string& key, tpcoll::wire::Token* token = nullptr) {
+  const std::string dir = tpcoll::job_dir_path(tpcoll::private_run_dir(), key);
+  const sockaddr_un addr = tpcoll::socket_address_in(dir);
   const auto deadline = Clock::now() + std::chrono::seconds(3);
   while (Clock::now() < deadline) {
-    std::optional<std::string> name = listening_name(key);
-    if (!name) name = computed_name(key);
-    if (!name->empty()) {
-      const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::memcpy(addr.sun_path + 1, name->data(), name->size());
-      const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name->size());
-      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0) return fd;
-      ::close(fd);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      if (token) *token = tpcoll::read_job_token(dir).value();
+      return fd;
     }
+    ::close(fd);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return -1;
 }
 
 tpcoll::wire::FrameHeader hello(std::uint32_t rank, std::uint32_t world) {
-  return {tpcoll::wire::kMagic, tpcoll::wire::kVersion, static_cast<std::uint16_t>(tpcoll::wire::FrameKind::kHello),
-          rank, world, 0};
+  return tpcoll::wire::make_header(tpcoll::wire::FrameKind::kHello, static_cast<int>(rank), static_cast<int>(world), 0,
+                                   {});
 }
 
 // Rank 0 of a world of `world` meets raw clients that each send one header.
-Outcome rank0_meets(int world, const std::vector<tpcoll::wire::FrameHeader>& headers) {
+Outcome rank0_meets(int world, const std::vector<tpcoll::wire::FrameHeader>& headers, bool forge_token = false) {
   const std::string key = unique_key("unit-raw");
   Outcome o;
   std::thread root([&] { o = capture([&] { tpcoll::connect_socket_bootstrap(0, world, key, 3000); }); });
   std::vector<int> fds;
-  for (const auto& h : headers) {
-    const int fd = connect_raw(key);
+  for (auto h : headers) {
+    tpcoll::wire::Token token{};
+    const int fd = connect_raw(key, &token);
     EXPECT_GE(fd, 0) << "could not connect to rank 0";
     if (fd < 0) break;
+    if (!forge_token) h.token = token;  // the stranger read the token: only the frame itself is wrong
     EXPECT_EQ(::send(fd, &h, sizeof h, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof h));
     fds.push_back(fd);
   }
@@ -267,6 +246,14 @@ TEST(SocketBootstrapStranger, AbsurdLength) {
   const Outcome o = rank0_meets(2, {h});
   EXPECT_EQ(o.code, TPCOLL_BOOTSTRAP_ERROR) << o.message;
   EXPECT_TRUE(message_has(o.message, {"length"}));
+}
+
+TEST(SocketBootstrapStranger, WrongToken) {
+  auto h = hello(1, 2);
+  h.token[3] = 0x5a;
+  const Outcome o = rank0_meets(2, {h}, /*forge_token=*/true);
+  EXPECT_EQ(o.code, TPCOLL_BOOTSTRAP_ERROR) << o.message;
+  EXPECT_TRUE(message_has(o.message, {"wrong job token"}));
 }
 
 TEST(SocketBootstrapStranger, NotAHello) {
@@ -317,14 +304,15 @@ TEST(SocketBootstrapStranger, BadGatherFrameFailsTheExchangeOnBothSides) {
       b->all_gather(send, recv, 4);
     });
   });
-  const int fd = connect_raw(key);
+  tpcoll::wire::Token token{};
+  const int fd = connect_raw(key, &token);
   ASSERT_GE(fd, 0);
   const timeval three_seconds{3, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &three_seconds, sizeof three_seconds);
-  const auto h = hello(1, 2);
+  auto h = hello(1, 2);
+  h.token = token;
   EXPECT_EQ(::send(fd, &h, sizeof h, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof h));
-  tpcoll::wire::FrameHeader g{tpcoll::wire::kMagic, tpcoll::wire::kVersion,
-                              static_cast<std::uint16_t>(tpcoll::wire::FrameKind::kGather), 5, 2, 4};
+  const auto g = tpcoll::wire::make_header(tpcoll::wire::FrameKind::kGather, 5, 2, 4, token);
   // Header and payload in one send: rank 0 may close as soon as it has read
   // the header, and a second send would then fail with EPIPE.
   char frame[sizeof g + 4];
@@ -334,6 +322,7 @@ TEST(SocketBootstrapStranger, BadGatherFrameFailsTheExchangeOnBothSides) {
   tpcoll::wire::FrameHeader answer{};
   EXPECT_EQ(::recv(fd, &answer, sizeof answer, MSG_WAITALL), static_cast<ssize_t>(sizeof answer));
   EXPECT_EQ(answer.magic, tpcoll::wire::kMagic);
+  EXPECT_EQ(answer.token, token) << "rank 0 signs its frames with the job token";
   EXPECT_EQ(answer.kind, static_cast<std::uint16_t>(tpcoll::wire::FrameKind::kError));
   std::string message(std::min<std::uint64_t>(answer.length, 4096), '\0');
   if (!message.empty()) { EXPECT_EQ(::recv(fd, message.data(), message.size(), MSG_WAITALL), static_cast<ssize_t>(message.size())); }

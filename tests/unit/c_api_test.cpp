@@ -79,7 +79,7 @@ std::vector<std::byte> random_bytes(std::size_t n, std::uint64_t seed) {
 // ---- errors, dtypes, configuration ----
 
 TEST(CApi, ResultStrings) {
-  const std::array<std::pair<tpcoll_result_t, const char*>, 9> expected{{
+  const std::array<std::pair<tpcoll_result_t, const char*>, 10> expected{{
       {TPCOLL_SUCCESS, "success"},
       {TPCOLL_INVALID_ARGUMENT, "invalid argument"},
       {TPCOLL_UNSUPPORTED, "unsupported"},
@@ -89,9 +89,10 @@ TEST(CApi, ResultStrings) {
       {TPCOLL_SYSTEM_ERROR, "system error"},
       {TPCOLL_CUDA_ERROR, "CUDA error"},
       {TPCOLL_INTERNAL_ERROR, "internal error"},
+      {TPCOLL_ABORTED, "aborted"},
   }};
   for (const auto& [code, text] : expected) EXPECT_STREQ(tpcoll_result_string(code), text) << code;
-  EXPECT_STREQ(tpcoll_result_string(static_cast<tpcoll_result_t>(9)), "unknown result code");
+  EXPECT_STREQ(tpcoll_result_string(static_cast<tpcoll_result_t>(10)), "unknown result code");
   EXPECT_STREQ(tpcoll_result_string(static_cast<tpcoll_result_t>(-1)), "unknown result code");
 }
 

@@ -10,18 +10,11 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <stdexcept>
 #include <vector>
 
 namespace tpcoll::bench {
 namespace {
-
-std::vector<std::string> own_command_line(int argc, char** argv) {
-  std::vector<std::string> args{std::filesystem::read_symlink("/proc/self/exe").string()};
-  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
-  return args;
-}
 
 int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
   Harness harness(comm, o, baseline);
@@ -63,7 +56,7 @@ int run(const Options& o, int argc, char** argv) {
   if (cuda && o.processes && !launched_rank) {
     tools::LaunchOptions launch;
     launch.ranks = o.ranks;
-    launch.command = own_command_line(argc, argv);
+    launch.command = tools::own_command_line(argc, argv);
     launch.prefix_output = false;  // rank 0 alone prints the table
     if (std::getenv("TPCOLL_DEVICE") == nullptr) launch.environment.emplace_back("TPCOLL_DEVICE", "auto");
     return tools::launch(launch);
@@ -73,7 +66,7 @@ int run(const Options& o, int argc, char** argv) {
     if (!started_by_mpirun()) {
       std::vector<std::string> args = mpirun_prefix(o.ranks);
       if (args.empty()) make_mpi_baseline(&argc, &argv);  // throws: no MPI in this build
-      for (auto& a : own_command_line(argc, argv)) args.push_back(std::move(a));
+      for (auto& a : tools::own_command_line(argc, argv)) args.push_back(std::move(a));
       return tools::launch_in_place(args);
     }
     auto baseline = make_mpi_baseline(&argc, &argv);
@@ -94,7 +87,7 @@ int run(const Options& o, int argc, char** argv) {
   if (std::getenv("TPCOLL_RANK") == nullptr) {
     tools::LaunchOptions launch;
     launch.ranks = o.ranks;
-    launch.command = own_command_line(argc, argv);
+    launch.command = tools::own_command_line(argc, argv);
     launch.prefix_output = false;  // rank 0 alone prints the table
     return tools::launch(launch);
   }
