@@ -4,6 +4,7 @@
 #include "bootstrap/bootstrap.hpp"
 #include "bootstrap/job_dir.hpp"
 #include "bootstrap/wire.hpp"
+#include "core/log.hpp"
 
 #include "test_util.hpp"
 
@@ -251,9 +252,15 @@ TEST(SocketBootstrapStranger, AbsurdLength) {
 TEST(SocketBootstrapStranger, WrongToken) {
   auto h = hello(1, 2);
   h.token[3] = 0x5a;
+  tpcoll::test::ScopedEnv debug("TPCOLL_DEBUG", "WARN");
+  tpcoll::refresh_log_level();
+  ::testing::internal::CaptureStderr();
   const Outcome o = rank0_meets(2, {h}, /*forge_token=*/true);
+  const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(o.code, TPCOLL_BOOTSTRAP_ERROR) << o.message;
   EXPECT_TRUE(message_has(o.message, {"wrong job token"}));
+  // The rejection is logged too, for whoever watches the job's output.
+  EXPECT_TRUE(message_has(log, {"tpcoll WARN [bootstrap] rejected a frame:", "wrong job token"}));
 }
 
 TEST(SocketBootstrapStranger, NotAHello) {
