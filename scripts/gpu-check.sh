@@ -64,7 +64,7 @@ for n in 2 3 4 8; do
   run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
-for mode in kill mismatch many; do
+for mode in kill mismatch abort many; do
   run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
     "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
 done

@@ -150,8 +150,11 @@ TPCOLL_API tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcol
  * waits for a peer, now or later, fails within milliseconds with
  * TPCOLL_ABORTED naming the rank that aborted (an op on the fallback path
  * fails as its connections close); every later call on the communicator
- * fails; only tpcoll_comm_destroy remains, once the in-flight call returned. On a CUDA communicator, later calls fail
- * and enqueued kernels stop at TPCOLL_TIMEOUT_MS.
+ * fails; only tpcoll_comm_destroy remains, once the in-flight call returned.
+ * On a CUDA communicator every rank's tpcoll kernel that waits for a peer,
+ * now or later, stops within microseconds and reports TPCOLL_ABORTED through
+ * tpcoll_comm_get_async_error; an op on the NCCL path stops at NCCL's own
+ * timeout.
  */
 TPCOLL_API tpcoll_result_t tpcoll_comm_abort(tpcoll_comm_t comm);
 TPCOLL_API tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank);

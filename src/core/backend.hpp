@@ -26,8 +26,8 @@ class Backend {
   // backends report at the call and have none.
   virtual void raise_async_error() const {}
   // Called from any thread: makes every rank's waiting and later run() fail
-  // with TPCOLL_ABORTED. A backend that cannot reach its peers' waits (the
-  // CUDA kernels) leaves them to their timeout.
+  // with TPCOLL_ABORTED (the CUDA kernels: asynchronously). A backend that
+  // cannot reach its peers' waits (NCCL) leaves them to their timeout.
   virtual void abort() {}
 };
 

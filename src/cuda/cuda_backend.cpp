@@ -197,6 +197,9 @@ void CudaBackend::raise_async_error() const {
   const std::uint32_t failure = *reinterpret_cast<volatile std::uint32_t*>(&failure_host_->code);
   if (failure == 0) return;
   const int peer = static_cast<int>(failure & 0xffffu);
+  if ((failure & ~0xffffu) == kFailAborted)
+    fail(TPCOLL_ABORTED, "rank {}: rank {} aborted the communicator (tpcoll_comm_abort) while this rank's kernel waited",
+         rank_, peer);
   if ((failure & ~0xffffu) != kFailMismatch)
     fail(TPCOLL_TIMEOUT, "rank {}: peer {} timed out: it did not arrive within {} ms", rank_, peer,
          timeout_ns_ / 1000000u);
@@ -209,6 +212,23 @@ void CudaBackend::raise_async_error() const {
          "ranks disagree: rank {} and peer {} called {} with buffers 16-byte aligned on one of them only", rank_, peer,
          describe(mine));
   fail_mismatch(rank_, mine, peer, theirs);
+}
+
+void CudaBackend::abort() {
+  // From a stream of our own that waits for nothing, so that the writes do
+  // not queue behind the kernels they stop (ours included).
+  check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+  cudaStream_t stream = nullptr;
+  check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  const std::uint64_t by = static_cast<std::uint64_t>(rank_) + 1;
+  cudaError_t e = cudaSuccess;
+  for (std::byte* peer : peers_)
+    if (e == cudaSuccess)
+      e = cudaMemcpyAsync(peer + BufferLayout::kSignals + offsetof(Signals, aborted_by), &by, sizeof by,
+                          cudaMemcpyHostToDevice, stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  cudaStreamDestroy(stream);
+  check_cuda(e, "writing the abort into every rank's buffer");
 }
 
 cudaError_t load_kernels() {

@@ -55,6 +55,9 @@ class CudaBackend final : public Backend {
   // Throws what a kernel of this rank reported (a peer timed out or ran
   // another call), if anything: errors of enqueued work arrive late.
   void raise_async_error() const override;
+  // Writes this rank into every rank's Signals::aborted_by: each kernel that
+  // waits for a peer, on any rank, stops and reports TPCOLL_ABORTED.
+  void abort() override;
 
   // Blocks per rank for a chunk: a pure function of its size and the world
   // size, so every rank launches the same shape; small enough that every

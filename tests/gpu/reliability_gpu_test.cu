@@ -11,6 +11,12 @@
 //                            every rank reports TPCOLL_MISMATCH naming both calls
 //   reliability many N       100,000 back-to-back all-reduces of 64 B - 256 KiB,
 //                            every result checked on the GPU
+//   reliability abort N      rank N-1 is late; while the others' kernels wait
+//                            for it, a thread of rank 0 calls tpcoll_comm_abort:
+//                            every rank reports TPCOLL_ABORTED naming rank 0,
+//                            long before the timeout (the late rank at its
+//                            first op that has to wait: its first finds every
+//                            peer's data there)
 //
 // Exit status 0 pass, 1 fail, 77 without a CUDA device. (The C API: nvcc
 // compiles this file as C++17, the C++ API needs C++20.)
@@ -24,6 +30,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -174,6 +181,33 @@ void run_many(tpcoll_comm_t comm, int rank, int world) {
   check(wrong == 0, rank, "every element of every result is right (" + std::to_string(wrong) + " wrong)");
 }
 
+void run_abort(tpcoll_comm_t comm, int rank, int world) {
+  Buffers b(4096);
+  if (rank == world - 1) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  std::thread aborter;
+  if (rank == 0)
+    aborter = std::thread([comm] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      tpcoll_comm_abort(comm);
+    });
+  const auto start = std::chrono::steady_clock::now();
+  tpcoll_result_t result = TPCOLL_SUCCESS;
+  for (int it = 0; it < 2 && result == TPCOLL_SUCCESS; ++it) {
+    fill<<<4, 256, 0, b.stream>>>(b.x, 4096, it, rank);
+    result = all_reduce(comm, b.x, b.y, 4096, b.stream);
+    cuda(cudaStreamSynchronize(b.stream), "cudaStreamSynchronize");
+    if (result == TPCOLL_SUCCESS) result = async_error(comm);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (aborter.joinable()) aborter.join();
+  const std::string message = result == TPCOLL_SUCCESS ? "" : tpcoll_last_error();
+  std::printf("rank %d: after %.2f s: %s\n", rank, seconds, message.c_str());
+  check(result == TPCOLL_ABORTED, rank, "the error is TPCOLL_ABORTED");
+  check(message.find("rank 0 aborted") != std::string::npos, rank, "it names rank 0");
+  check(seconds < kTimeoutMs / 1000.0 / 2, rank, "it came long before the timeout");
+  check(all_reduce(comm, b.x, b.y, 4096, b.stream) != TPCOLL_SUCCESS, rank, "a later call is refused");
+}
+
 int run_rank(const std::string& mode, int rank, int world) {
   ::setenv("TPCOLL_RANK", std::to_string(rank).c_str(), 1);
   tpcoll_comm_config_t config{};
@@ -186,6 +220,8 @@ int run_rank(const std::string& mode, int rank, int world) {
     run_kill(comm, rank, world);
   else if (mode == "mismatch")
     run_mismatch(comm, rank);
+  else if (mode == "abort")
+    run_abort(comm, rank, world);
   else
     run_many(comm, rank, world);
   check(tpcoll_comm_destroy(comm) == TPCOLL_SUCCESS, rank, "the communicator is destroyed cleanly");
@@ -210,8 +246,8 @@ bool have_device() {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   const int world = argc > 2 ? std::atoi(argv[2]) : 0;
-  if ((mode != "kill" && mode != "mismatch" && mode != "many") || world < 2 || world > 8) {
-    std::fprintf(stderr, "usage: reliability kill|mismatch|many N   (2 <= N <= 8)\n");
+  if ((mode != "kill" && mode != "mismatch" && mode != "many" && mode != "abort") || world < 2 || world > 8) {
+    std::fprintf(stderr, "usage: reliability kill|mismatch|many|abort N   (2 <= N <= 8)\n");
     return 2;
   }
   if (!have_device()) {

@@ -100,6 +100,13 @@ class Protocol {
 
   __device__ Signals* signals(int rank) const { return buffer_at<Signals>(a_, rank, BufferLayout::kSignals); }
 
+  // kFailAborted | the rank that aborted the communicator, or 0. A relaxed
+  // read: only waits that already last check it.
+  __device__ std::uint32_t aborted() const {
+    const std::uint64_t by = *reinterpret_cast<const volatile std::uint64_t*>(&signals(a_.rank)->aborted_by);
+    return by == 0 ? 0 : kFailAborted | static_cast<std::uint32_t>(by - 1);
+  }
+
   // After this block's stores to peers: one flag per peer. The release is
   // cumulative, so after the barrier it publishes every thread's stores.
   __device__ void raise(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
@@ -109,17 +116,18 @@ class Protocol {
   }
 
   // Every peer's flag for this block; false (for the whole block) if a peer
-  // timed out or runs another call, which is reported to the host. A peer
+  // timed out or runs another call, or a rank aborted, which is reported to
+  // the host. A peer
   // already past this step checked our tag itself, so only an equal step is
   // compared.
   __device__ bool await(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
     std::uint32_t failure = 0;
     const int p = static_cast<int>(threadIdx.x);
     if (p < a_.world && p != a_.rank) {
-      const std::uint64_t seen =
-          wait_at_least<kScope>(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_ << kCallBits, a_.timeout_ns);
+      const std::uint64_t seen = wait_at_least<kScope>(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_ << kCallBits,
+                                                       a_.timeout_ns, &signals(a_.rank)->aborted_by);
       if (seen == 0)
-        failure = kFailTimeout | p;
+        failure = aborted() != 0 ? aborted() : kFailTimeout | p;
       else if ((seen >> kCallBits) == seq_ && seen != flag())
         failure = kFailMismatch | p;
       if (failure) report(failure);

@@ -34,6 +34,10 @@ struct Signals {
   // The call this rank's running kernel serves (step: its first step), for a
   // peer that meets another call to name it.
   CallSignature current_call;
+  // 0, or 1 + the rank that aborted the communicator (tpcoll_comm_abort):
+  // written by that rank's host into every rank's buffer; every wait that
+  // lasts checks it and stops.
+  std::uint64_t aborted_by;
 };
 
 // Local to a rank: advanced by its own kernels, so graph replays advance it.
@@ -46,11 +50,13 @@ struct RankState {
 };
 
 // What a kernel reports to the host, in host-mapped memory. `code` is 0 if
-// fine, else kFailTimeout or kFailMismatch | peer; it is written last. For a
+// fine, else kFailTimeout or kFailMismatch | peer, or kFailAborted | the rank
+// that aborted; it is written last. For a
 // mismatch, `mine` is this rank's call (step: where they met) and `theirs`
 // the peer's record (step: the first of its kernel, 0 if it had none).
 inline constexpr std::uint32_t kFailTimeout = 1u << 16;   // | peer
 inline constexpr std::uint32_t kFailMismatch = 2u << 16;  // | peer
+inline constexpr std::uint32_t kFailAborted = 3u << 16;   // | the rank that aborted
 struct FailureReport {
   CallSignature mine;
   CallSignature theirs;

@@ -77,7 +77,7 @@ __device__ __forceinline__ bool carries(const uint4& u, std::uint32_t flag) { re
 
 // Polls the units src[0], src[stride], ... until each carries `flag`; 0, or
 // kFail* | peer if the peer runs another call at this step or does not arrive
-// in time. Each poll reloads every unit still missing at once (the peer's
+// in time, or kFailAborted | rank if a rank aborted the communicator. Each poll reloads every unit still missing at once (the peer's
 // stores land together, so one round trip a poll, not one a unit); the peer's
 // arrival word and the clock are read every kCheckEvery polls, so that a poll
 // is not a chain of two round trips, and the rank's first thread announces
@@ -101,6 +101,7 @@ __device__ __forceinline__ std::uint32_t await_units(const PeerArgs& a, const Pr
     if (all) return 0;
     if (polls % kCheckEvery != 0) continue;
     if (polls == kCheckEvery && blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
+    if (const std::uint32_t aborted = proto.aborted()) return aborted;
     const std::uint64_t seen = *arrival;
     if ((seen >> kCallBits) == proto.seq() && (seen & ((1u << kCallBits) - 1)) != proto.call_tag())
       return kFailMismatch | peer;

@@ -56,15 +56,15 @@ __device__ __forceinline__ std::uint64_t global_time_ns() {
 }
 
 // Spins until *flag >= target (> 0) and returns the value seen; 0 if
-// timeout_ns passed first.
+// timeout_ns passed first or *stop became non-zero.
 template <Scope kScope>
 __device__ __forceinline__ std::uint64_t wait_at_least(const std::uint64_t* flag, std::uint64_t target,
-                                                       std::uint64_t timeout_ns) {
+                                                       std::uint64_t timeout_ns, const std::uint64_t* stop) {
   std::uint64_t seen = load_acquire<kScope>(flag);
   if (seen >= target) return seen;
   const std::uint64_t start = global_time_ns();
   while ((seen = load_acquire<kScope>(flag)) < target) {
-    if (global_time_ns() - start > timeout_ns) return 0;
+    if (global_time_ns() - start > timeout_ns || *reinterpret_cast<const volatile std::uint64_t*>(stop) != 0) return 0;
   }
   return seen;
 }
