@@ -108,8 +108,9 @@ class DecoderLayer:
 
     def communication(self, partial, residual, logits_shard):
         """forward's collectives alone, on stand-ins of the same shapes: what
-        a step spends in them when nothing else runs."""
+        a step spends in them when nothing else runs. Returns every output,
+        for run.py to compare graph replays with eager calls."""
         eps = self.shape.eps
-        _, residual = self.coll.fused_allreduce_residual_rmsnorm(partial, residual, self.norms[1], eps)
-        self.coll.fused_allreduce_residual_rmsnorm(partial, residual, self.norms[2], eps)
-        return self.gather_logits(logits_shard)
+        first = self.coll.fused_allreduce_residual_rmsnorm(partial, residual, self.norms[1], eps)
+        second = self.coll.fused_allreduce_residual_rmsnorm(partial, first[1], self.norms[2], eps)
+        return (*first, *second, self.gather_logits(logits_shard))

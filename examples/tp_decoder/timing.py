@@ -40,16 +40,19 @@ def time_in_calls(step, timed, iters, on_gpu):
 
 
 def capture_graph(fn):
-    """A CUDA graph of fn and the output tensor its replays write."""
+    """A CUDA graph of fn, the output its replays write, and the output of
+    an eager call of fn (the warm-up) on the stream the graph is captured on:
+    PyTorch's cuBLAS workspace is per stream, so that eager call is the
+    closest reference a replay has."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-        fn()
+        eager = fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=side):
         out = fn()
-    return graph, out
+    return graph, out, eager
 
 
 class TimedCollectives:

@@ -1,5 +1,6 @@
-"""Runs a function on several ranks, each a forked process with its own
-communicator, and brings their results (or their errors) back to the test."""
+"""Runs a function on several ranks, each a forked or spawned process with
+its own communicator, and brings their results (or their errors) back to
+the test."""
 
 import multiprocessing
 import os
@@ -32,9 +33,10 @@ def _rank_main(conn, make_comm, fn, rank, world, job, args):
 def run_ranks(world, fn, *args, make_comm=socket_communicator, start="fork", timeout=60):
     """fn(comm, *args) on every rank, comm from make_comm(rank, world, job)
     (a context manager); returns fn's results in rank order. Ranks are forked
-    (quick: nothing is imported again) unless start="spawn", which CUDA needs
-    once the parent has touched it; then fn and make_comm must be importable
-    module-level functions. Results travel back through pipes."""
+    (quick: nothing is imported again) unless start="spawn", which torch needs
+    once the parent has asked about CUDA (even torch.cuda.is_available());
+    then fn and make_comm must be picklable: module-level functions, or
+    partials of them. Results travel back through pipes."""
     context = multiprocessing.get_context(start)
     job = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     ranks = []

@@ -16,7 +16,8 @@ import torch.distributed as dist  # noqa: E402
 import tpcoll.torch  # noqa: E402
 from ranks import run_ranks  # noqa: E402
 
-# Forked ranks must not inherit a started OpenMP pool; one compile worker per rank.
+# Ranks share the cores: one thread and one compile worker each (spawned
+# ranks import this module again, so this holds in them too).
 torch.set_num_threads(1)
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
@@ -40,9 +41,11 @@ def gloo_communicator(device, rank, world, job):
 
 
 def run(world, fn, device, *args):
-    # CUDA cannot be used in a child forked after the parent asked about it.
+    # Spawned, CPU cases too: HAS_CUDA's query marks this process's forks as
+    # unable to use CUDA, and torch.compile in a rank on the CPU still saves
+    # the CUDA RNG state wherever a GPU is visible (it failed in forked ranks).
     return run_ranks(world, fn, device, *args, make_comm=functools.partial(gloo_communicator, device),
-                     start="spawn" if device == "cuda" else "fork", timeout=300)
+                     start="spawn", timeout=300)
 
 
 def data(seed, shape, dtype, device="cpu"):
