@@ -162,4 +162,6 @@ void PyCommunicator::check_async_error() const {
 
 void PyCommunicator::force_algo(std::optional<Algo> algo) { comm().force_algo(algo); }
 
+void PyCommunicator::abort() { comm().abort(); }
+
 }  // namespace tpcoll::python

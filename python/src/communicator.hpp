@@ -39,6 +39,8 @@ class PyCommunicator {
   // Raises the error that enqueued GPU work reported after its call returned, if any.
   void check_async_error() const;
   void force_algo(std::optional<Algo> algo);
+  // Stops the communicator on every rank (tpcoll_comm_abort).
+  void abort();
 
  private:
   // Arguments of the norm ops, checked against x and the communicator.

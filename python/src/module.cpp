@@ -45,7 +45,8 @@ void bind_enums(nb::module_& m) {
       .value("BOOTSTRAP_ERROR", TPCOLL_BOOTSTRAP_ERROR)
       .value("SYSTEM_ERROR", TPCOLL_SYSTEM_ERROR)
       .value("CUDA_ERROR", TPCOLL_CUDA_ERROR)
-      .value("INTERNAL_ERROR", TPCOLL_INTERNAL_ERROR);
+      .value("INTERNAL_ERROR", TPCOLL_INTERNAL_ERROR)
+      .value("ABORTED", TPCOLL_ABORTED);
 }
 
 // tpcoll::Error becomes tpcoll.Error (a RuntimeError) with the library's
@@ -103,7 +104,10 @@ void bind_communicator(nb::module_& m) {
       .def("_force_algo", &PyCommunicator::force_algo, "algo"_a.none())
       .def("check_async_error", &PyCommunicator::check_async_error,
            "Raises tpcoll.Error if enqueued GPU work failed after its call returned (a peer timed out "
-           "or ran a different call); such an error also fails every later call.");
+           "or ran a different call); such an error also fails every later call.")
+      .def("abort", &PyCommunicator::abort,
+           "Stops the communicator on every rank: their waiting ops fail with Result.ABORTED, and so does "
+           "every later call (tpcoll_comm_abort).");
 }
 
 // What `tpcoll run` set for this process: (rank, world_size, device, job_id).

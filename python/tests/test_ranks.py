@@ -109,6 +109,24 @@ def test_ranks_that_disagree_all_get_the_mismatch():
         assert after.tolist() == [2.0] * 8, "the communicator stays usable"
 
 
+def aborted_by_rank_0(comm):
+    if comm.rank == 0:
+        comm.abort()
+    try:
+        comm.all_reduce(np.ones(8, np.float32))
+    except tpcoll.Error as e:
+        return e.code, str(e)
+    return None
+
+
+def test_an_abort_fails_every_rank():
+    for rank, error in enumerate(run_ranks(3, aborted_by_rank_0)):
+        assert error is not None, f"rank {rank} raised nothing"
+        code, message = error
+        assert code == tpcoll.Result.ABORTED, message
+        assert "rank 0" in message, message
+
+
 def nested_through_callback(comm):
     # A framework's process group, played by a first communicator.
     def allgather(data):
