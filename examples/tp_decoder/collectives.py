@@ -32,6 +32,9 @@ class TpcollCollectives:
     def all_gather(self, x, dim):
         return self.comm.all_gather(x, dim)
 
+    def close(self):
+        self.comm.close()
+
 
 class TorchCollectives:
     """What a PyTorch program does without tpcoll: torch.distributed's
@@ -54,3 +57,6 @@ class TorchCollectives:
         flat = x.new_empty((self.world_size * x.shape[0], *x.shape[1:]))
         dist.all_gather_into_tensor(flat, x.contiguous(), group=self.group)
         return torch.cat(flat.chunk(self.world_size, dim=0), dim=dim)
+
+    def close(self):
+        pass  # the process group is the caller's

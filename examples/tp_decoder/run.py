@@ -145,7 +145,8 @@ def main():
     dist.init_process_group("nccl" if use_nccl else "gloo", init_method=init, rank=rank, world_size=world)
     coll = TorchCollectives() if args.collectives == "torch" else TpcollCollectives.from_process_group(device)
     layer = DecoderLayer(shape, coll, rank, world, seed=1, device=device, dtype=dtype)
-    reference = DecoderLayer(shape, TpcollCollectives.single_rank(device), 0, 1, seed=1, device=device, dtype=dtype)
+    reference_coll = TpcollCollectives.single_rank(device)
+    reference = DecoderLayer(shape, reference_coll, 0, 1, seed=1, device=device, dtype=dtype)
 
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"TP={world} {coll.name} on {device} ({torch.cuda.get_device_name(device) if on_gpu else 'CPU backend'}), "
@@ -171,6 +172,10 @@ def main():
         rows.append(row)
     say(table(rows, world, coll.name, on_gpu))
 
+    # The communicators go first, while the process group they were made
+    # through still exists; nothing is left to interpreter shutdown.
+    coll.close()
+    reference_coll.close()
     dist.barrier()
     dist.destroy_process_group()
     if failed:
