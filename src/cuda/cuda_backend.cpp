@@ -198,8 +198,9 @@ void CudaBackend::raise_async_error() const {
   if (failure == 0) return;
   const int peer = static_cast<int>(failure & 0xffffu);
   if ((failure & ~0xffffu) == kFailAborted)
-    fail(TPCOLL_ABORTED, "rank {}: rank {} aborted the communicator (tpcoll_comm_abort) while this rank's kernel waited",
-         rank_, peer);
+    fail(TPCOLL_ABORTED,
+         "rank {}: rank {} aborted the communicator (tpcoll_comm_abort) while this rank's kernel waited", rank_,
+         peer);
   if ((failure & ~0xffffu) != kFailMismatch)
     fail(TPCOLL_TIMEOUT, "rank {}: peer {} timed out: it did not arrive within {} ms", rank_, peer,
          timeout_ns_ / 1000000u);

@@ -12,8 +12,9 @@
 // arrival words (step and tag), and every waiting reader checks the peer's
 // word now and then, so two ranks at different calls both report the
 // mismatch, naming both calls, instead of timing out; the fast path, and a
-// wait for a peer that is merely late, pay for none of it. Stale data (from step s-2 or older, the last use of this slot)
-// could pass only if two steps' mixed flags collide in 32 bits.
+// wait for a peer that is merely late, pay for none of it. Stale data (from
+// step s-2 or older, the last use of this slot) could pass only if two
+// steps' mixed flags collide in 32 bits.
 #pragma once
 
 #include "cuda/kernels/all_reduce.cuh"
@@ -77,12 +78,13 @@ __device__ __forceinline__ bool carries(const uint4& u, std::uint32_t flag) { re
 
 // Polls the units src[0], src[stride], ... until each carries `flag`; 0, or
 // kFail* | peer if the peer runs another call at this step or does not arrive
-// in time, or kFailAborted | rank if a rank aborted the communicator. Each poll reloads every unit still missing at once (the peer's
-// stores land together, so one round trip a poll, not one a unit); the peer's
-// arrival word and the clock are read every kCheckEvery polls, so that a poll
-// is not a chain of two round trips, and the rank's first thread announces
-// its call at the first of those checks (announce_call's fence would delay
-// a wait that ends sooner).
+// in time, or kFailAborted | rank if a rank aborted the communicator. Each
+// poll reloads every unit still missing at once (the peer's stores land
+// together, so one round trip a poll, not one a unit); the abort word, the
+// peer's arrival word and the clock are read every kCheckEvery polls, so that
+// a poll is not a chain of two round trips, and the rank's first thread
+// announces its call at the first of those checks (announce_call's fence
+// would delay a wait that ends sooner).
 template <int kCount, typename Protocol>
 __device__ __forceinline__ std::uint32_t await_units(const PeerArgs& a, const Protocol& proto, const uint4* src,
                                                      std::size_t stride, std::uint32_t flag, int peer,

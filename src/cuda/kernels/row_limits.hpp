@@ -23,7 +23,7 @@ inline constexpr std::size_t kMaxHeldHidden = std::size_t{kHeldThreads} * kMaxHe
 
 // Groups a thread of the one-shot fused kernel holds (rows of up to 4096
 // elements). Measured on an H100 (2 ranks sharing it, bf16, 2026-11-25): with
-// 2 the kernel beats our all-reduce + add + RMSNorm by 1.16-1.45x at 1-32
+// 2 the kernel beats our all-reduce + add + RMSNorm by 1.22-1.52x at 1-32
 // tokens; with 4 (hidden 5120-8192) it lost at 1 token (0.93-0.95x), so those
 // rows take the unfused path.
 inline constexpr int kFusedGroupsPerThread = 2;

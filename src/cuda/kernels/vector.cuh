@@ -19,6 +19,15 @@ struct Float32 {
   __device__ static float load(float v) { return v; }
   __device__ static float store(float f) { return f; }
 };
+// The bits of a pair of 16-bit values, low half first.
+template <typename Pair>
+__device__ __forceinline__ std::uint32_t pair_bits(const Pair& pair) {
+  static_assert(sizeof(Pair) == sizeof(std::uint32_t));
+  std::uint32_t bits;
+  memcpy(&bits, &pair, sizeof bits);
+  return bits;
+}
+
 // The 16-bit types narrow with the hardware's conversions (cvt.rn), which
 // give numerics.hpp's bits, NaN included (the canonical 0x7fff): tests/gpu
 // checks both. store_pair narrows two floats in one instruction, `lo` into
@@ -27,23 +36,13 @@ struct BFloat16 {
   using Storage = std::uint16_t;
   __device__ static float load(std::uint16_t v) { return numerics::bf16_to_float(v); }
   __device__ static std::uint16_t store(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
-  __device__ static std::uint32_t store_pair(float lo, float hi) {
-    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-    std::uint32_t bits;
-    memcpy(&bits, &pair, sizeof bits);
-    return bits;
-  }
+  __device__ static std::uint32_t store_pair(float lo, float hi) { return pair_bits(__floats2bfloat162_rn(lo, hi)); }
 };
 struct Float16 {
   using Storage = std::uint16_t;
   __device__ static float load(std::uint16_t v) { return __half2float(__ushort_as_half(v)); }
   __device__ static std::uint16_t store(float f) { return __half_as_ushort(__float2half_rn(f)); }
-  __device__ static std::uint32_t store_pair(float lo, float hi) {
-    const __half2 pair = __floats2half2_rn(lo, hi);
-    std::uint32_t bits;
-    memcpy(&bits, &pair, sizeof bits);
-    return bits;
-  }
+  __device__ static std::uint32_t store_pair(float lo, float hi) { return pair_bits(__floats2half2_rn(lo, hi)); }
 };
 
 // Narrows kLanes floats to the element type, two at a time where it has
