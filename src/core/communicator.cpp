@@ -3,6 +3,7 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/tune_load.hpp"
 #include "core/validate.hpp"
 #include "cpu/fallback_backend.hpp"
 #include "cpu/kernels.hpp"
@@ -59,7 +60,6 @@ Communicator::Communicator(const tpcoll_comm_config_t& config, std::unique_ptr<B
   context_.disabled = env::kDisable.as_bool();
   env_forced_ = env::forced_algo();
   context_.forced = env_forced_;
-  context_.table = on_gpu() ? &builtin_cuda_table() : &builtin_cpu_table();
 
   if (bootstrap)
     bootstrap_ = std::move(bootstrap);
@@ -69,6 +69,7 @@ Communicator::Communicator(const tpcoll_comm_config_t& config, std::unique_ptr<B
     bootstrap_ = connect_socket_bootstrap(rank_, world_, rendezvous_key(job), env::kBootstrapTimeoutMs.as_int());
   bootstrap_->set_timeout_ms(timeout_ms_);
   agree_on_settings();
+  choose_table();
 
   if (on_gpu())
     create_cuda_backend();
@@ -127,6 +128,38 @@ void Communicator::agree_on_settings() {
            "TPCOLL_DISABLE {} vs {}, TPCOLL_ALGO {} vs {}): plans would diverge",
            r, all[0].staging_bytes, all[r].staging_bytes, all[0].disabled, all[r].disabled, all[0].forced,
            all[r].forced);
+}
+
+// The CUDA backend's key (device model, link or shared GPU, driver) is not
+// built yet, so it keeps its built-in table; the CPU backend reads the
+// measured table of this machine where there is one.
+void Communicator::choose_table() {
+  context_.table = on_gpu() ? &builtin_cuda_table() : &builtin_cpu_table();
+  if (on_gpu()) return;
+  TuneFileText found;
+  if (rank_ == 0) {
+    const TuneKey key = cpu_tune_key(world_);
+    found = read_tune_file(tune_file_path(key), key);
+    log(found.warn ? LogLevel::kWarn : LogLevel::kInfo, "tune", "{}", found.why);
+  }
+  const std::string text = broadcast_from_rank0(found.text);
+  if (text.empty()) return;
+  tuned_ = std::make_unique<LoadedTable>(parse_tune_table(text));
+  tuned_view_ = tuned_->view();
+  context_.defaults = context_.table;
+  context_.table = &tuned_view_;
+}
+
+std::string Communicator::broadcast_from_rank0(const std::string& text) {
+  const std::uint64_t mine = text.size();
+  std::vector<std::uint64_t> sizes(world_);
+  bootstrap_->all_gather(&mine, sizes.data(), sizeof mine);
+  const std::size_t size = sizes[0];
+  if (size == 0) return {};
+  std::string sent = rank_ == 0 ? text : std::string(size, '\0');
+  std::vector<char> all(size * world_);
+  bootstrap_->all_gather(sent.data(), all.data(), size);
+  return std::string(all.data(), size);
 }
 
 void Communicator::require_usable(void* stream) const {

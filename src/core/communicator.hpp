@@ -4,6 +4,7 @@
 #include "bootstrap/bootstrap.hpp"
 #include "core/backend.hpp"
 #include "core/plan.hpp"
+#include "core/tune_file.hpp"
 #include "cuda/norm_launch.hpp"
 
 #include <tpcoll/tpcoll.h>
@@ -47,6 +48,8 @@ class Communicator {
   void run(const Call& call, const Plan& plan, const Buffers& buffers);
   void require_usable(void* stream) const;
   void agree_on_settings();
+  void choose_table();
+  std::string broadcast_from_rank0(const std::string& text);
   void create_cpu_backends();
   void create_cuda_backend();
   bool on_gpu() const { return device_ != TPCOLL_DEVICE_CPU; }
@@ -61,6 +64,8 @@ class Communicator {
   cuda::CudaBackend* cuda_ = nullptr;  // fast_, when it is our CUDA backend
   cuda::NormLaunch cuda_norm_launch_;  // cuda::norm_launch_on(device_)
   PlanContext context_;
+  std::unique_ptr<LoadedTable> tuned_;  // the measured table in use, if any
+  TuneTable tuned_view_{};              // tuned_->view(), which context_.table points to
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed
   std::atomic<bool> aborted_{false};

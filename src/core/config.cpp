@@ -36,7 +36,7 @@ namespace env {
 
 std::span<const EnvParam> all() {
   static constexpr std::array params{kDisable,        kAlgo,            kDebug,  kTimeoutMs,     kBootstrapTimeoutMs,
-                                     kCpuBufferBytes, kCudaBufferBytes, kCudaLowLatencyBytes, kCudaEarlyLaunch, kNcclLib, kDevice, kLocalRank,     kRank,
+                                     kCpuBufferBytes, kCudaBufferBytes, kCudaLowLatencyBytes, kCudaEarlyLaunch, kTuneFile, kNcclLib, kDevice, kLocalRank,     kRank,
                                      kWorldSize,      kJob,             kRunDir};
   return params;
 }

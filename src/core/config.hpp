@@ -39,6 +39,8 @@ inline constexpr EnvParam kCudaLowLatencyBytes{"TPCOLL_CUDA_LOW_LATENCY_BYTES", 
 inline constexpr EnvParam kCudaEarlyLaunch{"TPCOLL_CUDA_EARLY_LAUNCH", "1",
                                            "1: a kernel may start launching while the previous one of its stream "
                                            "ends (programmatic dependent launch)"};
+inline constexpr EnvParam kTuneFile{"TPCOLL_TUNE_FILE", "", "measured tuning table to use (default "
+                                                           "$XDG_CACHE_HOME/tpcoll/<key>.json; `tpcoll tune` writes it)"};
 inline constexpr EnvParam kNcclLib{"TPCOLL_NCCL_LIB", "", "NCCL library to load (default libnccl.so.2 from the loader's path)"};
 inline constexpr EnvParam kDevice{"TPCOLL_DEVICE", "", "CUDA device of this rank for tpcoll_comm_config_from_env: "
                                                        "an ordinal, or auto (local rank modulo the device count)"};

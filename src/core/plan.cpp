@@ -5,22 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <initializer_list>
 
 namespace tpcoll {
 namespace {
-
-bool applies(tpcoll_op_t op, tpcoll_algo_t algo) {
-  switch (algo) {
-    case TPCOLL_ALGO_ONESHOT:
-    case TPCOLL_ALGO_FALLBACK:
-      return true;
-    case TPCOLL_ALGO_TWOSHOT:
-      return op != TPCOLL_OP_ALL_GATHER;  // a gather has nothing to reduce in shares
-    case TPCOLL_ALGO_UNFUSED:
-      return op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
-  }
-  return false;
-}
 
 // Per-rank bytes each step moves through the staging buffer.
 std::size_t chunk_bytes_for(const Call& call, tpcoll_algo_t algo, std::size_t staging) {
@@ -36,6 +24,19 @@ std::size_t chunk_bytes_for(const Call& call, tpcoll_algo_t algo, std::size_t st
 }
 
 }  // namespace
+
+bool algo_applies(tpcoll_op_t op, tpcoll_algo_t algo) {
+  switch (algo) {
+    case TPCOLL_ALGO_ONESHOT:
+    case TPCOLL_ALGO_FALLBACK:
+      return true;
+    case TPCOLL_ALGO_TWOSHOT:
+      return op != TPCOLL_OP_ALL_GATHER;  // a gather has nothing to reduce in shares
+    case TPCOLL_ALGO_UNFUSED:
+      return op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+  }
+  return false;
+}
 
 Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
   Plan plan;
@@ -82,20 +83,21 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
     });
   };
 
-  if (ctx.forced && applies(call.op, *ctx.forced)) {
+  if (ctx.forced && algo_applies(call.op, *ctx.forced)) {
     if (!rows_fit && *ctx.forced != TPCOLL_ALGO_FALLBACK) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
     return within_one_shot(*ctx.forced, [&] { return fmt::format("forced to {}", algo_name(*ctx.forced)); });
   }
   if (!rows_fit) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
 
-  if (ctx.table != nullptr) {
-    if (const auto choice = lookup(*ctx.table, call.op, call.dtype, ctx.world, call.bytes)) {
+  for (const TuneTable* table : {ctx.table, ctx.defaults}) {
+    if (table == nullptr) continue;
+    if (const auto choice = lookup(*table, call.op, call.dtype, ctx.world, call.bytes)) {
       if (choice->algo == TPCOLL_ALGO_TWOSHOT && !rows_split)
         return within_one_shot(TPCOLL_ALGO_ONESHOT, [&] {
           return fmt::format("{} token(s) cannot be shared by {} ranks: one-shot", call.rows(), ctx.world);
         });
       return within_one_shot(choice->algo, [&] {
-        std::string reason = tpcoll::explain(*ctx.table, *choice, call.dtype, ctx.world, call.bytes);
+        std::string reason = tpcoll::explain(*table, *choice, call.dtype, ctx.world, call.bytes);
         if (ctx.forced) reason += fmt::format(" ({} does not apply to {})", algo_name(*ctx.forced), op_name(call.op));
         return reason;
       });

@@ -27,6 +27,7 @@ struct PlanContext {
   bool disabled = false;                     // TPCOLL_DISABLE
   std::optional<tpcoll_algo_t> forced;       // TPCOLL_ALGO or tpcoll_comm_force_algo
   const TuneTable* table = nullptr;
+  const TuneTable* defaults = nullptr;       // consulted where `table` has no row (a measured table may lack an op)
 };
 
 struct Plan {
@@ -36,6 +37,10 @@ struct Plan {
   std::size_t steps = 0;
   std::string reason;  // filled only when make_plan is asked to explain
 };
+
+// Whether `algo` can run `op` at all (a gather has no two-shot, only the
+// fused op has an unfused form).
+bool algo_applies(tpcoll_op_t op, tpcoll_algo_t algo);
 
 // explain: also fill Plan::reason (it formats text, so not on the hot path).
 Plan make_plan(const Call& call, const PlanContext& context, bool explain);

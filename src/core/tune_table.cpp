@@ -64,13 +64,34 @@ std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll
   return std::nullopt;
 }
 
+// The bound of the row before `row` that serves the same op, dtype and world:
+// with `row`'s own bound, the grid points a size lies between.
+std::optional<std::size_t> lower_bound_of(const TuneTable& table, const TableRow& row, tpcoll_dtype_t dtype, int world) {
+  std::optional<std::size_t> lower;
+  for (const TableRow& r : table.rows) {
+    if (&r == &row) break;
+    if (r.op == row.op && (r.dtype == kAnyDtype || r.dtype == dtype) && world >= r.min_world && world <= r.max_world)
+      lower = r.max_bytes;
+  }
+  return lower;
+}
+
 std::string explain(const TuneTable& table, const TableChoice& choice, tpcoll_dtype_t dtype, int world,
                     std::size_t bytes) {
   const std::size_t max = choice.row->max_bytes;
-  const std::string bound = max == kAny ? std::string("any size") : fmt::format("<= {} B", max);
+  const std::optional<std::size_t> min = lower_bound_of(table, *choice.row, dtype, world);
+  std::string where;
+  if (min && max != kAny)
+    where = fmt::format("lies between the {} B and {} B grid points", *min, max);
+  else if (min)
+    where = fmt::format("lies above the {} B grid point", *min);
+  else if (max != kAny)
+    where = fmt::format("lies at or below the first grid point, {} B", max);
+  else
+    where = "takes the one row for any size";
   const char* which = choice.row->dtype == kAnyDtype ? "any dtype" : dtype_name(dtype);
-  return fmt::format("table {}: {} B of {} per rank at world {} is in the {} row ({}, {})", table.name, bytes,
-                     dtype_name(dtype), world, algo_name(choice.algo), which, bound);
+  return fmt::format("{}: table {}, {} B of {} per rank at world {} {} ({} row)", algo_name(choice.algo), table.name,
+                     bytes, dtype_name(dtype), world, where, which);
 }
 
 }  // namespace tpcoll

@@ -128,7 +128,11 @@ TEST(Plan, TableChoiceWithoutForcing) {
   EXPECT_EQ(tpcoll::make_plan(fused_call(9, 1024), ctx, false).algo, TPCOLL_ALGO_TWOSHOT);
   const tpcoll::Plan p = tpcoll::make_plan(reduce_call(8193), ctx, true);
   EXPECT_STREQ(p.backend, "cpu-shm");
-  EXPECT_TRUE(tpcoll::test::message_has(p.reason, {"test-table", "32772", "twoshot", "float32"})) << p.reason;
+  EXPECT_TRUE(tpcoll::test::message_has(p.reason, {"twoshot: table test-table", "32772 B of float32",
+                                                    "lies above the 32768 B grid point"}));
+  const tpcoll::Plan first = tpcoll::make_plan(reduce_call(100, TPCOLL_BFLOAT16), ctx, true);
+  EXPECT_TRUE(tpcoll::test::message_has(first.reason, {"oneshot: table test-table", "at or below the first grid "
+                                                       "point, 1024 B", "bfloat16 row"}));
 }
 
 TEST(Plan, ForcedAlgorithmIsHonouredWhereItApplies) {
@@ -313,7 +317,13 @@ TEST(TuneTable, LookupTakesTheFirstMatchingRow) {
 
   const auto choice = *at(TPCOLL_OP_ALL_REDUCE, 3, 77);
   const std::string why = tpcoll::explain(table, choice, TPCOLL_FLOAT32, 3, 77);
-  EXPECT_TRUE(tpcoll::test::message_has(why, {"lookup-table", "77 B", "world 3", "fallback", "<= 100 B"})) << why;
+  EXPECT_TRUE(tpcoll::test::message_has(why, {"fallback: table lookup-table", "77 B", "world 3",
+                                                "at or below the first grid point, 100 B"}));
+  // The grid points around a size are the bounds of the rows before it that serve the same call.
+  const std::string between = tpcoll::explain(table, *at(TPCOLL_OP_ALL_REDUCE, 2, 400), TPCOLL_FLOAT32, 2, 400);
+  EXPECT_TRUE(tpcoll::test::message_has(between, {"twoshot", "lies between the 100 B and 1000 B grid points"}));
+  const std::string other_world = tpcoll::explain(table, *at(TPCOLL_OP_ALL_REDUCE, 5, 400), TPCOLL_FLOAT32, 5, 400);
+  EXPECT_TRUE(tpcoll::test::message_has(other_world, {"at or below the first grid point, 1000 B"}));
   const std::string any = tpcoll::explain(table, *at(TPCOLL_OP_ALL_GATHER, 2, 5), TPCOLL_INT8, 2, 5);
   EXPECT_TRUE(tpcoll::test::message_has(any, {"any size"})) << any;
 
