@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   b->add_option("--baseline", baseline, "none or mpi (MPI_Allreduce/MPI_Allgather, same ranks)")
       ->check(CLI::IsMember({"none", "mpi"}));
   b->add_option("--json", bench.json_path, "write the rows as JSON");
+  b->add_flag("--all-algos", bench.all_algos, "also time every candidate algorithm, forced, beside the dispatched one");
   std::string backend = "auto";
   b->add_option("--backend", backend, "auto (CUDA when a GPU is visible), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
@@ -106,6 +107,26 @@ int main(int argc, char** argv) {
   b->add_option("--placement", placement,
                 "CUDA ranks as streams of this process, or as processes (TPCOLL_DEVICE, default auto)")
       ->check(CLI::IsMember({"streams", "processes"}));
+
+  // ---- tune ----
+  // The bench's options, with a grid whose sizes grow within each op x dtype.
+  auto* t = app.add_subcommand("tune", "time every candidate algorithm of all_reduce and the fused op on the CPU "
+                                       "backend and write the winners as this machine's tuning table");
+  std::string tune_max_bytes = "16M";
+  t->add_option("-b,--minbytes", min_bytes, "smallest per-rank all_reduce size (1K, 64K)");
+  t->add_option("-e,--maxbytes", tune_max_bytes, "largest per-rank all_reduce size");
+  t->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
+  t->add_option("-n,--iters", bench.iterations, "timed iterations")->check(CLI::Range(1, 1000000));
+  t->add_option("-w,--warmup_iters", bench.warmup, "untimed iterations")->check(CLI::Range(0, 1000000));
+  t->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
+  t->add_option("--dtype", dtypes, "dtypes (default: fp32 fp16 bf16)");
+  std::vector<std::size_t> tune_tokens{1, 2, 4, 8, 16, 32, 64, 128, 256};
+  std::size_t tune_hidden = 4096;
+  t->add_option("--tokens", tune_tokens, "token counts of the fused op, ascending");
+  t->add_option("--hidden", tune_hidden, "the fused op's one hidden size (the table's grid is per-rank bytes)")
+      ->check(CLI::PositiveNumber);
+  t->add_option("-o,--output", bench.tune_path, "table file (default: TPCOLL_TUNE_FILE, else "
+                                                "$XDG_CACHE_HOME/tpcoll/<key>.json)");
 
   // ---- check ----
   int check_ranks = 2;
@@ -154,6 +175,23 @@ int main(int argc, char** argv) {
       bench.processes = placement == "processes";
       if (bench.processes && bench.backend == tpcoll::bench::BackendKind::kCpu)
         throw CLI::ValidationError("--placement", "places CUDA ranks; CPU ranks are always processes");
+      return tpcoll::bench::run(bench, argc, argv);
+    }
+    if (t->parsed()) {
+      bench.min_bytes = parse_size(min_bytes);
+      bench.max_bytes = parse_size(tune_max_bytes);
+      if (bench.min_bytes == 0 || bench.max_bytes < bench.min_bytes)
+        throw CLI::ValidationError("-b/-e", "need 0 < minbytes <= maxbytes");
+      if (!std::is_sorted(tune_tokens.begin(), tune_tokens.end()) ||
+          std::adjacent_find(tune_tokens.begin(), tune_tokens.end()) != tune_tokens.end())
+        throw CLI::ValidationError("--tokens", "must grow: the table's grid points must");
+      bench.ops = {Op::kAllReduce, Op::kFusedAllReduceRmsNorm};
+      if (!dtypes.empty()) bench.dtypes = parse_dtypes(dtypes);
+      bench.tokens = tune_tokens;
+      bench.hidden = {tune_hidden};
+      bench.backend = tpcoll::bench::BackendKind::kCpu;
+      bench.all_algos = true;
+      bench.tune = true;
       return tpcoll::bench::run(bench, argc, argv);
     }
     if (sk->parsed()) {

@@ -5,6 +5,8 @@
 #include "tools/bench/harness.hpp"
 #include "tools/bench/report.hpp"
 #include "tools/launcher.hpp"
+#include "tools/tune.hpp"
+#include "core/tune_load.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -43,7 +45,13 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
           for (std::size_t t : o.tokens) add(harness.fused(d, t, h));
   }
 
-  return summarize(info, rows, o.json_path, printer);
+  const int rc = summarize(info, rows, o.json_path, printer);
+  if (o.tune && printer && rc == 0) {
+    tools::print_wins(rows);
+    tools::write_tune_table(o.tune_path.empty() ? tune_file_path(cpu_tune_key(comm.world_size())) : o.tune_path,
+                            comm.world_size(), rows);
+  }
+  return rc;
 }
 
 }  // namespace

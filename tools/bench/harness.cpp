@@ -48,8 +48,16 @@ double Harness::time_us(const std::function<void()>& op) {
   return times[times.size() / 2];
 }
 
-void Harness::measure(Row& row, const std::function<void()>& op, const std::function<void()>& baseline_op) {
+void Harness::measure(Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& op,
+                      const std::function<void()>& baseline_op) {
   row.time_us = time_us(op);
+  if (options_.all_algos) {
+    for (Algo algo : candidates) {
+      comm_.force_algo(algo);
+      row.candidates.emplace_back(algo_label(algo), time_us(op));
+    }
+    comm_.force_algo(std::nullopt);
+  }
   if (baseline_) row.baseline_time_us = time_us(baseline_op);
 }
 

@@ -10,8 +10,11 @@
 
 #include <cstddef>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tpcoll::bench {
 
@@ -42,6 +45,7 @@ struct Row {
   std::optional<double> baseline_time_us;
   std::string check;      // "ok" or what failed
   std::optional<double> max_error;  // vs an fp64 reference, where one applies
+  std::vector<std::pair<std::string, double>> candidates;  // --all-algos: each algorithm forced, its time in us
 };
 
 class Harness {
@@ -61,8 +65,10 @@ class Harness {
   bool agree(bool local_ok, const void* result, std::size_t bytes);
   // Collective: median over iterations of the slowest rank's time, in us.
   double time_us(const std::function<void()>& op);
-  // Times `op` as tpcoll, and `baseline_op` if a baseline runs.
-  void measure(Row& row, const std::function<void()>& op, const std::function<void()>& baseline_op);
+  // Times `op` as tpcoll (as dispatched, then, with --all-algos, forced to
+  // each of `candidates`), and `baseline_op` if a baseline runs.
+  void measure(Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& op,
+               const std::function<void()>& baseline_op);
 
   Communicator& comm_;
   const Options& options_;

@@ -28,6 +28,9 @@ struct Options {
   BackendKind backend = BackendKind::kAuto;
   bool processes = false;  // CUDA: one process per rank (tpcoll run), not one stream per rank
   std::string json_path;
+  bool all_algos = false;  // also time each candidate algorithm, forced
+  bool tune = false;       // `tpcoll tune`: write the winners as a tuning table
+  std::string tune_path;   // where; empty: TPCOLL_TUNE_FILE or this machine's cache path
 };
 
 // The per-rank sizes -b, -e and -f describe.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -27,6 +28,19 @@ std::string size_text(std::size_t bytes) {
 }
 
 }  // namespace
+
+double best_candidate_us(const Row& row) {
+  double best = row.candidates.front().second;
+  for (const auto& [algo, us] : row.candidates) best = std::min(best, us);
+  return best;
+}
+
+std::string candidates_text(const Row& row) {
+  if (row.candidates.empty()) return "";
+  std::string text = "  |";
+  for (const auto& [algo, us] : row.candidates) text += fmt::format(" {} {:.2f}", algo, us);
+  return text + fmt::format("  dispatched/best {:.3f}", row.time_us / best_candidate_us(row));
+}
 
 RunInfo describe_run() {
   RunInfo info;
@@ -52,9 +66,9 @@ void print_row(const Row& row) {
   const std::string speedup = row.baseline_time_us ? fmt::format("{:.2f}", *row.baseline_time_us / row.time_us) : "-";
   std::string extra = row.shape;
   if (row.tokens) extra = fmt::format("{}x{}", row.tokens, row.hidden);
-  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}\n", row.op,
+  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}{}\n", row.op,
              row.dtype, size_text(row.bytes), row.count, row.world, row.algo, row.time_us, row.algbw, row.busbw, base,
-             speedup, row.check, extra);
+             speedup, row.check, extra, candidates_text(row));
   std::fflush(stdout);
 }
 
@@ -88,6 +102,11 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
       j["hidden"] = r.hidden;
     }
     if (r.max_error) j["max_abs_error_vs_fp64"] = *r.max_error;
+    if (!r.candidates.empty()) {
+      j["candidates_us"] = nlohmann::json::object();
+      for (const auto& [algo, us] : r.candidates) j["candidates_us"][algo] = us;
+      j["dispatched_over_best"] = r.time_us / best_candidate_us(r);
+    }
     out["rows"].push_back(std::move(j));
   }
   std::ofstream file(path);
@@ -100,6 +119,16 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
   for (const Row& r : rows) failed += r.check != "ok";
   if (print) {
     if (!json_path.empty()) write_json(json_path, info, rows);
+    // The acceptance figure of measured dispatch: how far the dispatched time
+    // lies above the fastest candidate, at worst.
+    const Row* worst = nullptr;
+    for (const Row& r : rows)
+      if (!r.candidates.empty() && (!worst || r.time_us / best_candidate_us(r) > worst->time_us / best_candidate_us(*worst)))
+        worst = &r;
+    if (worst)
+      fmt::print("# dispatched/best at worst: {:.3f} ({} {} {} B{})\n", worst->time_us / best_candidate_us(*worst),
+                 worst->op, worst->dtype, worst->bytes,
+                 worst->tokens ? fmt::format(", {}x{}", worst->tokens, worst->hidden) : std::string());
     if (failed == 0)
       fmt::print("# tpcoll bench: {} configurations, all checks ok\n", rows.size());
     else

@@ -18,6 +18,9 @@ struct RunInfo {
 RunInfo describe_run();
 void print_header(const RunInfo& info, int world, const std::string& baseline);
 void print_row(const Row& row);
+// --all-algos: the fastest candidate's time, and the candidates as a column.
+double best_candidate_us(const Row& row);
+std::string candidates_text(const Row& row);
 // Writes {"meta": ..., "rows": [...]}; every row also carries device and placement.
 void write_json(const std::string& path, const RunInfo& info, const std::vector<Row>& rows);
 // The run's last line (and the JSON, if a path is given) when `print`;

@@ -1,0 +1,20 @@
+// `tpcoll tune`: the bench with every candidate forced in turn, on a grid
+// whose per-rank sizes grow within each op x dtype; rank 0 then writes the
+// winners as a tuning table (src/core/tune_file.hpp) and says where each won.
+#pragma once
+
+#include "tools/bench/harness.hpp"
+
+#include <string>
+#include <vector>
+
+namespace tpcoll::tools {
+
+// The table of `rows` (each with its candidates' times) for this machine's
+// CPU backend at `world` ranks, written to `path`.
+void write_tune_table(const std::string& path, int world, const std::vector<bench::Row>& rows);
+
+// One line per op x dtype: the size ranges where each candidate won.
+void print_wins(const std::vector<bench::Row>& rows);
+
+}  // namespace tpcoll::tools
