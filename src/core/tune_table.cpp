@@ -13,17 +13,12 @@ namespace tpcoll {
 namespace {
 constexpr std::size_t kAny = std::numeric_limits<std::size_t>::max();
 
-// Measured with `tpcoll bench` at 2 ranks on the 2-core development machine
-// (bench/results/cpu-2core-*.json; TPCOLL_ALGO=oneshot|twoshot per run).
-// float32 reduces cheaply, so one-shot (which moves less data at 2 ranks)
-// wins up to 16 MiB; the 16-bit types pay for conversions, which two-shot
-// halves, from 1 KiB up; so does the fused op's RMSNorm. Other world sizes
-// use the same rows until they are measured.
-constexpr std::array kCpuRows{
-    TableRow{TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, TPCOLL_MAX_RANKS, 16 * 1024 * 1024, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
+// Measured with `tpcoll tune` at 2 and 4 ranks on the 2-core development
+// machine and generated from its tables (scripts/cpu_defaults.py; a ctest
+// checks that the rows are what the tables give). A gather has one algorithm.
+constexpr TableRow kCpuRows[] = {
+#include "core/cpu_defaults.inc"
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
 };
 // Measured with `tpcoll bench --backend cuda` at 2 ranks sharing an H100
 // (bench/results/h100-shared-streams-x2-*.json, TPCOLL_ALGO per run): one-shot
@@ -44,7 +39,7 @@ constexpr std::array kCudaRows{
 }  // namespace
 
 const TuneTable& builtin_cpu_table() {
-  static const TuneTable table{"cpu-builtin", "bench/results/cpu-2core", kCpuRows};
+  static const TuneTable table{"cpu-builtin", "bench/results/cpu-2core-tune-x{2,4}.json", kCpuRows};
   return table;
 }
 

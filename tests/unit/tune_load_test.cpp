@@ -1,6 +1,7 @@
 // The measured table at communicator creation: rank 0 reads TPCOLL_TUNE_FILE,
 // every rank plans from what it accepted, and a refused table leaves the
 // built-in defaults with a WARN that names the fault.
+#include "core/call.hpp"
 #include "core/tune_load.hpp"
 
 #include "test_util.hpp"
@@ -18,14 +19,29 @@ namespace {
 
 constexpr int kWorld = 2;
 
-// A table for this machine saying two-shot for float32 all-reduces of any
-// size (the built-in CPU table says one-shot up to 16 MiB), and nothing else.
+constexpr std::size_t kBytes = 16384;  // the all-reduce planned: 4096 float32 per rank
+
+// What the built-in CPU table says for that all-reduce at kWorld ranks.
+tpcoll_algo_t builtin_choice() {
+  return tpcoll::lookup(tpcoll::builtin_cpu_table(), TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, kWorld, kBytes)->algo;
+}
+
+// The other one, so that a plan shows which table it came from.
+tpcoll_algo_t other_choice() {
+  return builtin_choice() == TPCOLL_ALGO_ONESHOT ? TPCOLL_ALGO_TWOSHOT : TPCOLL_ALGO_ONESHOT;
+}
+
+// A table for this machine with the other choice for float32 all-reduces of
+// any size, and nothing else.
 std::string table_text(int world) {
   const tpcoll::TuneKey key = tpcoll::cpu_tune_key(world);
+  const std::string winner = tpcoll::algo_name(other_choice());
+  const std::string loser = tpcoll::algo_name(builtin_choice());
   return R"({"format": "tpcoll-tune/1", "key": {"backend": ")" + key.backend + R"(", "device": ")" + key.device +
          R"(", "world": )" + std::to_string(key.world) + R"(, "topology": ")" + key.topology + R"(", "version": ")" +
          key.version + R"("}, "source": "tune_load_test.cpp", "rows": [{"op": "all_reduce", "dtype": "float32",
-         "points": [{"bytes": 1024, "algo": "twoshot", "us": {"oneshot": 5.0, "twoshot": 4.0}}]}]})";
+         "points": [{"bytes": 1024, "algo": ")" + winner + R"(", "us": {")" + winner + R"(": 4.0, ")" + loser +
+         R"(": 5.0}}]}]})";
 }
 
 std::string write_table(const std::string& text) {
@@ -46,7 +62,7 @@ std::vector<tpcoll_plan_info_t> plans(const std::string& path, tpcoll_op_t op, s
   log = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(created, TPCOLL_SUCCESS) << tpcoll_last_error();
   std::vector<tpcoll_plan_info_t> out(kWorld);
-  const std::int64_t shape[] = {4096};
+  const std::int64_t shape[] = {static_cast<std::int64_t>(kBytes / 4)};
   for (int r = 0; r < kWorld && created == TPCOLL_SUCCESS; ++r) {
     EXPECT_EQ(tpcoll_plan(comms[r], op, TPCOLL_FLOAT32, 1, shape, 0, &out[r]), TPCOLL_SUCCESS) << tpcoll_last_error();
     tpcoll_comm_destroy(comms[r]);
@@ -58,8 +74,9 @@ TEST(TuneLoad, EveryRankPlansFromTheMeasuredTableAndItsGridPoints) {
   std::string log;
   const std::string path = write_table(table_text(kWorld));
   for (const tpcoll_plan_info_t& p : plans(path, TPCOLL_OP_ALL_REDUCE, log)) {
-    EXPECT_EQ(p.algo, TPCOLL_ALGO_TWOSHOT);
-    EXPECT_TRUE(tpcoll::test::message_has(p.reason, {"twoshot: table cpu-shm-", "16384 B of float32",
+    EXPECT_EQ(p.algo, other_choice());
+    EXPECT_TRUE(tpcoll::test::message_has(p.reason, {std::string(tpcoll::algo_name(other_choice())) + ": table cpu-shm-",
+                                                     "16384 B of float32",
                                                      "lies above the 1024 B grid point"}));
   }
   EXPECT_TRUE(tpcoll::test::message_has(log, {"INFO [tune] table " + path}));
@@ -83,7 +100,7 @@ TEST(TuneLoad, ARefusedTableLeavesTheDefaultsWithAWarningNamingTheFault) {
     std::string log;
     const std::string path = write_table(c.text);
     for (const tpcoll_plan_info_t& p : plans(path, TPCOLL_OP_ALL_REDUCE, log)) {
-      EXPECT_EQ(p.algo, TPCOLL_ALGO_ONESHOT) << c.fault;
+      EXPECT_EQ(p.algo, builtin_choice()) << c.fault;
       EXPECT_TRUE(tpcoll::test::message_has(p.reason, {"table cpu-builtin"}));
     }
     EXPECT_TRUE(tpcoll::test::message_has(log, {"WARN [tune] table " + path + " refused", c.fault,
