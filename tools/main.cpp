@@ -84,13 +84,23 @@ int main(int argc, char** argv) {
   tpcoll::bench::Options bench;
   std::string min_bytes = "1K", max_bytes = "64M", baseline = "none";
   std::vector<std::string> ops, dtypes, gather_dtypes;
+  // The size sweep, iterations and ranks: bench and tune read them alike.
+  const auto add_sweep_options = [&](CLI::App* command, std::string& max) {
+    command->add_option("-b,--minbytes", min_bytes, "smallest per-rank size (1K, 64K, 16M)");
+    command->add_option("-e,--maxbytes", max, "largest per-rank size");
+    command->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
+    command->add_option("-n,--iters", bench.iterations, "timed iterations")->check(CLI::Range(1, 1000000));
+    command->add_option("-w,--warmup_iters", bench.warmup, "untimed iterations")->check(CLI::Range(0, 1000000));
+    command->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
+  };
+  const auto parse_sweep = [&](const std::string& max) {
+    bench.min_bytes = parse_size(min_bytes);
+    bench.max_bytes = parse_size(max);
+    if (bench.min_bytes == 0 || bench.max_bytes < bench.min_bytes)
+      throw CLI::ValidationError("-b/-e", "need 0 < minbytes <= maxbytes");
+  };
   auto* b = app.add_subcommand("bench", "check, then time, every op x dtype x size");
-  b->add_option("-b,--minbytes", min_bytes, "smallest per-rank size (1K, 64K, 16M)");
-  b->add_option("-e,--maxbytes", max_bytes, "largest per-rank size");
-  b->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
-  b->add_option("-n,--iters", bench.iterations, "timed iterations")->check(CLI::Range(1, 1000000));
-  b->add_option("-w,--warmup_iters", bench.warmup, "untimed iterations")->check(CLI::Range(0, 1000000));
-  b->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
+  add_sweep_options(b, max_bytes);
   b->add_option("--op", ops, "all_reduce, all_gather, fused (default: all)");
   b->add_option("--dtype", dtypes, "dtypes of all_reduce and fused (default: fp32 fp16 bf16)");
   b->add_option("--gather-dtype", gather_dtypes, "dtypes of all_gather (default: bf16 fp8_e4m3 int64)");
@@ -113,12 +123,7 @@ int main(int argc, char** argv) {
   auto* t = app.add_subcommand("tune", "time every candidate algorithm of all_reduce and the fused op on the CPU "
                                        "backend and write the winners as this machine's tuning table");
   std::string tune_max_bytes = "16M";
-  t->add_option("-b,--minbytes", min_bytes, "smallest per-rank all_reduce size (1K, 64K)");
-  t->add_option("-e,--maxbytes", tune_max_bytes, "largest per-rank all_reduce size");
-  t->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
-  t->add_option("-n,--iters", bench.iterations, "timed iterations")->check(CLI::Range(1, 1000000));
-  t->add_option("-w,--warmup_iters", bench.warmup, "untimed iterations")->check(CLI::Range(0, 1000000));
-  t->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
+  add_sweep_options(t, tune_max_bytes);  // the all_reduce sizes
   t->add_option("--dtype", dtypes, "dtypes (default: fp32 fp16 bf16)");
   std::vector<std::size_t> tune_tokens{1, 2, 4, 8, 16, 32, 64, 128, 256};
   std::size_t tune_hidden = 4096;
@@ -153,10 +158,7 @@ int main(int argc, char** argv) {
     app.parse(normalise_args(argc, argv));
     if (run->parsed()) return tpcoll::tools::launch(launch);
     if (b->parsed()) {
-      bench.min_bytes = parse_size(min_bytes);
-      bench.max_bytes = parse_size(max_bytes);
-      if (bench.min_bytes == 0 || bench.max_bytes < bench.min_bytes)
-        throw CLI::ValidationError("-b/-e", "need 0 < minbytes <= maxbytes");
+      parse_sweep(max_bytes);
       if (!ops.empty()) {
         bench.ops.clear();
         for (const auto& o : ops) {
@@ -178,10 +180,7 @@ int main(int argc, char** argv) {
       return tpcoll::bench::run(bench, argc, argv);
     }
     if (t->parsed()) {
-      bench.min_bytes = parse_size(min_bytes);
-      bench.max_bytes = parse_size(tune_max_bytes);
-      if (bench.min_bytes == 0 || bench.max_bytes < bench.min_bytes)
-        throw CLI::ValidationError("-b/-e", "need 0 < minbytes <= maxbytes");
+      parse_sweep(tune_max_bytes);
       if (!std::is_sorted(tune_tokens.begin(), tune_tokens.end()) ||
           std::adjacent_find(tune_tokens.begin(), tune_tokens.end()) != tune_tokens.end())
         throw CLI::ValidationError("--tokens", "must grow: the table's grid points must");
