@@ -69,9 +69,6 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
     if (!whole_groups) return fmt::format("the fused kernels take rows of whole 8-element groups; this one has {}", call.hidden());
     return fmt::format("a row of {} B exceeds half the {} B staging buffer", call.inner_bytes, ctx.staging_bytes);
   };
-  // Two-shot splits the fused op by whole rows: with fewer rows than ranks
-  // some ranks would idle and every rank would wait twice.
-  const bool rows_split = !fused || call.rows() >= static_cast<std::size_t>(ctx.world);
   // Where the backend's fused one-shot takes shorter rows only, longer ones
   // go unfused (on an H100 the fused two-shot lost to it at 8 x 8192).
   const auto within_one_shot = [&](tpcoll_algo_t algo, auto&& reason) {
@@ -91,11 +88,12 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
 
   for (const TuneTable* table : {ctx.table, ctx.defaults}) {
     if (table == nullptr) continue;
+    // The table rules even where the fused two-shot leaves ranks without a
+    // row (fewer rows than ranks): on the CPU backend that measured 1.6-2.2x
+    // faster than one-shot at 1 token and 4 ranks (bench/results/
+    // cpu-2core-acceptance-x4.txt); a backend whose kernel cannot split the
+    // rows so runs them unfused.
     if (const auto choice = lookup(*table, call.op, call.dtype, ctx.world, call.bytes)) {
-      if (choice->algo == TPCOLL_ALGO_TWOSHOT && !rows_split)
-        return within_one_shot(TPCOLL_ALGO_ONESHOT, [&] {
-          return fmt::format("{} token(s) cannot be shared by {} ranks: one-shot", call.rows(), ctx.world);
-        });
       return within_one_shot(choice->algo, [&] {
         std::string reason = tpcoll::explain(*table, *choice, call.dtype, ctx.world, call.bytes);
         if (ctx.forced) reason += fmt::format(" ({} does not apply to {})", algo_name(*ctx.forced), op_name(call.op));

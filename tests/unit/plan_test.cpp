@@ -172,17 +172,13 @@ TEST(Plan, ForcedTwoShotOnAllGatherFallsBackToTheTableWithAnExplanation) {
   EXPECT_EQ(tpcoll::make_plan(gather_call({5}, 0), ctx, false).algo, TPCOLL_ALGO_ONESHOT);
 }
 
-TEST(Plan, FusedWithFewerRowsThanRanksIsNotTwoShotByTheTable) {
+TEST(Plan, FusedWithFewerRowsThanRanksFollowsTheTable) {
   const auto ctx = context(4, kMiB);
-  // 3 rows of 4096 floats = 48 KiB: the table says two-shot, but 3 rows cannot be shared by 4 ranks.
+  // 3 rows of 4096 floats = 48 KiB: the table says two-shot, and one rank then reduces no row.
   const tpcoll::Plan p = tpcoll::make_plan(fused_call(3, 4096), ctx, true);
-  EXPECT_EQ(p.algo, TPCOLL_ALGO_ONESHOT);
-  EXPECT_TRUE(tpcoll::test::message_has(p.reason, {"3 token(s)", "4 ranks"})) << p.reason;
+  EXPECT_EQ(p.algo, TPCOLL_ALGO_TWOSHOT);
+  EXPECT_NE(p.reason.find("test-table"), std::string::npos) << p.reason;
   EXPECT_EQ(tpcoll::make_plan(fused_call(4, 4096), ctx, false).algo, TPCOLL_ALGO_TWOSHOT);
-  // Forcing two-shot is still honoured (some ranks then have no rows to reduce).
-  auto forced = ctx;
-  forced.forced = TPCOLL_ALGO_TWOSHOT;
-  EXPECT_EQ(tpcoll::make_plan(fused_call(1, 4096), forced, false).algo, TPCOLL_ALGO_TWOSHOT);
 }
 
 TEST(Plan, FusedRowLargerThanHalfTheStagingIsUnfused) {
