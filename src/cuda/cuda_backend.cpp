@@ -290,13 +290,8 @@ void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, con
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
-  if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && !fused_fits(call, plan.algo, buffers))
-    fail(TPCOLL_UNSUPPORTED,
-         "{} by {}: the CUDA backend fuses calls with hidden % 8 == 0 and 16-byte aligned buffers, one-shot up to {} "
-         "B per rank (rows padded to {} groups of 8) and rows of up to {} elements; TPCOLL_ALGO=unfused runs the "
-         "others",
-         describe(call), algo_name(plan.algo), low_latency_bytes_, kHeldThreads * kFusedGroupsPerThread,
-         kFusedMaxHidden);
+  // A fused call comes here only when fused_fits (the communicator runs the
+  // others unfused).
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
   check_device_pointer(buffers.out, "out", device_);
@@ -336,12 +331,9 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
     check_device_pointer(buffers.residual, "residual", device_);
     check_device_pointer(buffers.residual_out, "residual_out", device_);
   }
-  const std::size_t groups = call.hidden() / 8;
   FusedChoice choice{};
   choice.two_shot = plan.algo == TPCOLL_ALGO_TWOSHOT;
   choice.one_gpu = one_gpu_;
-  choice.threads = threads_for(groups);
-  choice.shared_bytes = call.hidden() * dtype_size(call.dtype);
   choice.early_launch = early_launch_;
   FusedArgs args{};
   fill_peer_args(args, call, plan, choice.two_shot ? 8u : 4u);
@@ -349,9 +341,12 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
                           call.rows(), call.hidden(), call.eps};
   args.step_rows = plan.chunk_bytes / call.inner_bytes;
   if (choice.two_shot) {
-    // A block per row of a rank's share of a step, as many as fit.
+    // A block per row of a rank's share of a step, as many as fit, with the
+    // row in shared memory.
     const std::size_t share = (args.step_rows + world_ - 1) / world_;
     choice.blocks = static_cast<int>(std::min<std::size_t>(share, static_cast<std::size_t>(blocks_for(plan.chunk_bytes, world_))));
+    choice.threads = threads_for(call.hidden() / 8);
+    choice.shared_bytes = call.hidden() * dtype_size(call.dtype);
   } else {
     choice.blocks = fused_low_latency_blocks(call.rows(), world_);
   }

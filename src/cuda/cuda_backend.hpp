@@ -78,8 +78,8 @@ class CudaBackend final : public Backend {
   static int fused_low_latency_blocks(std::size_t rows, int world);
 
   // Whether a fused kernel serves this call by `algo` (one-shot: the
-  // low-latency kernel; two-shot: the staged one); else our all-reduce, then
-  // our add + RMSNorm.
+  // low-latency kernel; two-shot: the staged one); else the communicator runs
+  // our all-reduce, then our add + RMSNorm, and run() never sees the call.
   bool fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers& buffers) const;
 
 

@@ -199,12 +199,7 @@ TEST(CudaAllReduce, RanksThatDisagreeGetAnErrorNotAHang) {
   tpcoll::check(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)));
   tpcoll::check(tpcoll_all_reduce(job.comm(1), job.in(1), job.out(1), 255, TPCOLL_FLOAT32, job.stream(1)));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(job.async_error(r), TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
-    const std::string message = tpcoll_last_error();  // names both calls
-    EXPECT_NE(message.find("shape [256]"), std::string::npos) << message;
-    EXPECT_NE(message.find("shape [255]"), std::string::npos) << message;
-  }
+  job.expect_mismatch_on_every_rank({"shape [256]", "shape [255]"});  // names both calls
   EXPECT_EQ(tpcoll_all_reduce(job.comm(0), job.in(0), job.out(0), 256, TPCOLL_FLOAT32, job.stream(0)), TPCOLL_MISMATCH);
 }
 
@@ -219,11 +214,7 @@ TEST(CudaAllReduce, BuffersAlignedOnOneRankOnlyAreAMismatch) {
   tpcoll::check(tpcoll_all_reduce(job.comm(1), static_cast<float*>(job.in(1)) + 1, job.out(1), 256, TPCOLL_FLOAT32,
                                   job.stream(1)));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(job.async_error(r), TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
-    EXPECT_NE(std::string(tpcoll_last_error()).find("aligned on one of them only"), std::string::npos)
-        << tpcoll_last_error();
-  }
+  job.expect_mismatch_on_every_rank({"aligned on one of them only"});
 }
 
 TEST(NcclEngine, ServesOneRankAndRefusesRanksSharingAGpu) {

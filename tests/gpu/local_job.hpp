@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <initializer_list>
+#include <string>
 #include <optional>
 #include <vector>
 
@@ -64,6 +66,16 @@ class LocalJob {
     tpcoll_result_t async = TPCOLL_INTERNAL_ERROR;
     tpcoll::check(tpcoll_comm_get_async_error(comms_[r], &async));
     return async;
+  }
+
+  // After a call that ranks disagreed on: every rank's enqueued work ended in
+  // TPCOLL_MISMATCH, with each of `phrases` in its message.
+  void expect_mismatch_on_every_rank(std::initializer_list<const char*> phrases) const {
+    for (int r = 0; r < world(); ++r) {
+      EXPECT_EQ(async_error(r), TPCOLL_MISMATCH) << "rank " << r << ": " << tpcoll_last_error();
+      const std::string message = tpcoll_last_error();
+      for (const char* phrase : phrases) EXPECT_NE(message.find(phrase), std::string::npos) << message;
+    }
   }
 
   // Captures `body` (which enqueues ops on every rank's stream) into a graph

@@ -117,19 +117,20 @@ class Protocol {
 
   // Every peer's flag for this block; false (for the whole block) if a peer
   // timed out or runs another call, or a rank aborted, which is reported to
-  // the host. A peer
-  // already past this step checked our tag itself, so only an equal step is
-  // compared.
+  // the host. A peer already past this step checked our tag itself, so only
+  // an equal step is compared.
   __device__ bool await(std::uint64_t (Signals::*flags)[kMaxBlocks][kMaxRanks]) const {
     std::uint32_t failure = 0;
     const int p = static_cast<int>(threadIdx.x);
     if (p < a_.world && p != a_.rank) {
       const std::uint64_t seen = wait_at_least<kScope>(&(signals(a_.rank)->*flags)[blockIdx.x][p], seq_ << kCallBits,
                                                        a_.timeout_ns, &signals(a_.rank)->aborted_by);
-      if (seen == 0)
-        failure = aborted() != 0 ? aborted() : kFailTimeout | p;
-      else if ((seen >> kCallBits) == seq_ && seen != flag())
+      if (seen == 0) {  // the wait stopped: an abort, else the timeout
+        const std::uint32_t abort = aborted();
+        failure = abort != 0 ? abort : kFailTimeout | p;
+      } else if ((seen >> kCallBits) == seq_ && seen != flag()) {
         failure = kFailMismatch | p;
+      }
       if (failure) report(failure);
     }
     return __syncthreads_and(failure == 0);
