@@ -148,6 +148,8 @@ int main(int argc, char** argv) {
   sk->add_option("--round-seconds", soak.round_seconds, "length of one round (one job)")->check(CLI::PositiveNumber);
   sk->add_option("--max-bytes", soak_max_bytes, "largest per-rank input (1K, 1M)");
   sk->add_option("--seed", soak.seed, "seed of the call sequence");
+  sk->add_flag("--arena", soak.arena, "CUDA: carve device buffers from one allocation per round instead of "
+                                      "cudaMalloc/cudaFree per op (as an engine's caching allocator does)");
   sk->add_option("--backend", soak_backend, "cpu, or cuda (ranks on TPCOLL_DEVICE, default auto)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
 

@@ -23,10 +23,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
+#include <utility>
 
 namespace tpcoll::tools {
 namespace {
@@ -46,32 +49,79 @@ struct Tally {
   std::uint64_t errors = 0;
 };
 
+// Where a rank's device buffers come from: cudaMalloc and cudaFree per
+// buffer, or (--arena) one allocation per round carved anew for every op, as
+// an engine's caching allocator hands out memory without freeing it. The
+// difference matters to ranks sharing a GPU under MPS, where a freeing call
+// can wait for every client's kernels, a peer's spinning one included.
+class DeviceMemory {
+ public:
+  DeviceMemory(bool cuda, std::size_t arena_bytes) : cuda_(cuda), capacity_(cuda ? arena_bytes : 0) {
+    if (capacity_ > 0 && cudaMalloc(&arena_, capacity_) != cudaSuccess)
+      throw Error(TPCOLL_CUDA_ERROR, fmt::format("soak: cudaMalloc of a {} byte arena failed", capacity_));
+  }
+  ~DeviceMemory() {
+    if (arena_) cudaFree(arena_);
+  }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+
+  bool cuda() const { return cuda_; }
+  // Every buffer of the previous op is gone.
+  void reset() { used_ = 0; }
+
+  void* take(std::size_t bytes) {
+    bytes = std::max<std::size_t>(bytes, 1);
+    if (!arena_) {
+      void* p = nullptr;
+      if (cudaMalloc(&p, bytes) != cudaSuccess)
+        throw Error(TPCOLL_CUDA_ERROR, fmt::format("soak: cudaMalloc of {} bytes failed", bytes));
+      return p;
+    }
+    const std::size_t at = (used_ + 255) / 256 * 256;
+    if (at + bytes > capacity_)
+      throw Error(TPCOLL_INTERNAL_ERROR, fmt::format("soak: the {} byte arena cannot hold {} more", capacity_, bytes));
+    used_ = at + bytes;
+    return static_cast<std::byte*>(arena_) + at;
+  }
+  void give(void* p) {
+    if (!arena_) cudaFree(p);
+  }
+
+ private:
+  bool cuda_;
+  std::size_t capacity_;
+  void* arena_ = nullptr;
+  std::size_t used_ = 0;
+};
+
 // Host bytes with a twin in device memory for a CUDA communicator.
 class Buffer {
  public:
-  Buffer(std::size_t bytes, bool cuda) : host_(bytes), cuda_(cuda) {
-    if (cuda_ && cudaMalloc(&device_, std::max<std::size_t>(bytes, 1)) != cudaSuccess)
-      throw Error(TPCOLL_CUDA_ERROR, fmt::format("soak: cudaMalloc of {} bytes failed", bytes));
+  Buffer(std::size_t bytes, DeviceMemory& memory) : host_(bytes), memory_(&memory) {
+    if (memory.cuda()) device_ = memory.take(bytes);
   }
+  // Host only, whatever the backend (an expected result).
+  explicit Buffer(std::size_t bytes) : host_(bytes) {}
   ~Buffer() {
-    if (device_) cudaFree(device_);
+    if (device_) memory_->give(device_);
   }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
 
   std::byte* host() { return host_.data(); }
-  void* ptr() { return cuda_ ? device_ : host_.data(); }
+  void* ptr() { return device_ ? device_ : host_.data(); }
   void upload() { copy(device_, host_.data(), cudaMemcpyHostToDevice); }
   void download() { copy(host_.data(), device_, cudaMemcpyDeviceToHost); }
   bool same(const Buffer& o) const { return host_ == o.host_; }
 
  private:
   void copy(void* dst, const void* src, cudaMemcpyKind kind) {
-    if (cuda_ && !host_.empty() && cudaMemcpy(dst, src, host_.size(), kind) != cudaSuccess)
+    if (device_ && !host_.empty() && cudaMemcpy(dst, src, host_.size(), kind) != cudaSuccess)
       throw Error(TPCOLL_CUDA_ERROR, "soak: cudaMemcpy failed");
   }
   std::vector<std::byte> host_;
-  bool cuda_;
+  DeviceMemory* memory_ = nullptr;
   void* device_ = nullptr;
 };
 
@@ -80,14 +130,65 @@ float small_int(std::uint64_t seed, int rank, std::size_t i) {
   return static_cast<float>(static_cast<int>(bench::sample_bits(seed, rank, i) % 17) - 8);
 }
 
+// Where a rank is, for its watchdog: a rank stuck in a host call (a wait
+// inside tpcoll is bounded and reports itself) would otherwise be silent
+// until the launcher stops it, leaving its peers' timeouts as the only clue.
+class Progress {
+ public:
+  void at(std::string what) {
+    const std::lock_guard lock(mutex_);
+    what_ = std::move(what);
+    ++steps_;
+  }
+  std::pair<std::uint64_t, std::string> now() const {
+    const std::lock_guard lock(mutex_);
+    return {steps_, what_};
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::uint64_t steps_ = 0;
+  std::string what_ = "start";
+};
+
+// Prints, once per stall, where the rank has been for `stall` without a step.
+std::jthread watchdog(const Progress& progress, int rank, std::chrono::seconds stall) {
+  return std::jthread([&progress, rank, stall](const std::stop_token& stop) {
+    auto [last, what] = progress.now();
+    auto since = Clock::now();
+    bool told = false;
+    while (!stop.stop_requested()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      const auto [steps, where] = progress.now();
+      if (steps != last) {
+        last = steps;
+        since = Clock::now();
+        told = false;
+      } else if (!told && Clock::now() - since >= stall) {
+        fmt::print(stderr, "soak rank {}: no progress for {} s, at {}\n", rank, stall.count(), where);
+        told = true;
+      }
+    }
+  });
+}
+
 class SoakRank {
  public:
   SoakRank(Communicator& comm, const SoakOptions& o, int round)
-      : comm_(comm), o_(o), rng_(mix(o.seed * 1000003 + static_cast<std::uint64_t>(round))) {}
+      : comm_(comm),
+        o_(o),
+        rng_(mix(o.seed * 1000003 + static_cast<std::uint64_t>(round))),
+        // The largest op: a gather's input (up to 8 rows of max_bytes) and
+        // its world outputs, or the fused op's nine buffers (a row past
+        // max_bytes at most).
+        memory_(o.cuda, o.arena ? std::max<std::size_t>(8 * (comm.world_size() + 1), 9) * (o.max_bytes + (64 << 10))
+                                : 0) {}
 
   Tally run() {
     const auto start = Clock::now();
+    const std::jthread dog = watchdog(progress_, comm_.rank(), std::chrono::seconds(5));
     for (std::uint64_t n = 0;; ++n) {
+      memory_.reset();
       if (n % kFlagEvery == 0 && time_up(start)) break;
       one_op(n);
     }
@@ -104,6 +205,8 @@ class SoakRank {
     return std::min(max_count, (std::size_t{1} << bits) + draw(std::size_t{1} << bits));
   }
 
+  void at(const std::string& op, const char* phase) { progress_.at(fmt::format("op {}: {}: {}", tally_.ops, op, phase)); }
+
   void record(bool ok, const std::string& what) {
     ++tally_.ops;
     if (ok) return;
@@ -112,10 +215,14 @@ class SoakRank {
 
   bool time_up(Clock::time_point start) {
     float mine = comm_.rank() == 0 && Clock::now() - start >= std::chrono::duration<double>(o_.round_seconds) ? 1 : 0;
-    Buffer flag(sizeof(float), o_.cuda);
+    at("stop flag", "allocate");
+    Buffer flag(sizeof(float), memory_);
     std::memcpy(flag.host(), &mine, sizeof mine);
+    at("stop flag", "upload");
     flag.upload();
+    at("stop flag", "tpcoll call");
     comm_.all_reduce(flag.ptr(), flag.ptr(), 1, DType::kFloat32);
+    at("stop flag", "download");
     flag.download();
     float all = 0;
     std::memcpy(&all, flag.host(), sizeof all);
@@ -139,11 +246,16 @@ class SoakRank {
   void all_reduce(DType d, std::uint64_t seed) {
     const std::size_t count = draw_count(dtype_size(d));
     const bool in_place = draw(2);
-    Buffer in(count * dtype_size(d), o_.cuda), out(count * dtype_size(d), o_.cuda);
+    const std::string op = fmt::format("all_reduce {} x {}{}", count, dtype_name(d), in_place ? " in place" : "");
+    at(op, "allocate");
+    Buffer in(count * dtype_size(d), memory_), out(count * dtype_size(d), memory_);
     for (std::size_t i = 0; i < count; ++i) store_float(d, in.host(), i, small_int(seed, comm_.rank(), i));
+    at(op, "upload");
     in.upload();
+    at(op, "tpcoll call");
     comm_.all_reduce(in.ptr(), in_place ? in.ptr() : out.ptr(), count, d);
     Buffer& result = in_place ? in : out;
+    at(op, "download");
     result.download();
     bool ok = true;
     for (std::size_t i = 0; ok && i < count; ++i) {
@@ -151,7 +263,7 @@ class SoakRank {
       for (int r = 0; r < comm_.world_size(); ++r) sum += small_int(seed, r, i);
       ok = load_float(d, result.host(), i) == sum;
     }
-    record(ok, fmt::format("all_reduce {} x {}{}", count, dtype_name(d), in_place ? " in place" : ""));
+    record(ok, op);
   }
 
   void all_gather(std::uint64_t seed) {
@@ -168,11 +280,16 @@ class SoakRank {
     for (std::int64_t e : dims) total *= static_cast<std::size_t>(e);
     const int dim = static_cast<int>(draw(static_cast<std::uint64_t>(ndim)));
     const int world = comm_.world_size();
-    Buffer in(total * elem, o_.cuda), out(total * elem * world, o_.cuda), expected(total * elem * world, false);
+    const std::string op = fmt::format("all_gather {} x {} dim {}", total, dtype_name(d), dim);
+    at(op, "allocate");
+    Buffer in(total * elem, memory_), out(total * elem * world, memory_), expected(total * elem * world);
     const auto byte_of = [&](int r, std::size_t i) { return static_cast<std::byte>(bench::sample_bits(seed, r, i)); };
     for (std::size_t i = 0; i < total * elem; ++i) in.host()[i] = byte_of(comm_.rank(), i);
+    at(op, "upload");
     in.upload();
+    at(op, "tpcoll call");
     comm_.all_gather(in.ptr(), out.ptr(), d, dims, dim);
+    at(op, "download");
     out.download();
     // Concatenation along dim: outer blocks of `inner` bytes, one per rank in turn.
     std::size_t outer = 1;
@@ -181,38 +298,44 @@ class SoakRank {
     for (std::size_t o = 0; o < outer; ++o)
       for (int r = 0; r < world; ++r)
         for (std::size_t b = 0; b < inner; ++b) expected.host()[(o * world + r) * inner + b] = byte_of(r, o * inner + b);
-    record(out.same(expected), fmt::format("all_gather {} x {} dim {}", total, dtype_name(d), dim));
+    record(out.same(expected), op);
   }
 
   void fused(DType d, std::uint64_t seed) {
     const std::size_t elem = dtype_size(d);
     const std::size_t hidden = 8 * (1 + draw(1024)), tokens = 1 + draw(std::max<std::size_t>(1, o_.max_bytes / elem / hidden));
     const std::size_t count = tokens * hidden, bytes = count * elem;
-    Buffer x(bytes, o_.cuda), residual(bytes, o_.cuda), weight(hidden * elem, o_.cuda), out(bytes, o_.cuda),
-        residual_out(bytes, o_.cuda), reduced(bytes, o_.cuda), ref_out(bytes, o_.cuda), ref_residual(bytes, o_.cuda);
+    const std::string op = fmt::format("fused {} x {} {}", tokens, hidden, dtype_name(d));
+    at(op, "allocate");
+    Buffer x(bytes, memory_), residual(bytes, memory_), weight(hidden * elem, memory_), out(bytes, memory_),
+        residual_out(bytes, memory_), reduced(bytes, memory_), ref_out(bytes, memory_), ref_residual(bytes, memory_);
     for (std::size_t i = 0; i < count; ++i) {
       store_float(d, x.host(), i, small_int(seed, comm_.rank(), i));
       store_float(d, residual.host(), i, small_int(seed + 1, 0, i));  // the same on every rank
     }
     for (std::size_t i = 0; i < hidden; ++i) store_float(d, weight.host(), i, small_int(seed + 2, 0, i) / 8);
+    at(op, "upload");
     x.upload();
     residual.upload();
     weight.upload();
     const float eps = 1e-5f;
+    at(op, "tpcoll calls");
     comm_.fused_allreduce_residual_rmsnorm(x.ptr(), residual.ptr(), weight.ptr(), out.ptr(), residual_out.ptr(),
                                            tokens, hidden, d, eps);
     comm_.all_reduce(x.ptr(), reduced.ptr(), count, d);
     comm_.add_rmsnorm(reduced.ptr(), residual.ptr(), weight.ptr(), ref_out.ptr(), ref_residual.ptr(), tokens, hidden,
                       d, eps);
+    at(op, "download");
     for (Buffer* b : {&out, &residual_out, &ref_out, &ref_residual}) b->download();
     tally_.ops += 2;  // the reference all_reduce and add_rmsnorm
-    record(out.same(ref_out) && residual_out.same(ref_residual),
-           fmt::format("fused {} x {} {} against all_reduce + add_rmsnorm", tokens, hidden, dtype_name(d)));
+    record(out.same(ref_out) && residual_out.same(ref_residual), op + " against all_reduce + add_rmsnorm");
   }
 
   Communicator& comm_;
   const SoakOptions& o_;
   std::mt19937_64 rng_;
+  DeviceMemory memory_;
+  Progress progress_;
   Tally tally_;
 };
 

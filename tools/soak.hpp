@@ -16,6 +16,7 @@ struct SoakOptions {
   std::size_t max_bytes = 1 << 20;  // largest per-rank input
   std::uint64_t seed = 1;
   bool cuda = false;           // ranks on TPCOLL_DEVICE (default auto), buffers in device memory
+  bool arena = false;          // CUDA: buffers carved from one allocation per round, no cudaMalloc/cudaFree per op
 };
 
 // Starts rounds of `tpcoll soak` ranks (own_command) until the time is up;

@@ -21,7 +21,9 @@ if a check failed on any rank.
 """
 
 import argparse
+import faulthandler
 import os
+import signal
 import sys
 import tempfile
 
@@ -128,6 +130,8 @@ def table(rows, world, name, on_gpu):
 
 
 def main():
+    # A rank that the launcher stops (a peer failed) prints where it was.
+    faulthandler.register(signal.SIGTERM, all_threads=False, chain=True)
     args = parse()
     rank, world, local_rank, init = launch()
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

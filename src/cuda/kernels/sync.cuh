@@ -40,9 +40,14 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 }
 
 // Lets the next kernel of the stream start launching once every block of this
-// one has said so (or ended). Called only after this block has every peer's
-// data for the op, so all peers' blocks of the op have been resident and no
-// kernel launched early can keep one of them off the GPU.
+// one has said so (or ended). The first thread of a block to run it speaks
+// for the whole block, so a kernel that waits for peers calls it only where
+// every thread of the block has every peer's data for the op (after a
+// barrier): then all peers' blocks of the op have been resident, and no
+// kernel launched early, parked on the GPU until this one ends, can keep
+// one of them off it. (Called by one idle thread sooner, it let a stream's
+// next kernel fill the GPU while a peer sharing it had blocks still to
+// start: both ranks then waited for each other until the timeout.)
 __device__ __forceinline__ void allow_next_kernel() {
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
