@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
 
   // ---- tune ----
   // The bench's options, with a grid whose sizes grow within each op x dtype.
-  auto* t = app.add_subcommand("tune", "time every candidate algorithm of all_reduce and the fused op on the CPU "
-                                       "backend and write the winners as this machine's tuning table");
+  auto* t = app.add_subcommand("tune", "time every candidate algorithm of all_reduce and the fused op and write "
+                                       "the winners as this machine's tuning table for the backend");
   std::string tune_max_bytes = "16M";
   add_sweep_options(t, tune_max_bytes);  // the all_reduce sizes
   t->add_option("--dtype", dtypes, "dtypes (default: fp32 fp16 bf16)");
@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   t->add_option("-o,--output", bench.tune_path, "table file (default: TPCOLL_TUNE_FILE, else "
                                                 "$XDG_CACHE_HOME/tpcoll/<key>.json)");
+  std::string tune_backend = "cpu";
+  t->add_option("--backend", tune_backend, "cpu (ranks as processes), or cuda (ranks as streams sharing the current "
+                                           "GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
 
   // ---- check ----
   int check_ranks = 2;
@@ -190,7 +194,7 @@ int main(int argc, char** argv) {
       if (!dtypes.empty()) bench.dtypes = parse_dtypes(dtypes);
       bench.tokens = tune_tokens;
       bench.hidden = {tune_hidden};
-      bench.backend = tpcoll::bench::BackendKind::kCpu;
+      bench.backend = tune_backend == "cuda" ? tpcoll::bench::BackendKind::kCuda : tpcoll::bench::BackendKind::kCpu;
       bench.all_algos = true;
       bench.tune = true;
       return tpcoll::bench::run(bench, argc, argv);

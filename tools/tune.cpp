@@ -1,6 +1,5 @@
 #include "tools/tune.hpp"
 
-#include "core/tune_load.hpp"
 #include "tools/bench/report.hpp"
 
 #include <fmt/format.h>
@@ -27,8 +26,7 @@ std::string table_op(const std::string& bench_op) {
 
 }  // namespace
 
-void write_tune_table(const std::string& path, int world, const std::vector<bench::Row>& rows) {
-  const TuneKey key = cpu_tune_key(world);
+void write_tune_table(const std::string& path, const TuneKey& key, const std::vector<bench::Row>& rows) {
   nlohmann::json table = {
       {"format", kTuneFormat},
       {"key", {{"backend", key.backend}, {"device", key.device}, {"world", key.world}, {"topology", key.topology},
@@ -51,7 +49,7 @@ void write_tune_table(const std::string& path, int world, const std::vector<benc
   if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
   std::ofstream out(path);
   if (!(out << table.dump(1) << "\n")) throw std::runtime_error("cannot write " + path);
-  fmt::print("# tpcoll tune: table for {} at {} ranks written to {}\n", key.device, world, path);
+  fmt::print("# tpcoll tune: table for {} at {} ranks ({}) written to {}\n", key.device, key.world, key.topology, path);
 }
 
 void print_wins(const std::vector<bench::Row>& rows) {

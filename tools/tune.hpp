@@ -3,6 +3,7 @@
 // winners as a tuning table (src/core/tune_file.hpp) and says where each won.
 #pragma once
 
+#include "core/tune_file.hpp"
 #include "tools/bench/harness.hpp"
 
 #include <string>
@@ -10,9 +11,9 @@
 
 namespace tpcoll::tools {
 
-// The table of `rows` (each with its candidates' times) for this machine's
-// CPU backend at `world` ranks, written to `path`.
-void write_tune_table(const std::string& path, int world, const std::vector<bench::Row>& rows);
+// The table of `rows` (each with its candidates' times), measured where
+// `key` says, written to `path`.
+void write_tune_table(const std::string& path, const TuneKey& key, const std::vector<bench::Row>& rows);
 
 // One line per op x dtype: the size ranges where each candidate won.
 void print_wins(const std::vector<bench::Row>& rows);

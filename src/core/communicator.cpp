@@ -9,8 +9,11 @@
 #include "cpu/kernels.hpp"
 #include "cpu/shm_backend.hpp"
 #include "cuda/cuda_backend.hpp"
+#include "cuda/tune_key.hpp"
 #include "nccl/nccl_backend.hpp"
 
+#include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -130,15 +133,15 @@ void Communicator::agree_on_settings() {
            all[r].forced);
 }
 
-// The CUDA backend's key (device model, link or shared GPU, driver) is not
-// built yet, so it keeps its built-in table; the CPU backend reads the
-// measured table of this machine where there is one.
+// Rank 0 reads the measured table of this machine, backend and placement
+// where there is one (`tpcoll tune` writes it); every rank takes the bytes it
+// accepted.
 void Communicator::choose_table() {
   context_.table = on_gpu() ? &builtin_cuda_table() : &builtin_cpu_table();
-  if (on_gpu()) return;
+  const bool share_gpu = on_gpu() && ranks_share_one_gpu();  // collective: every rank takes part
   TuneFileText found;
   if (rank_ == 0) {
-    const TuneKey key = cpu_tune_key(world_);
+    const TuneKey key = on_gpu() ? cuda::tune_key(device_, world_, share_gpu) : cpu_tune_key(world_);
     found = read_tune_file(tune_file_path(key), key);
     log(found.warn ? LogLevel::kWarn : LogLevel::kInfo, "tune", "{}", found.why);
   }
@@ -148,6 +151,13 @@ void Communicator::choose_table() {
   tuned_view_ = tuned_->view();
   context_.defaults = context_.table;
   context_.table = &tuned_view_;
+}
+
+bool Communicator::ranks_share_one_gpu() {
+  const auto mine = cuda::device_uuid(device_);
+  std::vector<std::array<unsigned char, 16>> all(world_);
+  bootstrap_->all_gather(&mine, all.data(), sizeof mine);
+  return std::all_of(all.begin(), all.end(), [&](const auto& u) { return u == all[0]; });
 }
 
 std::string Communicator::broadcast_from_rank0(const std::string& text) {

@@ -49,6 +49,8 @@ class Communicator {
   void require_usable(void* stream) const;
   void agree_on_settings();
   void choose_table();
+  // Whether every rank's device is the same GPU (collective).
+  bool ranks_share_one_gpu();
   std::string broadcast_from_rank0(const std::string& text);
   void create_cpu_backends();
   void create_cuda_backend();

@@ -48,8 +48,8 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
   const int rc = summarize(info, rows, o.json_path, printer);
   if (o.tune && printer && rc == 0) {
     tools::print_wins(rows);
-    tools::write_tune_table(o.tune_path.empty() ? tune_file_path(cpu_tune_key(comm.world_size())) : o.tune_path,
-                            comm.world_size(), rows);
+    const TuneKey key = cpu_tune_key(comm.world_size());
+    tools::write_tune_table(o.tune_path.empty() ? tune_file_path(key) : o.tune_path, key, rows);
   }
   return rc;
 }

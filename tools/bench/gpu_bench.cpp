@@ -6,7 +6,10 @@
 #include "tools/bench/report.hpp"
 
 #include "cpu/kernels.hpp"
+#include "core/tune_load.hpp"
 #include "cuda/cuda_backend.hpp"
+#include "cuda/tune_key.hpp"
+#include "tools/tune.hpp"
 
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -250,6 +253,17 @@ Row start_row(const char* op, DType dtype, std::size_t count, int world) {
 // Ops per graph replay: enough that the replay's own launch is noise.
 int calls_per_replay(std::size_t bytes) { return bytes <= (1u << 20) ? 200 : 5; }
 
+// --all-algos: the row's candidates, each forced and timed like the
+// dispatched call (`calls` ops of `body` per replay).
+void time_candidates(GpuJob& job, Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& body,
+                     int calls, int replays) {
+  for (Algo algo : candidates) {
+    job.force(algo);
+    row.candidates.emplace_back(algo_label(algo), job.time_graph(body, calls, replays));
+  }
+  job.force(std::nullopt);
+}
+
 Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count, double copy_bw) {
   const int world = job.world();
   const std::size_t elem = dtype_size(dtype);
@@ -288,12 +302,12 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_REDUCE, static_cast<tpcoll_dtype_t>(dtype), 1, shape, 0, &plan));
   row.algo = plan.algorithm;
-  const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.all_reduce(count, dtype);
-      },
-      calls, std::max(5, o.iterations));
+  const int calls = calls_per_replay(bytes), replays = std::max(5, o.iterations);
+  const auto body = [&] {
+    for (int i = 0; i < calls; ++i) job.all_reduce(count, dtype);
+  };
+  row.time_us = job.time_graph(body, calls, replays);
+  if (o.all_algos) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot}, body, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   row.baseline_time_us = bytes_touched(row.algo, bytes, world) / copy_bw * 1e6;
@@ -383,7 +397,8 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
 // reported, then timed. One rank: against the copy roofline of the bytes it
 // must move (x and residual read, out and residual_out written); more:
 // against our all-reduce followed by our separate add + RMSNorm.
-Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, double copy_bw, int replays) {
+Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, double copy_bw, int replays,
+              bool all_algos) {
   const int world = job.world();
   const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
   Row row = start_row("fused_allreduce_rmsnorm", dtype, count, world);
@@ -409,12 +424,25 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
   cpu::add_rmsnorm(static_cast<tpcoll_dtype_t>(dtype), RmsNormRows{sum.data(), residual.data(), weight.data(),
                                                                           expected_out.data(), expected_residual.data(),
                                                                           tokens, hidden, kFusedEps});
-  check(cudaDeviceSynchronize(), "sync before the fused op");
-  job.fused(dtype, tokens, hidden);
-  check(cudaDeviceSynchronize(), "sync after the fused op");
-  int differs = job.first_differing_rank(&GpuRank::out, expected_out);
-  if (differs < 0) differs = job.first_differing_rank(&GpuRank::residual_out, expected_residual);
-  job.set_check(row, differs < 0 ? "" : fmt::format("rank {} differs from the CPU kernels", differs));
+  // The dispatched algorithm, and with --all-algos every candidate, forced.
+  const bool candidates = all_algos && world > 1;
+  std::vector<std::optional<Algo>> checked{std::nullopt};
+  if (candidates) checked.insert(checked.end(), {Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused});
+  std::string failure;
+  for (const std::optional<Algo> algo : checked) {
+    job.force(algo);
+    for (GpuRank& g : job.ranks()) check(cudaMemset(g.out, 0xff, bytes), "memset");
+    check(cudaDeviceSynchronize(), "sync before the fused op");
+    job.fused(dtype, tokens, hidden);
+    check(cudaDeviceSynchronize(), "sync after the fused op");
+    int differs = job.first_differing_rank(&GpuRank::out, expected_out);
+    if (differs < 0) differs = job.first_differing_rank(&GpuRank::residual_out, expected_residual);
+    if (differs >= 0 && failure.empty())
+      failure = fmt::format("{}rank {} differs from the CPU kernels",
+                            algo ? fmt::format("{}: ", algo_label(*algo)) : std::string(), differs);
+  }
+  job.force(std::nullopt);
+  job.set_check(row, failure);
   row.max_error = fused_max_error(dtype, seed, world, residual.data(), weight.data(), expected_out.data(), tokens, hidden);
 
   tpcoll_plan_info_t plan{};
@@ -423,11 +451,11 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
                             static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
   row.algo = world == 1 ? "local" : plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
-      },
-      calls, replays);
+  const auto body = [&] {
+    for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
+  };
+  row.time_us = job.time_graph(body, calls, replays);
+  if (candidates) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, body, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   if (world == 1) {
@@ -453,15 +481,30 @@ bool gpu_available() {
 
 namespace {
 
-// Where a launched job's ranks are: from TPCOLL_DEVICE as device_from_env reads it.
-std::string process_placement(int world) {
+int device_count() {
   int devices = 0;
   check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
-  const char* fixed = std::getenv("TPCOLL_DEVICE");
-  const bool shared = (fixed != nullptr && std::string(fixed) != "auto") || devices < world;
+  return devices;
+}
+
+// Whether TPCOLL_DEVICE names one GPU for every launched rank (as
+// device_from_env reads it), not "auto".
+bool one_device_for_all() {
+  const char* device = std::getenv("TPCOLL_DEVICE");
+  return device != nullptr && std::string(device) != "auto";
+}
+
+// Whether the ranks share a GPU: always as streams of this process.
+bool ranks_share_gpu(bool launched, int world) {
+  return !launched || one_device_for_all() || device_count() < world;
+}
+
+// Where a launched job's ranks are.
+std::string process_placement(int world) {
+  if (!ranks_share_gpu(true, world)) return fmt::format("{} ranks as processes, one GPU each", world);
   const std::string mps = cuda::mps_running() ? "MPS running" : "MPS not running";
-  if (!shared) return fmt::format("{} ranks as processes, one GPU each", world);
-  return fmt::format("{} ranks as processes sharing {} GPU(s) ({})", world, fixed ? 1 : devices, mps);
+  return fmt::format("{} ranks as processes sharing {} GPU(s) ({})", world, one_device_for_all() ? 1 : device_count(),
+                     mps);
 }
 
 }  // namespace
@@ -526,9 +569,15 @@ int run_gpu(const Options& o) {
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens)
-            if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused(*job, d, t, h, copy_bw, replays));
+            if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused(*job, d, t, h, copy_bw, replays, o.all_algos));
   }
-  return summarize(info, rows, printer ? o.json_path : std::string(), printer);
+  const int rc = summarize(info, rows, printer ? o.json_path : std::string(), printer);
+  if (o.tune && printer && rc == 0) {
+    tools::print_wins(rows);
+    const TuneKey key = cuda::tune_key(config.device, world, ranks_share_gpu(launched, world));
+    tools::write_tune_table(o.tune_path.empty() ? tune_file_path(key) : o.tune_path, key, rows);
+  }
+  return rc;
 }
 
 }  // namespace tpcoll::bench
