@@ -6,6 +6,9 @@
 # the multi-process tests and bench, the torch tests and the TP decoder
 # example (when PyTorch sees the GPU), stops MPS, and prints a summary last.
 # Usage: scripts/gpu-check.sh [BUILD_DIR]   (default: build)
+# GPU_CHECK_PARTS="native python" (the default) selects the parts: native
+# (the C++ tests, benches and processes) and python (the torch tests and the
+# example), so that a device session's time limit can take them in turn.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -15,6 +18,9 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 if [ ! -x "$build/tpcoll" ]; then
   cmake -S . -B "$build" && cmake --build "$build" -j "$(nproc)" || { echo "gpu-check: build failed"; exit 1; }
 fi
+
+parts=${GPU_CHECK_PARTS:-native python}
+part() { [[ " $parts " == *" $1 "* ]]; }
 
 declare -a summary
 run_step() {  # name, command...
@@ -28,26 +34,28 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 "$build/tpcoll" check -n 2
 
 # --- ranks as streams of one process ---
-# The test binaries are run directly: ctest files hold the build machine's paths.
-for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
-  [ -x "$t" ] && run_step "$(basename "$t")" "$t"
-done
-run_step "all-reduce tests without programmatic dependent launch" env TPCOLL_CUDA_EARLY_LAUNCH=0 \
-  "$build/tests/gpu/tpcoll_gpu_all_reduce_test" --gtest_filter='CudaAllReduce.Every*:CudaAllReduce.Graph*'
-run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
-  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --op all_reduce --op all_gather \
-  --json "$out/gpu-bench-bf16.json"
-run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
-  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op all_reduce --dtype fp32 --dtype fp16 \
-  --json "$out/gpu-bench-fp32-fp16.json"
-for n in 1 2; do
-  run_step "bench (fused, bf16, $n rank(s) as streams)" \
-    "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
-    --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
-done
-if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
-    python3 scripts/torch_add_rmsnorm.py --json "$out/torch-add-rmsnorm.json"
+if part native; then
+  # The test binaries are run directly: ctest files hold the build machine's paths.
+  for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
+    [ -x "$t" ] && run_step "$(basename "$t")" "$t"
+  done
+  run_step "all-reduce tests without programmatic dependent launch" env TPCOLL_CUDA_EARLY_LAUNCH=0 \
+    "$build/tests/gpu/tpcoll_gpu_all_reduce_test" --gtest_filter='CudaAllReduce.Every*:CudaAllReduce.Graph*'
+  run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
+    "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 4 --dtype bf16 --op all_reduce --op all_gather \
+    --json "$out/gpu-bench-bf16.json"
+  run_step "bench (fp32 and fp16, 1K-256M, 2 ranks as streams)" \
+    "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op all_reduce --dtype fp32 --dtype fp16 \
+    --json "$out/gpu-bench-fp32-fp16.json"
+  for n in 1 2; do
+    run_step "bench (fused, bf16, $n rank(s) as streams)" \
+      "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
+      --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
+  done
+  if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
+      python3 scripts/torch_add_rmsnorm.py --json "$out/torch-add-rmsnorm.json"
+  fi
 fi
 
 # --- ranks as processes sharing the GPU, under MPS ---
@@ -60,17 +68,24 @@ if command -v nvidia-cuda-mps-control >/dev/null 2>&1 || [ -x /usr/local/nvidia/
 fi
 stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
 trap stop_mps EXIT
-for n in 2 3 4 8; do
-  run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
-    env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
-done
-for mode in kill mismatch abort many; do
-  run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
-    "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
-done
+if part native; then
+  for n in 2 3 4 8; do
+    run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
+      env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
+  done
+  for mode in kill mismatch abort many; do
+    run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
+      "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
+  done
+  run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
+    env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
+    --op all_reduce --op all_gather --json "$out/gpu-bench-bf16-processes.json"
+fi
 # The Python package's torch layer and the example, where the build made the
 # package (nanobind found) and PyTorch sees the GPU: ranks are processes here.
-if [ -d "$build/python/tpcoll" ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+if ! part python; then
+  summary+=("SKIP  torch tests and TP decoder example (GPU_CHECK_PARTS=\"$parts\")")
+elif [ -d "$build/python/tpcoll" ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   run_step "torch tests (custom ops, torch.compile, CUDA graphs; processes sharing the GPU, MPS: $mps_started)" \
     env PYTHONPATH="$PWD/$build/python" python3 -m pytest -q -p no:cacheprovider python/tests/test_torch.py
   run_step "TP decoder example, TP=1/2/4, tpcoll, eager and CUDA graphs (MPS: $mps_started)" \
@@ -78,9 +93,6 @@ if [ -d "$build/python/tpcoll" ] && python3 -c "import torch; assert torch.cuda.
 else
   summary+=("SKIP  torch tests and TP decoder example (no Python package in $build, or no CUDA PyTorch)")
 fi
-run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
-  env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
-  --op all_reduce --op all_gather --json "$out/gpu-bench-bf16-processes.json"
 
 echo
 echo "gpu-check summary:"
