@@ -103,7 +103,6 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_gather(const AllGath
     }
   }
   if (failure) proto.report(failure);
-  __syncthreads();  // every thread has its units (see allow_next_kernel)
   allow_next_kernel();
   proto.finish(1);
 }

@@ -188,9 +188,6 @@ __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const Rm
   using G = Group<E>;
   __shared__ float partials[kPartials];
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
-  // This kernel waits for no peer, so the next one may start launching now
-  // (it waits in turn for this one to end before it reads anything).
-  allow_next_kernel();
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
   const auto load_weight = [&](G (&w)[kPerThread]) {
@@ -224,6 +221,7 @@ __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const Rm
     if (!holds(groups, k)) break;
     out[held_group(k)] = normalized_group<E>(s[k], inv, w[k]);
   }
+  allow_next_kernel();
 }
 
 // Calls f(std::integral_constant<int, K>{}) with K = held_groups_per_thread
@@ -254,7 +252,6 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   __shared__ float partials[kPartials];
   __shared__ float inv;
   wait_for_previous_kernel();
-  allow_next_kernel();  // as in the held-row kernel
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
   const G* weight = static_cast<const G*>(a.weight);
@@ -281,6 +278,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   for (int k = 0; k < kNormHeldGroups; ++k)
     if (threadIdx.x + k * blockDim.x < groups) write(threadIdx.x + k * blockDim.x, w[k]);
   for (std::size_t g = threadIdx.x + kNormHeldGroups * blockDim.x; g < groups; g += blockDim.x) write(g, weight[g]);
+  allow_next_kernel();
 }
 
 // Any hidden size and alignment, element by element. One warp per row: add, then the sum of squares of the rounded sum (read
@@ -288,12 +286,8 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
 // Each lane only reads back what it wrote, so aliasing out == x and
 // residual_out == residual is safe.
 template <typename E>
-__global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsNormRows a) {
+__device__ __forceinline__ void add_rmsnorm_row(const RmsNormRows& a, std::size_t row) {
   using S = typename E::Storage;
-  wait_for_previous_kernel();
-  allow_next_kernel();  // as in the group kernel
-  const std::size_t row = static_cast<std::size_t>(blockIdx.x) * kNormWarps + threadIdx.x / 32;
-  if (row >= a.rows) return;
   const unsigned lane = threadIdx.x % 32;
   const std::size_t offset = row * a.hidden;
   const S* x = static_cast<const S*>(a.x) + offset;
@@ -310,6 +304,14 @@ __global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsN
   const S* weight = static_cast<const S*>(a.weight);
   S* out = static_cast<S*>(a.out) + offset;
   for (std::size_t e = lane; e < a.hidden; e += 32) out[e] = E::store(normalized<E>(s[e], inv, weight[e]));
+}
+
+template <typename E>
+__global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsNormRows a) {
+  wait_for_previous_kernel();
+  const std::size_t row = static_cast<std::size_t>(blockIdx.x) * kNormWarps + threadIdx.x / 32;
+  if (row < a.rows) add_rmsnorm_row<E>(a, row);
+  allow_next_kernel();
 }
 
 }  // namespace tpcoll::cuda

@@ -40,15 +40,18 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 }
 
 // Lets the next kernel of the stream start launching once every block of this
-// one has said so (or ended). The first thread of a block to run it speaks
-// for the whole block, so a kernel that waits for peers calls it only where
-// every thread of the block has every peer's data for the op (after a
-// barrier): then all peers' blocks of the op have been resident, and no
-// kernel launched early, parked on the GPU until this one ends, can keep
-// one of them off it. (Called by one idle thread sooner, it let a stream's
-// next kernel fill the GPU while a peer sharing it had blocks still to
-// start: both ranks then waited for each other until the timeout.)
+// one has said so (or ended); that kernel still waits in
+// wait_for_previous_kernel for this one to end before it reads anything.
+// Every thread of a block calls it, last, once the block's outputs are
+// written: the instruction counts for the whole block as soon as one thread
+// runs it, hence the barrier. So a kernel launched early never runs beside a
+// block of ours that still waits for peers (parked on the GPU, it could keep
+// a peer's block off a GPU they share: before the barrier, one idle thread
+// of the low-latency kernels let the next kernel launch at once, and ranks
+// sharing a GPU waited for each other until the timeout), nor beside one
+// that still writes its output.
 __device__ __forceinline__ void allow_next_kernel() {
+  __syncthreads();
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
