@@ -13,6 +13,10 @@ if [ -x "$build/tpcoll" ] && [ -d "$build/python/tpcoll" ]; then
   launcher=$build/tpcoll
   export PYTHONPATH=$PWD/$build/python${PYTHONPATH:+:$PYTHONPATH}
 fi
+# Ranks sharing a GPU load every CUDA module at start-up: one loaded lazily
+# at its first launch can wait for the other processes' kernels, a peer's
+# waiting collective included (see the README).
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -lt 4 ]; then export CUDA_MODULE_LOADING=${CUDA_MODULE_LOADING:-EAGER}; fi
 status=0
 for tp in 1 2 4; do
   "$launcher" run -n "$tp" -- python3 examples/tp_decoder/run.py "$@" || status=1
