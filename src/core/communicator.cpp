@@ -181,9 +181,14 @@ void Communicator::require_usable(void* stream) const {
     fail(TPCOLL_INVALID_ARGUMENT, "stream is not NULL, but this is a CPU communicator");
 }
 
-Plan Communicator::plan_call(const Call& call) const {
+Plan Communicator::plan_call(const Call& call, std::optional<tpcoll_algo_t> as) const {
   const bool trace = log_enabled(LogLevel::kTrace);
-  Plan plan = make_plan(call, context_, trace);
+  PlanContext forced;
+  if (as) {
+    forced = context_;
+    forced.forced = as;
+  }
+  Plan plan = make_plan(call, as ? forced : context_, trace);
   if (trace)
     log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
         plan.steps, plan.reason);
@@ -248,7 +253,12 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
   if (world_ > 1) {
     Call reduce = call;
     reduce.op = TPCOLL_OP_ALL_REDUCE;
-    run(reduce, plan_call(reduce), Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
+    // A one-shot or two-shot plan that no fused kernel serves still moves the
+    // data that way (the tuner timed that candidate so); an unfused plan
+    // leaves the all-reduce to its own table.
+    const bool moves = plan.algo == TPCOLL_ALGO_ONESHOT || plan.algo == TPCOLL_ALGO_TWOSHOT;
+    run(reduce, plan_call(reduce, moves ? std::optional(plan.algo) : std::nullopt),
+        Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
     x = b.out;
   }
   cuda::add_rmsnorm(device_, cuda_norm_launch_, dtype,

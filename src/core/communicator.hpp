@@ -43,8 +43,8 @@ class Communicator {
   void abort();
 
  private:
-  // make_plan, logged at TRACE.
-  Plan plan_call(const Call& call) const;
+  // make_plan, logged at TRACE; `as`: planned as if forced to that algorithm.
+  Plan plan_call(const Call& call, std::optional<tpcoll_algo_t> as = std::nullopt) const;
   void run(const Call& call, const Plan& plan, const Buffers& buffers);
   void require_usable(void* stream) const;
   void agree_on_settings();
