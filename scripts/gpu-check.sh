@@ -32,6 +32,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
   [ -x "$t" ] && run_step "$(basename "$t")" "$t"
 done
+# Issue 18, item 4: a consumer launched early after each of 100,000 ops never
+# reads a stale or partial output, with tpcoll's early launch on and off.
+for early in 1 0; do
+  run_step "consumer after each op (programmatic dependent launch), TPCOLL_CUDA_EARLY_LAUNCH=$early" \
+    env TPCOLL_CUDA_EARLY_LAUNCH=$early "$build/tests/gpu/tpcoll_gpu_early_launch"
+done
 run_step "all-reduce tests without programmatic dependent launch" env TPCOLL_CUDA_EARLY_LAUNCH=0 \
   "$build/tests/gpu/tpcoll_gpu_all_reduce_test" --gtest_filter='CudaAllReduce.Every*:CudaAllReduce.Graph*'
 run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
@@ -64,7 +70,8 @@ for n in 2 3 4 8; do
   run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
-for mode in kill mismatch abort many; do
+# ipc_fault and cycles: issue 18, items 7 and 5.
+for mode in kill mismatch abort many ipc_fault cycles; do
   run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
     "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
 done
