@@ -51,6 +51,12 @@ for n in 1 2; do
     "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
     --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
 done
+# Issue 18, item 6: creation time at world 8 on one GPU (the bench's init row;
+# target under 0.5 s), read from the JSON into the summary.
+run_step "init time, 8 ranks as streams of one GPU (bench init row)" \
+  "$build/tpcoll" bench --backend cuda -np 8 -b 1K -e 1K --op all_reduce --dtype bf16 --json "$out/gpu-bench-init-x8.json"
+init_line=$(python3 -c "import json,sys; r=[r for r in json.load(open(sys.argv[1]))['rows'] if r['op']=='init'][0]; print(f\"init: {r['world']} ranks as streams, {r['init_ms']:.1f} ms\")" \
+  "$out/gpu-bench-init-x8.json" 2>/dev/null) && summary+=("INFO  $init_line")
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
     python3 scripts/torch_add_rmsnorm.py --json "$out/torch-add-rmsnorm.json"
