@@ -8,14 +8,27 @@ namespace {
 
 struct CaptureState {
   bool capturing = false;  // an active (or invalidated) capture sequence
-  unsigned long long id = 0;
+  unsigned long long id = 0;  // that sequence's id; 0 when unknown or not capturing
+
+  // Both eager, or both in one known capture: one event can order them.
+  bool same_epoch(const CaptureState& o) const {
+    return capturing ? o.capturing && id != 0 && id == o.id : !o.capturing;
+  }
 };
 
 CaptureState capture_state(cudaStream_t stream, const char* which) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   unsigned long long id = 0;
-  check_cuda(cudaStreamGetCaptureInfo(stream, &status, &id), which);
-  return CaptureState{status != cudaStreamCaptureStatusNone, id};
+  const cudaError_t e = cudaStreamGetCaptureInfo(stream, &status, &id);
+  // The legacy default stream while a blocking stream is captured: part of
+  // that capture, whose id CUDA does not give.
+  if (e == cudaErrorStreamCaptureImplicit) {
+    cudaGetLastError();
+    return CaptureState{true, 0};
+  }
+  check_cuda(e, which);
+  if (status == cudaStreamCaptureStatusNone) return CaptureState{};
+  return CaptureState{true, id};
 }
 
 }  // namespace
@@ -48,7 +61,7 @@ void StreamOrder::before_op(void* stream) {
          "being captured into a CUDA graph: tpcoll cannot order them (CUDA does not join a capture to eager "
          "work); end that capture first, or issue both on one stream",
          rank_, stream, previous_);
-  if (before.capturing == now.capturing && before.id == now.id) {
+  if (before.same_epoch(now)) {
     check_cuda(cudaEventRecord(event_, previous), "recording the previous op's end (stream order)");
     check_cuda(cudaStreamWaitEvent(next, event_, 0), "ordering this op after the previous one (stream order)");
   }
