@@ -6,16 +6,6 @@
 namespace tpcoll::cuda {
 namespace {
 
-struct CaptureState {
-  bool capturing = false;  // an active (or invalidated) capture sequence
-  unsigned long long id = 0;  // that sequence's id; 0 when unknown or not capturing
-
-  // Both eager, or both in one known capture: one event can order them.
-  bool same_epoch(const CaptureState& o) const {
-    return capturing ? o.capturing && id != 0 && id == o.id : !o.capturing;
-  }
-};
-
 CaptureState capture_state(cudaStream_t stream, const char* which) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   unsigned long long id = 0;
@@ -32,6 +22,11 @@ CaptureState capture_state(cudaStream_t stream, const char* which) {
 }
 
 }  // namespace
+
+OrderAction order_action(const CaptureState& before, const CaptureState& now) {
+  if (!now.capturing) return before.capturing ? OrderAction::kRefuse : OrderAction::kJoin;
+  return before.capturing && before.id != 0 && before.id == now.id ? OrderAction::kJoin : OrderAction::kNothing;
+}
 
 StreamOrder::StreamOrder(int rank, int device) : rank_(rank), device_(device) {
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
@@ -55,13 +50,14 @@ void StreamOrder::before_op(void* stream) {
   const auto next = static_cast<cudaStream_t>(stream);
   const CaptureState before = capture_state(previous, "cudaStreamGetCaptureInfo (the previous op's stream)");
   const CaptureState now = capture_state(next, "cudaStreamGetCaptureInfo (this op's stream)");
-  if (before.capturing && !now.capturing)
+  const OrderAction action = order_action(before, now);
+  if (action == OrderAction::kRefuse)
     fail(TPCOLL_INVALID_ARGUMENT,
          "rank {}: an eager op on stream {} while stream {}, which issued this communicator's previous op, is "
          "being captured into a CUDA graph: tpcoll cannot order them (CUDA does not join a capture to eager "
          "work); end that capture first, or issue both on one stream",
          rank_, stream, previous_);
-  if (before.same_epoch(now)) {
+  if (action == OrderAction::kJoin) {
     check_cuda(cudaEventRecord(event_, previous), "recording the previous op's end (stream order)");
     check_cuda(cudaStreamWaitEvent(next, event_, 0), "ordering this op after the previous one (stream order)");
   }

@@ -8,6 +8,21 @@ struct CUevent_st;
 
 namespace tpcoll::cuda {
 
+// Where a stream stands with CUDA graph capture.
+struct CaptureState {
+  bool capturing = false;     // an active (or invalidated) capture sequence
+  unsigned long long id = 0;  // that sequence's id; 0 when unknown or not capturing
+};
+
+// What an op on a stream in state `now` needs after the previous op, whose
+// stream is in state `before` (see StreamOrder::before_op).
+enum class OrderAction {
+  kJoin,     // both eager, or both in one known capture: wait for an event
+  kNothing,  // this op is captured, the previous eager or in another capture
+  kRefuse,   // this op eager, the previous op's stream captured
+};
+OrderAction order_action(const CaptureState& before, const CaptureState& now);
+
 class StreamOrder {
  public:
   StreamOrder(int rank, int device);
