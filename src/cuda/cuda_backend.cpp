@@ -249,8 +249,9 @@ void CudaBackend::raise_async_error() const {
          describe(mine), peer);
   if (mine.same_call(theirs))
     fail(TPCOLL_MISMATCH,
-         "ranks disagree: rank {} and peer {} called {} with buffers 16-byte aligned on one of them only", rank_, peer,
-         describe(mine));
+         "ranks disagree: rank {} and peer {} called {} but chose different kernels: buffers 16-byte aligned on "
+         "one of them only, or a launch shape that differs",
+         rank_, peer, describe(mine));
   fail_mismatch(rank_, mine, peer, theirs);
 }
 
@@ -424,7 +425,8 @@ void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& 
   choice.early_launch = early_launch_;
 
   AllReduceArgs args{};
-  fill_peer_args(args, call, plan, launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
+  fill_peer_args(args, call, plan,
+                 launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
   args.in = buffers.in;
   args.out = buffers.out;
   args.count = call.count;
