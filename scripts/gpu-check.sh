@@ -39,6 +39,12 @@ if part native; then
   for t in "$build"/tests/gpu/tpcoll_gpu_*_test; do
     [ -x "$t" ] && run_step "$(basename "$t")" "$t"
   done
+  # Issue 18, item 4: a consumer launched early after each of 100,000 ops never
+  # reads a stale or partial output, with tpcoll's early launch on and off.
+  for early in 1 0; do
+    run_step "consumer after each op (programmatic dependent launch), TPCOLL_CUDA_EARLY_LAUNCH=$early" \
+      env TPCOLL_CUDA_EARLY_LAUNCH=$early "$build/tests/gpu/tpcoll_gpu_early_launch"
+  done
   run_step "all-reduce tests without programmatic dependent launch" env TPCOLL_CUDA_EARLY_LAUNCH=0 \
     "$build/tests/gpu/tpcoll_gpu_all_reduce_test" --gtest_filter='CudaAllReduce.Every*:CudaAllReduce.Graph*'
   run_step "bench (all-reduce bf16 and all-gather, 1K-256M, logits, 2 ranks as streams)" \
@@ -52,6 +58,12 @@ if part native; then
       "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
       --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
   done
+  # Issue 18, item 6: creation time at world 8 on one GPU (the bench's init row;
+  # target under 0.5 s), read from the JSON into the summary.
+  run_step "init time, 8 ranks as streams of one GPU (bench init row)" \
+    "$build/tpcoll" bench --backend cuda -np 8 -b 1K -e 1K --op all_reduce --dtype bf16 --json "$out/gpu-bench-init-x8.json"
+  init_line=$(python3 -c "import json,sys; r=[r for r in json.load(open(sys.argv[1]))['rows'] if r['op']=='init'][0]; print(f\"init: {r['world']} ranks as streams, {r['init_ms']:.1f} ms\")" \
+    "$out/gpu-bench-init-x8.json" 2>/dev/null) && summary+=("INFO  $init_line")
   if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
       python3 scripts/torch_add_rmsnorm.py --json "$out/torch-add-rmsnorm.json"
@@ -77,7 +89,8 @@ if part native; then
     run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
       env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
   done
-  for mode in kill mismatch abort many; do
+  # ipc_fault and cycles: issue 18, items 7 and 5.
+  for mode in kill mismatch abort many ipc_fault cycles; do
     run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
       "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
   done

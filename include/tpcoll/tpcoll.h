@@ -6,9 +6,34 @@
  * that fails touches the caller's output buffers.
  *
  * Threading: a communicator is used by one thread at a time (only
- * tpcoll_comm_abort may come from another thread). Every rank of a
- * communicator must issue the same operations, with the same arguments apart
- * from the buffers, in the same order (as with NCCL).
+ * tpcoll_comm_abort may come from another thread); an operation called while
+ * another thread is inside one on the same communicator fails with
+ * TPCOLL_INVALID_ARGUMENT. Every rank of a communicator must issue the same
+ * operations, with the same arguments apart from the buffers, in the same
+ * order (as with NCCL).
+ *
+ * Streams: a CUDA communicator's operations may come on any number of
+ * streams; each rank's run in the order it issued them (an operation on
+ * another stream than the previous one waits for that stream's work), and the
+ * stream of the previous operation must still exist. Under CUDA graph capture
+ * the same holds within one capture; captured operations run when their
+ * graph is replayed, which the caller orders like any captured work. An eager
+ * operation issued while the previous operation's stream is being captured
+ * fails with TPCOLL_INVALID_ARGUMENT (CUDA cannot order the two). Creating a
+ * communicator during capture fails with TPCOLL_INVALID_ARGUMENT; one created
+ * before may have its very first operation captured.
+ *
+ * Programmatic dependent launch (sm_90 and newer): tpcoll's kernels let the
+ * next kernel of their stream start launching before they end, once each of
+ * their blocks has its peers' data and has written its part of the output.
+ * A kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization
+ * after an operation must call cudaGridDependencySynchronize() (griddepcontrol.wait) before it
+ * reads the operation's outputs: that call returns once the operation's
+ * kernels have completed and their writes are visible, so it never sees a
+ * stale or partial output. Reads before that call, or ordered only by a
+ * programmatic event (cudaLaunchAttributeProgrammaticEvent), may. tpcoll's
+ * own kernels wait so whether or not TPCOLL_CUDA_EARLY_LAUNCH launches them
+ * early.
  */
 #ifndef TPCOLL_TPCOLL_H
 #define TPCOLL_TPCOLL_H

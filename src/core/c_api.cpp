@@ -6,6 +6,7 @@
 #include "core/communicator.hpp"
 #include "core/config.hpp"
 #include "core/dtype.hpp"
+#include "cuda/capture_guard.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "core/error.hpp"
 
@@ -119,6 +120,9 @@ tpcoll_result_t tpcoll_comm_create_local(int world, const int* devices, tpcoll_c
       if ((devices[r] == TPCOLL_DEVICE_CPU) != (devices[0] == TPCOLL_DEVICE_CPU))
         tpcoll::fail(TPCOLL_INVALID_ARGUMENT, "devices mixes CPU and GPU ranks (rank 0: {}, rank {}: {})", devices[0],
                      r, devices[r]);
+    // The ranks are created by threads of their own, which a capture in
+    // thread-local mode does not cover: check in the caller's thread.
+    if (devices[0] != TPCOLL_DEVICE_CPU) tpcoll::cuda::refuse_creation_during_capture(devices[0]);
     // Creation is collective, so each rank is created by its own thread.
     tpcoll::LocalBootstraps group =
         tpcoll::make_local_bootstraps(world, tpcoll::env::kBootstrapTimeoutMs.as_int());

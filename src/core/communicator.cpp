@@ -8,8 +8,10 @@
 #include "cpu/fallback_backend.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/shm_backend.hpp"
+#include "cuda/capture_guard.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/tune_key.hpp"
+#include "cuda/stream_order.hpp"
 #include "nccl/nccl_backend.hpp"
 
 #include <algorithm>
@@ -30,9 +32,13 @@ std::string rendezvous_key(const std::string& job) {
   return job + "#" + std::to_string(created[job]++);
 }
 
-// What must be equal on every rank for plans to agree.
+// What must be equal on every rank for plans, and the CUDA kernels' launch
+// shapes, to agree: a launch shape is a function of the op, its shape, the
+// plan and these alone (flashinfer#3408: ranks that sized one kernel
+// differently hung).
 struct Settings {
   std::uint64_t staging_bytes;
+  std::int64_t low_latency_bytes;  // TPCOLL_CUDA_LOW_LATENCY_BYTES: which kernel, how many blocks
   std::int32_t disabled;
   std::int32_t forced;  // -1 for none
   bool operator==(const Settings&) const = default;
@@ -64,6 +70,8 @@ Communicator::Communicator(const tpcoll_comm_config_t& config, std::unique_ptr<B
   env_forced_ = env::forced_algo();
   context_.forced = env_forced_;
 
+  // Before meeting the peers: a rank that cannot create leaves at once.
+  if (on_gpu()) cuda::refuse_creation_during_capture(device_);
   if (bootstrap)
     bootstrap_ = std::move(bootstrap);
   else if (config.allgather)
@@ -109,28 +117,40 @@ void Communicator::create_cuda_backend() {
         fmt::format("{} ranks: tpcoll's kernels serve at most {}, NCCL serves the rest", world_, cuda::kMaxRanks);
   } else {
     auto backend = std::make_unique<cuda::CudaBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
-    cuda_ = backend.get();
-    fast_ = std::move(backend);
+    if (const std::string& why = backend->ipc_unavailable(); !why.empty()) {
+      if (backend->ranks_share_gpu())
+        fail(TPCOLL_UNSUPPORTED, "rank {}: {}; ranks share a GPU, so NCCL cannot serve this communicator either",
+             rank_, why);
+      log(LogLevel::kWarn, "init", "rank {}: {}: this communicator takes the NCCL path", rank_, why);
+      context_.fast_available = false;
+      context_.fast_unavailable_reason = why + ": NCCL serves every op";
+    } else {
+      cuda_ = backend.get();
+      fast_ = std::move(backend);
+    }
   }
   if (!context_.fast_available || context_.disabled || env_forced_ == TPCOLL_ALGO_FALLBACK)
     fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes);
   cuda::load_kernels_on(device_);  // the add + RMSNorm kernel serves NCCL-only communicators too
   cuda_norm_launch_ = cuda::norm_launch_on(device_);
+  stream_order_ = std::make_unique<cuda::StreamOrder>(rank_, device_);
 }
 
 Communicator::~Communicator() = default;
 
 void Communicator::agree_on_settings() {
-  const Settings mine{context_.staging_bytes, context_.disabled, context_.forced ? *context_.forced : -1};
+  const Settings mine{context_.staging_bytes, env::kCudaLowLatencyBytes.as_int(), context_.disabled,
+                      context_.forced ? *context_.forced : -1};
   std::vector<Settings> all(world_);
   bootstrap_->all_gather(&mine, all.data(), sizeof mine);
   for (int r = 0; r < world_; ++r)
     if (!(all[r] == all[0]))
       fail(TPCOLL_MISMATCH,
-           "ranks 0 and {} were started with different settings (TPCOLL_CPU_BUFFER_BYTES {} vs {}, "
-           "TPCOLL_DISABLE {} vs {}, TPCOLL_ALGO {} vs {}): plans would diverge",
-           r, all[0].staging_bytes, all[r].staging_bytes, all[0].disabled, all[r].disabled, all[0].forced,
-           all[r].forced);
+           "ranks 0 and {} were started with different settings ({} {} vs {}, TPCOLL_CUDA_LOW_LATENCY_BYTES {} "
+           "vs {}, TPCOLL_DISABLE {} vs {}, TPCOLL_ALGO {} vs {}): plans would diverge",
+           r, on_gpu() ? env::kCudaBufferBytes.name : env::kCpuBufferBytes.name, all[0].staging_bytes,
+           all[r].staging_bytes, all[0].low_latency_bytes, all[r].low_latency_bytes, all[0].disabled,
+           all[r].disabled, all[0].forced, all[r].forced);
 }
 
 // Rank 0 reads the measured table of this machine, backend and placement
@@ -172,6 +192,16 @@ std::string Communicator::broadcast_from_rank0(const std::string& text) {
   return std::string(all.data(), size);
 }
 
+Communicator::OpGuard::OpGuard(Communicator& comm) : in_op_(comm.in_op_) {
+  if (in_op_.exchange(true, std::memory_order_acquire))
+    fail(TPCOLL_INVALID_ARGUMENT,
+         "rank {}: another thread is inside an op on this communicator; a communicator serves one thread at a "
+         "time (only tpcoll_comm_abort may come from another)",
+         comm.rank_);
+}
+
+Communicator::OpGuard::~OpGuard() { in_op_.store(false, std::memory_order_release); }
+
 void Communicator::require_usable(void* stream) const {
   if (aborted_.load(std::memory_order_acquire))
     fail(TPCOLL_ABORTED, "rank {}: the communicator was aborted on this rank (tpcoll_comm_abort)", rank_);
@@ -202,6 +232,7 @@ void Communicator::run(const Call& call, const Plan& plan, const Buffers& buffer
          "or TPCOLL_DISABLE=1 before creating it",
          describe(call));
   Backend& backend = plan.algo == TPCOLL_ALGO_FALLBACK ? *fallback_ : *fast_;
+  if (stream_order_) stream_order_->before_op(buffers.stream);
   try {
     backend.run(call, plan, buffers);
   } catch (const Error& e) {
@@ -221,6 +252,7 @@ void Communicator::run(const Call& call, const Plan& plan, const Buffers& buffer
 }
 
 void Communicator::all_reduce(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream) {
+  const OpGuard guard(*this);
   require_usable(stream);
   const Call call = validate_all_reduce(in, out, count, dtype);
   run(call, plan_call(call), Buffers{in, out, nullptr, nullptr, nullptr, stream});
@@ -228,6 +260,7 @@ void Communicator::all_reduce(const void* in, void* out, std::size_t count, tpco
 
 void Communicator::all_gather(const void* in, void* out, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape,
                               int dim, void* stream) {
+  const OpGuard guard(*this);
   require_usable(stream);
   const Call call = validate_all_gather(in, out, dtype, ndim, shape, dim);
   run(call, plan_call(call), Buffers{in, out, nullptr, nullptr, nullptr, stream});
@@ -235,6 +268,7 @@ void Communicator::all_gather(const void* in, void* out, tpcoll_dtype_t dtype, i
 
 void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden,
                                                     tpcoll_dtype_t dtype, float eps, void* stream) {
+  const OpGuard guard(*this);
   require_usable(stream);
   const Call call = validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
                                      RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,

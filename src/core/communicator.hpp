@@ -16,6 +16,7 @@
 
 namespace tpcoll::cuda {
 class CudaBackend;
+class StreamOrder;
 }
 
 namespace tpcoll::core {
@@ -43,6 +44,19 @@ class Communicator {
   void abort();
 
  private:
+  // Held for the whole of an op: a second thread entering one on the same
+  // communicator fails at the call instead of interleaving with the first.
+  class OpGuard {
+   public:
+    explicit OpGuard(Communicator& comm);
+    ~OpGuard();
+    OpGuard(const OpGuard&) = delete;
+    OpGuard& operator=(const OpGuard&) = delete;
+
+   private:
+    std::atomic<bool>& in_op_;
+  };
+
   // make_plan, logged at TRACE; `as`: planned as if forced to that algorithm.
   Plan plan_call(const Call& call, std::optional<tpcoll_algo_t> as = std::nullopt) const;
   void run(const Call& call, const Plan& plan, const Buffers& buffers);
@@ -65,12 +79,14 @@ class Communicator {
   std::unique_ptr<Backend> fallback_;
   cuda::CudaBackend* cuda_ = nullptr;  // fast_, when it is our CUDA backend
   cuda::NormLaunch cuda_norm_launch_;  // cuda::norm_launch_on(device_)
+  std::unique_ptr<cuda::StreamOrder> stream_order_;  // CUDA communicators: ops in issue order across streams
   PlanContext context_;
   std::unique_ptr<LoadedTable> tuned_;  // the measured table in use, if any
   TuneTable tuned_view_{};              // tuned_->view(), which context_.table points to
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
   std::string broken_;  // set once a peer timed out or the transport failed
   std::atomic<bool> aborted_{false};
+  std::atomic<bool> in_op_{false};  // an OpGuard is held
 };
 
 }  // namespace tpcoll::core

@@ -36,9 +36,31 @@ namespace env {
 
 std::span<const EnvParam> all() {
   static constexpr std::array params{kDisable,        kAlgo,            kDebug,  kTimeoutMs,     kBootstrapTimeoutMs,
-                                     kCpuBufferBytes, kCudaBufferBytes, kCudaLowLatencyBytes, kCudaEarlyLaunch, kTuneFile, kNcclLib, kDevice, kLocalRank,     kRank,
+                                     kCpuBufferBytes, kCudaBufferBytes, kCudaLowLatencyBytes, kCudaEarlyLaunch, kFaultIpcOpen, kTuneFile, kNcclLib, kDevice, kLocalRank,     kRank,
                                      kWorldSize,      kJob,             kRunDir};
   return params;
+}
+
+std::vector<std::pair<int, int>> ipc_open_faults() {
+  const std::string v = kFaultIpcOpen.value();
+  std::vector<std::pair<int, int>> pairs;
+  if (v.empty()) return pairs;
+  for (std::size_t at = 0;;) {
+    const std::size_t comma = v.find(',', at);
+    const std::string item = v.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    int rank = -1, peer = -1;
+    const char* text = item.data();
+    const char* stop = text + item.size();
+    auto [colon, e1] = std::from_chars(text, stop, rank);
+    if (e1 != std::errc() || colon == stop || *colon != ':' || rank < 0)
+      fail(TPCOLL_INVALID_ARGUMENT, "{}={:?}: {:?} is not rank:peer", kFaultIpcOpen.name, v, item);
+    auto [last, e2] = std::from_chars(colon + 1, stop, peer);
+    if (e2 != std::errc() || last != stop || peer < 0)
+      fail(TPCOLL_INVALID_ARGUMENT, "{}={:?}: {:?} is not rank:peer", kFaultIpcOpen.name, v, item);
+    pairs.emplace_back(rank, peer);
+    if (comma == std::string::npos) return pairs;
+    at = comma + 1;
+  }
 }
 
 std::optional<tpcoll_algo_t> forced_algo() {

@@ -9,6 +9,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tpcoll {
 
@@ -39,6 +41,9 @@ inline constexpr EnvParam kCudaLowLatencyBytes{"TPCOLL_CUDA_LOW_LATENCY_BYTES", 
 inline constexpr EnvParam kCudaEarlyLaunch{"TPCOLL_CUDA_EARLY_LAUNCH", "1",
                                            "1: a kernel may start launching while the previous one of its stream "
                                            "ends (programmatic dependent launch)"};
+inline constexpr EnvParam kFaultIpcOpen{"TPCOLL_FAULT_IPC_OPEN", "",
+                                        "fault injection for tests: a:b[,c:d...] makes rank a fail to open rank b's "
+                                        "buffer through CUDA IPC at communicator creation"};
 inline constexpr EnvParam kTuneFile{"TPCOLL_TUNE_FILE", "", "measured tuning table to use (default "
                                                            "$XDG_CACHE_HOME/tpcoll/<key>.json; `tpcoll tune` writes it)"};
 inline constexpr EnvParam kNcclLib{"TPCOLL_NCCL_LIB", "", "NCCL library to load (default libnccl.so.2 from the loader's path)"};
@@ -53,6 +58,10 @@ inline constexpr EnvParam kRunDir{"TPCOLL_RUN_DIR", "", "private directory (0700
 
 // All of the above, for `tpcoll env` and the INFO log.
 std::span<const EnvParam> all();
+
+// TPCOLL_FAULT_IPC_OPEN parsed: the (rank, peer) pairs whose IPC open fails.
+// Throws INVALID_ARGUMENT naming the variable on a malformed value.
+std::vector<std::pair<int, int>> ipc_open_faults();
 
 // TPCOLL_ALGO parsed; nullopt when unset. Throws INVALID_ARGUMENT on a bad name.
 std::optional<tpcoll_algo_t> forced_algo();

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -30,6 +31,12 @@ struct PeerRecord {
   std::uint64_t pointer;
   std::uint64_t bytes;
   cudaIpcMemHandle_t handle;
+};
+
+// What each rank tells the others after opening their buffers.
+struct IpcOpenFailure {
+  std::int32_t peer = -1;  // the first peer whose buffer this rank could not open; -1: none
+  char error[60] = {};
 };
 
 // A random token per process: pids can repeat across containers.
@@ -52,6 +59,13 @@ std::string uuid_text(const char (&uuid)[16]) {
 // most kThreads (the kernels loop past that).
 int threads_for(std::size_t items) {
   return static_cast<int>(std::clamp<std::size_t>((items + 31) / 32 * 32, 32, kThreads));
+}
+
+// The kernel variant and launch shape, for the call tag: ranks whose kernels
+// would pair blocks differently meet as a mismatch instead of one waiting for
+// a block that never comes.
+std::uint64_t launch_variant(std::uint64_t variant, int blocks, int threads) {
+  return variant | static_cast<std::uint64_t>(blocks) << 8 | static_cast<std::uint64_t>(threads) << 24;
 }
 
 // Both buffers start on a multiple of `width` bytes.
@@ -146,6 +160,8 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
   bootstrap.all_gather(&mine, all.data(), sizeof mine);
 
   peers_.assign(world_, nullptr);
+  const std::vector<std::pair<int, int>> faults = env::ipc_open_faults();
+  IpcOpenFailure mine_failed{};
   std::map<std::string, std::vector<int>> by_gpu;
   bool processes_share_gpu = false;
   for (int r = 0; r < world_; ++r) {
@@ -171,15 +187,38 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
           check_cuda(e, "cudaDeviceEnablePeerAccess");
       }
       peers_[r] = reinterpret_cast<std::byte*>(peer.pointer);
-    } else {
+    } else if (mine_failed.peer < 0) {  // after a failure the others are moot
+      const bool injected = std::find(faults.begin(), faults.end(), std::pair{rank_, r}) != faults.end();
       void* mapped = nullptr;
-      check_cuda(cudaIpcOpenMemHandle(&mapped, peer.handle, cudaIpcMemLazyEnablePeerAccess),
-                 "cudaIpcOpenMemHandle (peer buffer of another process)");
-      opened_.push_back(mapped);
-      peers_[r] = static_cast<std::byte*>(mapped);
+      const cudaError_t e =
+          injected ? cudaErrorInvalidDevice : cudaIpcOpenMemHandle(&mapped, peer.handle, cudaIpcMemLazyEnablePeerAccess);
+      if (e == cudaSuccess) {
+        opened_.push_back(mapped);
+        peers_[r] = static_cast<std::byte*>(mapped);
+      } else {
+        cudaGetLastError();
+        mine_failed.peer = r;
+        const std::string why = injected ? std::string("injected by TPCOLL_FAULT_IPC_OPEN") : cudaGetErrorName(e);
+        std::snprintf(mine_failed.error, sizeof mine_failed.error, "%s", why.c_str());
+      }
     }
   }
   one_gpu_ = by_gpu.size() == 1;
+  for (const auto& [gpu, ranks] : by_gpu) shares_gpu_ = shares_gpu_ || ranks.size() > 1;
+  // cudaDeviceCanAccessPeer may say yes and the open still fail
+  // (TRT-LLM#16899): every rank learns of any failure, so that all decide
+  // alike and none waits for a peer that gave up.
+  std::vector<IpcOpenFailure> failures(world_);
+  bootstrap.all_gather(&mine_failed, failures.data(), sizeof mine_failed);
+  for (int r = 0; r < world_ && ipc_unavailable_.empty(); ++r)
+    if (failures[r].peer >= 0)
+      ipc_unavailable_ = fmt::format("rank {} could not open rank {}'s buffer through CUDA IPC ({})", r,
+                                     failures[r].peer, failures[r].error);
+  if (!ipc_unavailable_.empty()) {
+    for (void* p : opened_) cudaIpcCloseMemHandle(p);
+    opened_.clear();
+    return;
+  }
   std::string placement;  // "ranks 0,1 on GPU 80294d83"
   for (const auto& [gpu, ranks] : by_gpu)
     placement += fmt::format("{}rank{} {} on GPU {}", placement.empty() ? "" : "; ", ranks.size() > 1 ? "s" : "",
@@ -226,8 +265,9 @@ void CudaBackend::raise_async_error() const {
          describe(mine), peer);
   if (mine.same_call(theirs))
     fail(TPCOLL_MISMATCH,
-         "ranks disagree: rank {} and peer {} called {} with buffers 16-byte aligned on one of them only", rank_, peer,
-         describe(mine));
+         "ranks disagree: rank {} and peer {} called {} but chose different kernels: buffers 16-byte aligned on "
+         "one of them only, or a launch shape that differs",
+         rank_, peer, describe(mine));
   fail_mismatch(rank_, mine, peer, theirs);
 }
 
@@ -352,9 +392,6 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   choice.one_gpu = one_gpu_;
   choice.early_launch = early_launch_;
   FusedArgs args{};
-  fill_peer_args(args, call, plan, choice.two_shot ? 8u : 4u);
-  args.norm = RmsNormRows{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
-                          call.rows(), call.hidden(), call.eps};
   args.step_rows = plan.chunk_bytes / call.inner_bytes;
   if (choice.two_shot) {
     // A block per row of a rank's share of a step, as many as fit, with the
@@ -366,6 +403,9 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   } else {
     choice.blocks = fused_low_latency_blocks(call.rows(), world_);
   }
+  fill_peer_args(args, call, plan, launch_variant(choice.two_shot ? 8u : 4u, choice.blocks, choice.threads));
+  args.norm = RmsNormRows{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
+                          call.rows(), call.hidden(), call.eps};
   check_cuda(launch_fused(call.dtype, choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the fused kernel");
 }
@@ -401,7 +441,8 @@ void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& 
   choice.early_launch = early_launch_;
 
   AllReduceArgs args{};
-  fill_peer_args(args, call, plan, (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u));
+  fill_peer_args(args, call, plan,
+                 launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
   args.in = buffers.in;
   args.out = buffers.out;
   args.count = call.count;
@@ -424,7 +465,9 @@ void CudaBackend::all_gather(const Call& call, const Plan& plan, const Buffers& 
   choice.early_launch = early_launch_;
 
   AllGatherArgs args{};
-  fill_peer_args(args, call, plan, (choice.low_latency ? 32u : 0u) | static_cast<unsigned>(choice.width));
+  fill_peer_args(args, call, plan,
+                 launch_variant((choice.low_latency ? 32u : 0u) | static_cast<unsigned>(choice.width), choice.blocks,
+                                choice.threads));
   args.in = buffers.in;
   args.out = buffers.out;
   args.bytes = call.bytes;

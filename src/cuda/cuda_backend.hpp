@@ -9,6 +9,7 @@
 #include "cuda/norm_launch.hpp"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace tpcoll {
@@ -50,6 +51,13 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
+
+  // Why CUDA IPC failed between two of the ranks (the same text on every
+  // rank), or "" when every buffer is mapped. When set, the backend must not
+  // run: the communicator takes the NCCL path or fails.
+  const std::string& ipc_unavailable() const { return ipc_unavailable_; }
+  // Whether two or more ranks share a GPU (then NCCL cannot serve them).
+  bool ranks_share_gpu() const { return shares_gpu_; }
 
   void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
   // Throws what a kernel of this rank reported (a peer timed out or ran
@@ -105,6 +113,8 @@ class CudaBackend final : public Backend {
   FailureReport* failure_host_ = nullptr;     // host-mapped: what the kernels report
   FailureReport* failure_device_ = nullptr;
   bool one_gpu_ = false;  // every rank on this GPU: GPU-scope signals suffice
+  bool shares_gpu_ = false;
+  std::string ipc_unavailable_;
 };
 
 }  // namespace tpcoll::cuda

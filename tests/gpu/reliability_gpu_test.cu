@@ -17,6 +17,17 @@
 //                            long before the timeout (the late rank at its
 //                            first op that has to wait: its first finds every
 //                            peer's data there)
+//   reliability ipc_fault N  TPCOLL_FAULT_IPC_OPEN=1:0: rank 1 fails to open
+//                            rank 0's buffer (TRT-LLM#16899: the open failed
+//                            though peer access said yes). Ranks sharing GPU 0:
+//                            creation fails on every rank, at once, naming the
+//                            pair; with a GPU per rank (N GPUs or more): the
+//                            communicator takes the NCCL path and its
+//                            all-reduces are right
+//   reliability cycles N     1,000 create/op/destroy cycles (vllm#46515): each
+//                            rank's file descriptors, and the GPU's free memory
+//                            (IPC mappings pin their peer's buffer), end where
+//                            they started
 //
 // Exit status 0 pass, 1 fail, 77 without a CUDA device. (The C API: nvcc
 // compiles this file as C++17, the C++ API needs C++20.)
@@ -30,6 +41,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <cstdio>
 #include <cstdlib>
@@ -208,8 +220,111 @@ void run_abort(tpcoll_comm_t comm, int rank, int world) {
   check(all_reduce(comm, b.x, b.y, 4096, b.stream) != TPCOLL_SUCCESS, rank, "a later call is refused");
 }
 
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+// Creation under an injected IPC failure (TPCOLL_FAULT_IPC_OPEN=1:0, set by main).
+void run_ipc_fault(int rank, int world) {
+  int devices = 0;
+  cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  const bool gpu_per_rank = devices >= world;
+  if (gpu_per_rank) ::setenv("TPCOLL_DEVICE", std::to_string(rank).c_str(), 1);
+  tpcoll_comm_config_t config{};
+  tpcoll_comm_t comm = nullptr;
+  const auto start = std::chrono::steady_clock::now();
+  const tpcoll_result_t created =
+      tpcoll_comm_config_from_env(&config) == TPCOLL_SUCCESS ? tpcoll_comm_create(&config, &comm) : TPCOLL_INTERNAL_ERROR;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string message = created == TPCOLL_SUCCESS ? "" : tpcoll_last_error();
+  std::printf("rank %d: after %.2f s: %s\n", rank, seconds, message.c_str());
+  if (!gpu_per_rank) {
+    check(created == TPCOLL_UNSUPPORTED, rank, "creation fails with TPCOLL_UNSUPPORTED");
+    check(message.find("rank 1 could not open rank 0's buffer through CUDA IPC") != std::string::npos, rank,
+          "the message names the pair");
+    check(message.find("share a GPU") != std::string::npos, rank, "and says why NCCL cannot take over");
+    check(seconds < 20.0, rank, "at once, not after a timeout");
+    return;
+  }
+  if (created != TPCOLL_SUCCESS) {
+    check(false, rank, "with a GPU per rank the communicator takes the NCCL path: " + message);
+    return;
+  }
+  const std::int64_t shape[] = {4096};
+  tpcoll_plan_info_t plan{};
+  check(tpcoll_plan(comm, TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, shape, 0, &plan) == TPCOLL_SUCCESS &&
+            plan.algo == TPCOLL_ALGO_FALLBACK,
+        rank, std::string("every op takes the NCCL path: ") + plan.reason);
+  Buffers b(4096);
+  unsigned wrong = 0;
+  for (int it = 0; it < 10; ++it) {
+    fill<<<4, 256, 0, b.stream>>>(b.x, 4096, it, rank);
+    check(all_reduce(comm, b.x, b.y, 4096, b.stream) == TPCOLL_SUCCESS, rank, "an all-reduce on the NCCL path");
+    verify<<<4, 256, 0, b.stream>>>(b.y, 4096, it, world, b.wrong);
+  }
+  cuda(cudaMemcpy(&wrong, b.wrong, sizeof wrong, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  check(wrong == 0, rank, "its results are right");
+  tpcoll_comm_destroy(comm);
+}
+
+// 1,000 create/op/destroy cycles; a CPU communicator of the same ranks is the
+// barrier around the measurements.
+void run_cycles(int rank) {
+  tpcoll_comm_config_t gpu{}, cpu{};
+  tpcoll_comm_t barrier = nullptr;
+  if (tpcoll_comm_config_from_env(&gpu) != TPCOLL_SUCCESS) return check(false, rank, tpcoll_last_error());
+  cpu = gpu;
+  cpu.device = TPCOLL_DEVICE_CPU;
+  if (tpcoll_comm_create(&cpu, &barrier) != TPCOLL_SUCCESS) return check(false, rank, tpcoll_last_error());
+  const auto wait_for_all = [&] {
+    float in = 0.0f, out = 0.0f;
+    return tpcoll_all_reduce(barrier, &in, &out, 1, TPCOLL_FLOAT32, nullptr) == TPCOLL_SUCCESS;
+  };
+  Buffers b(1024);
+  const auto cycle = [&] {
+    tpcoll_comm_t comm = nullptr;
+    if (tpcoll_comm_create(&gpu, &comm) != TPCOLL_SUCCESS) return false;
+    fill<<<4, 256, 0, b.stream>>>(b.x, 1024, 0, rank);
+    const bool ok = all_reduce(comm, b.x, b.y, 1024, b.stream) == TPCOLL_SUCCESS &&
+                    cudaStreamSynchronize(b.stream) == cudaSuccess && async_error(comm) == TPCOLL_SUCCESS;
+    return tpcoll_comm_destroy(comm) == TPCOLL_SUCCESS && ok;
+  };
+  const auto free_bytes = [] {
+    std::size_t free = 0, total = 0;
+    cudaMemGetInfo(&free, &total);
+    return free;
+  };
+  if (!cycle()) return check(false, rank, std::string("the first cycle: ") + tpcoll_last_error());
+  wait_for_all();
+  const std::size_t fds = open_fds(), free_before = free_bytes();
+  const auto start = std::chrono::steady_clock::now();
+  int done = 0;
+  for (; done < 1000; ++done)
+    if (!cycle()) break;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  check(done == 1000, rank, "1,000 cycles (" + std::to_string(done) + " done, " + std::to_string(seconds) + " s)");
+  wait_for_all();
+  const std::size_t free_after = free_bytes();
+  check(open_fds() == fds, rank,
+        "file descriptors as they were (" + std::to_string(fds) + " -> " + std::to_string(open_fds()) + ")");
+  // Every rank's staging buffer is over 8 MiB: 4 MiB of slack is granularity.
+  check(free_before <= free_after + (std::size_t{4} << 20), rank,
+        "free device memory as it was (" + std::to_string(free_before) + " -> " + std::to_string(free_after) + ")");
+  wait_for_all();
+  tpcoll_comm_destroy(barrier);
+}
+
 int run_rank(const std::string& mode, int rank, int world) {
   ::setenv("TPCOLL_RANK", std::to_string(rank).c_str(), 1);
+  if (mode == "ipc_fault" || mode == "cycles") {
+    if (mode == "ipc_fault")
+      run_ipc_fault(rank, world);
+    else
+      run_cycles(rank);
+    return failures == 0 ? 0 : 1;
+  }
   tpcoll_comm_config_t config{};
   tpcoll_comm_t comm = nullptr;
   if (tpcoll_comm_config_from_env(&config) != TPCOLL_SUCCESS || tpcoll_comm_create(&config, &comm) != TPCOLL_SUCCESS) {
@@ -246,8 +361,10 @@ bool have_device() {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   const int world = argc > 2 ? std::atoi(argv[2]) : 0;
-  if ((mode != "kill" && mode != "mismatch" && mode != "many" && mode != "abort") || world < 2 || world > 8) {
-    std::fprintf(stderr, "usage: reliability kill|mismatch|many|abort N   (2 <= N <= 8)\n");
+  const bool known = mode == "kill" || mode == "mismatch" || mode == "many" || mode == "abort" ||
+                     mode == "ipc_fault" || mode == "cycles";
+  if (!known || world < 2 || world > 8) {
+    std::fprintf(stderr, "usage: reliability kill|mismatch|many|abort|ipc_fault|cycles N   (2 <= N <= 8)\n");
     return 2;
   }
   if (!have_device()) {
@@ -259,6 +376,7 @@ int main(int argc, char** argv) {
   ::setenv("TPCOLL_JOB", job.c_str(), 1);
   ::setenv("TPCOLL_DEVICE", "0", 1);
   ::setenv("TPCOLL_TIMEOUT_MS", std::to_string(kTimeoutMs).c_str(), 1);
+  if (mode == "ipc_fault") ::setenv("TPCOLL_FAULT_IPC_OPEN", "1:0", 1);
   std::fflush(nullptr);
 
   std::vector<pid_t> ranks;

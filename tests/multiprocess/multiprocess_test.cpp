@@ -12,6 +12,7 @@
 #include "common/numerics.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -633,6 +635,8 @@ TEST(Settings, RanksCreatedWithDifferentSettingsGetAMismatch) {
   const bool odd = config.rank % 2 == 1;
   const std::vector<std::pair<const char*, std::pair<const char*, const char*>>> cases{
       {"TPCOLL_CPU_BUFFER_BYTES", {"65536", "131072"}},
+      // Sizes the CUDA kernels (which one, how many blocks): agreed by every backend.
+      {"TPCOLL_CUDA_LOW_LATENCY_BYTES", {"0", "262144"}},
       {"TPCOLL_DISABLE", {"0", "1"}},
       {"TPCOLL_ALGO", {"oneshot", "fallback"}},
   };
@@ -654,6 +658,38 @@ TEST(Settings, RanksCreatedWithDifferentSettingsGetAMismatch) {
   float x = 1.0f, y = 0.0f;
   comm.all_reduce(&x, &y, 1, DType::kFloat32);
   EXPECT_EQ(y, static_cast<float>(config.world_size));
+}
+
+// Issue 18, item 5 (vllm#46515: handles leaked per communicator): 200
+// create/op/destroy cycles through the socket rendezvous leave every rank's
+// file descriptors, and rank 0's shared-memory segments, as they were.
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+std::size_t segments_named_by_me() {  // shm_segment.cpp: rank 0 names them "tpcoll-<pid>-..."
+  const std::string prefix = "tpcoll-" + std::to_string(::getpid()) + "-";
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+    if (e.path().filename().string().starts_with(prefix)) ++n;
+  return n;
+}
+
+TEST(Hygiene, CreateDestroyCyclesLeaveNothingBehind) {
+  const tpcoll::Config config = tpcoll::Config::from_env();
+  const auto cycle = [&] {
+    tpcoll::Communicator comm(config);
+    float x = 1.0f, y = 0.0f;
+    comm.all_reduce(&x, &y, 1, DType::kFloat32);
+    EXPECT_EQ(y, static_cast<float>(config.world_size));
+  };
+  cycle();  // lazily opened process-wide resources are not leaks
+  const std::size_t fds = open_fds(), segments = segments_named_by_me();
+  for (int i = 0; i < 200; ++i) cycle();
+  EXPECT_EQ(open_fds(), fds);
+  EXPECT_EQ(segments_named_by_me(), segments);
 }
 
 }  // namespace

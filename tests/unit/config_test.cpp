@@ -8,6 +8,8 @@
 
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -139,6 +141,24 @@ TEST(EnvParam, EveryDeclaredParameterIsListedOnceWithAParsableDefault) {
   EXPECT_EQ(tpcoll::env::kRank.as_int(), 0);
   EXPECT_EQ(tpcoll::env::kWorldSize.as_int(), 1);
   EXPECT_FALSE(tpcoll::env::kDisable.as_bool());
+}
+
+TEST(EnvParam, IpcOpenFaultsParseRankPeerPairs) {
+  {
+    ScopedEnv env("TPCOLL_FAULT_IPC_OPEN", nullptr);
+    EXPECT_TRUE(tpcoll::env::ipc_open_faults().empty());
+  }
+  {
+    ScopedEnv env("TPCOLL_FAULT_IPC_OPEN", "1:0,3:2");
+    const std::vector<std::pair<int, int>> expected{{1, 0}, {3, 2}};
+    EXPECT_EQ(tpcoll::env::ipc_open_faults(), expected);
+  }
+  for (const char* bad : {"1", "1:", ":0", "1-0", "1:0;2:3", "a:b", "-1:0", "1:0,"}) {
+    ScopedEnv env("TPCOLL_FAULT_IPC_OPEN", bad);
+    EXPECT_TRUE(throws_error([] { (void)tpcoll::env::ipc_open_faults(); }, TPCOLL_INVALID_ARGUMENT,
+                             {"TPCOLL_FAULT_IPC_OPEN", "rank:peer"}))
+        << bad;
+  }
 }
 
 TEST(EnvParam, RealParametersNameThemselvesInErrors) {

@@ -3,6 +3,7 @@
 #include "tools/bench/baseline.hpp"
 #include "tools/bench/gpu_bench.hpp"
 #include "tools/bench/harness.hpp"
+#include "tools/bench/init_time.hpp"
 #include "tools/bench/report.hpp"
 #include "tools/launcher.hpp"
 #include "tools/tune.hpp"
@@ -18,7 +19,7 @@
 namespace tpcoll::bench {
 namespace {
 
-int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
+int run_rank(const Options& o, Communicator& comm, Baseline* baseline, const Row* init) {
   Harness harness(comm, o, baseline);
   const bool printer = comm.rank() == 0;
   const RunInfo info = describe_run();
@@ -29,6 +30,7 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline) {
     if (printer) print_row(row);
     rows.push_back(std::move(row));
   };
+  if (init) add(*init);
   for (Op op : o.ops) {
     if (op == Op::kAllReduce)
       for (DType d : o.dtypes)
@@ -88,7 +90,7 @@ int run(const Options& o, int argc, char** argv) {
     int rc = 0;
     {
       Communicator comm(config);
-      rc = run_rank(o, comm, baseline.get());
+      rc = run_rank(o, comm, baseline.get(), nullptr);
     }
     return rc;
   }
@@ -99,8 +101,10 @@ int run(const Options& o, int argc, char** argv) {
     launch.prefix_output = false;  // rank 0 alone prints the table
     return tools::launch(launch);
   }
-  Communicator comm(Config::from_env());
-  return run_rank(o, comm, nullptr);
+  const Config config = Config::from_env();
+  const Row init = init_row(config.world_size, "cpu", [&] { Communicator timed(config); });
+  Communicator comm(config);
+  return run_rank(o, comm, nullptr, &init);
 }
 
 }  // namespace tpcoll::bench

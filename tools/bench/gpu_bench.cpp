@@ -3,6 +3,7 @@
 #include "tools/bench/data.hpp"
 #include "tools/bench/fused_reference.hpp"
 #include "tools/bench/harness.hpp"
+#include "tools/bench/init_time.hpp"
 #include "tools/bench/report.hpp"
 
 #include "cpu/kernels.hpp"
@@ -536,6 +537,19 @@ int run_gpu(const Options& o) {
     fmt::print("# device-to-device copy: {:.0f} GB/s (bytes read + written)\n", copy_bw / 1e9);
   }
 
+  // Creation time, before the job's own communicator exists.
+  const Row init = init_row(world, "cuda", [&] {
+    if (launched) {
+      tpcoll_comm_t comm = nullptr;
+      tpcoll::check(tpcoll_comm_create(&config, &comm));
+      tpcoll_comm_destroy(comm);
+      return;
+    }
+    std::vector<int> devices(world, config.device);
+    std::vector<tpcoll_comm_t> comms(world);
+    tpcoll::check(tpcoll_comm_create_local(world, devices.data(), comms.data()));
+    for (tpcoll_comm_t c : comms) tpcoll_comm_destroy(c);
+  });
   const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, o.max_bytes)
                                                : std::make_unique<GpuJob>(world, config.device, o.max_bytes);
   std::vector<Row> rows;
@@ -543,6 +557,7 @@ int run_gpu(const Options& o) {
     if (printer) print_row(row);
     rows.push_back(std::move(row));
   };
+  add(init);
   const int replays = std::max(5, o.iterations);
   for (Op op : o.ops) {
     if (op == Op::kAllReduce)

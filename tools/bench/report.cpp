@@ -97,6 +97,7 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
       j["speedup"] = *r.baseline_time_us / r.time_us;
     }
     if (!r.shape.empty()) j["shape"] = r.shape;
+    if (r.op == "init") j["init_ms"] = r.time_us / 1000.0;  // init_time.hpp
     if (r.tokens) {
       j["tokens"] = r.tokens;
       j["hidden"] = r.hidden;
