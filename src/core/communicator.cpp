@@ -80,12 +80,11 @@ Communicator::Communicator(const tpcoll_comm_config_t& config, std::unique_ptr<B
     bootstrap_ = connect_socket_bootstrap(rank_, world_, rendezvous_key(job), env::kBootstrapTimeoutMs.as_int());
   bootstrap_->set_timeout_ms(timeout_ms_);
   agree_on_settings();
-  choose_table();
-
   if (on_gpu())
     create_cuda_backend();
   else
     create_cpu_backends();
+  choose_table();  // after the backend, which refuses a device that is not there
   log(LogLevel::kInfo, "init", "rank {}/{}: backend {}, staging {} B per rank, table {} ({}), timeout {} ms{}{}",
       rank_, world_, context_.fast_backend, context_.staging_bytes, context_.table->name, context_.table->source,
       timeout_ms_, context_.disabled ? ", TPCOLL_DISABLE=1" : "",
