@@ -226,9 +226,13 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
                                      dtype, eps);
   Buffers with_stream = b;
   with_stream.stream = stream;
+  run_fused(call, with_stream);
+}
+
+void Communicator::run_fused(const Call& call, const Buffers& b) {
   const Plan plan = plan_call(call);
-  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, with_stream))) {
-    run(call, plan, with_stream);
+  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, b))) {
+    run(call, plan, b);
     return;
   }
   // On the GPU without a fused kernel for this call: the all-reduce (ours, or
@@ -238,11 +242,42 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
   if (world_ > 1) {
     Call reduce = call;
     reduce.op = TPCOLL_OP_ALL_REDUCE;
-    run(reduce, plan_call(reduce), Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
+    run(reduce, plan_call(reduce), Buffers{b.in, b.out, nullptr, nullptr, nullptr, b.stream});
     x = b.out;
   }
-  cuda::add_rmsnorm(device_, cuda_norm_launch_, dtype,
-                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
+  cuda::add_rmsnorm(device_, cuda_norm_launch_, call.dtype,
+                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, call.rows(), call.hidden(), call.eps},
+                    b.stream);
+}
+
+// The fused op into out (or a scratch row block when the caller wants none),
+// then the quantisation of what it wrote: by construction the fused op
+// followed by the quantisation. The backends see the fused op itself, so
+// every algorithm serves the FP8 op and ranks agree on the same signature.
+void Communicator::fused_allreduce_residual_rmsnorm_fp8(const Buffers& b, const fp8::Fp8Output& fp8,
+                                                        std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
+                                                        float eps, void* stream) {
+  require_usable(stream);
+  Call call = validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8,
+                               RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,
+                               dtype, eps);
+  validate_fp8_output(fp8);
+  call.op = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+  Buffers with_out = b;
+  with_out.stream = stream;
+  if (on_gpu()) {
+    cuda::ScratchRows scratch(device_, b.out == nullptr ? call.bytes : 0, stream);
+    if (b.out == nullptr) with_out.out = scratch.data();
+    run_fused(call, with_out);
+    cuda::quantise_fp8(device_, cuda_norm_launch_, dtype, with_out.out, tokens, hidden, fp8, stream);
+    return;
+  }
+  if (b.out == nullptr) {
+    fp8_out_scratch_.resize(call.bytes);
+    with_out.out = fp8_out_scratch_.data();
+  }
+  run_fused(call, with_out);
+  cpu::quantise_fp8(dtype, with_out.out, tokens, hidden, fp8);
 }
 
 void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,

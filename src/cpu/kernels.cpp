@@ -110,6 +110,24 @@ void add_rmsnorm_typed(const RmsNormRows& a) {
   }
 }
 
+template <typename E>
+void quantise_fp8_typed(const void* out, std::size_t rows, std::size_t hidden, const fp8::Fp8Output& fp8) {
+  const auto* in = static_cast<const typename E::Storage*>(out);
+  auto* codes = static_cast<std::uint8_t*>(fp8.out_fp8);
+  for (std::size_t row = 0; row < rows; ++row) {
+    const auto* v = in + row * hidden;
+    float scale = fp8.static_scale;
+    if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
+      float max_abs = 0.0f;
+      for (std::size_t e = 0; e < hidden; ++e) max_abs = std::fmax(max_abs, std::fabs(E::load(v[e])));
+      scale = fp8::per_token_scale(max_abs);
+      fp8.row_scales[row] = scale;
+    }
+    const float divisor = fp8::divisor_of(scale);
+    for (std::size_t e = 0; e < hidden; ++e) codes[row * hidden + e] = fp8::quantise(E::load(v[e]), divisor);
+  }
+}
+
 // Entry points per element type, each built twice (AVX2 and baseline x86-64)
 // and picked at load time by the CPU's features; `flatten` inlines the
 // templates into each clone so the whole loop gets the wider vectors. This
@@ -182,6 +200,16 @@ void add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& rows) {
     case TPCOLL_FLOAT32: return add_rmsnorm_f32(rows);
     case TPCOLL_BFLOAT16: return add_rmsnorm_bf16(rows);
     case TPCOLL_FLOAT16: return add_rmsnorm_f16(rows);
+    default: unsupported(dtype);
+  }
+}
+
+void quantise_fp8(tpcoll_dtype_t dtype, const void* out, std::size_t rows, std::size_t hidden,
+                  const fp8::Fp8Output& fp8) {
+  switch (dtype) {
+    case TPCOLL_FLOAT32: return quantise_fp8_typed<Float32>(out, rows, hidden, fp8);
+    case TPCOLL_BFLOAT16: return quantise_fp8_typed<BFloat16>(out, rows, hidden, fp8);
+    case TPCOLL_FLOAT16: return quantise_fp8_typed<Float16>(out, rows, hidden, fp8);
     default: unsupported(dtype);
   }
 }

@@ -238,6 +238,7 @@ cudaError_t load_kernels() {
   list_all_gather_kernels(kernels);
   list_add_rmsnorm_kernels(kernels);
   list_fused_kernels(kernels);
+  list_quantise_kernels(kernels);
   for (const void* kernel : kernels) {
     cudaFuncAttributes attributes{};
     if (const cudaError_t e = cudaFuncGetAttributes(&attributes, kernel); e != cudaSuccess) return e;
@@ -287,6 +288,26 @@ void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, con
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
   check_cuda(launch_add_rmsnorm(dtype, args, launch, static_cast<cudaStream_t>(stream)),
              "launching the add + RMSNorm kernel");
+}
+
+void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
+                  std::size_t hidden, const fp8::Fp8Output& fp8, void* stream) {
+  check_device_pointer(fp8.out_fp8, "out_fp8", device);
+  if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) check_device_pointer(fp8.row_scales, "row_scales", device);
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(launch_quantise_fp8(dtype, QuantiseRows{out, rows, hidden, fp8}, launch.early_launch,
+                                 static_cast<cudaStream_t>(stream)),
+             "launching the FP8 quantisation kernel");
+}
+
+ScratchRows::ScratchRows(int device, std::size_t bytes, void* stream) : stream_(stream) {
+  if (bytes == 0) return;
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(cudaMallocAsync(&data_, bytes, static_cast<cudaStream_t>(stream)), "cudaMallocAsync (out of an FP8 call)");
+}
+
+ScratchRows::~ScratchRows() {
+  if (data_ != nullptr) static_cast<void>(cudaFreeAsync(data_, static_cast<cudaStream_t>(stream_)));
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {

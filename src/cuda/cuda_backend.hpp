@@ -3,6 +3,7 @@
 // device pointer within one. Several ranks may share one GPU.
 #pragma once
 
+#include "common/fp8_quantise.hpp"
 #include "core/backend.hpp"
 #include "cuda/kernels/layout.cuh"
 #include "cuda/kernels/row_limits.hpp"
@@ -37,6 +38,26 @@ NormLaunch norm_launch_on(int device);
 
 // The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
 void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
+
+// The FP8 output of the fused op's out rows on `device` (common/fp8_quantise.hpp), enqueued on `stream`.
+void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
+                  std::size_t hidden, const fp8::Fp8Output& fp8, void* stream);
+
+// Device memory of `bytes` (none for 0) for one call, allocated and freed in
+// `stream`'s order: eagerly, and under graph capture as the graph's own
+// allocation nodes, so the same call works both ways.
+class ScratchRows {
+ public:
+  ScratchRows(int device, std::size_t bytes, void* stream);
+  ~ScratchRows();
+  ScratchRows(const ScratchRows&) = delete;
+  ScratchRows& operator=(const ScratchRows&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  void* stream_;
+};
 
 // Whether the MPS control daemon runs (its pipe exists): processes sharing a
 // GPU need it, or every wait for a peer takes a time slice (milliseconds).
