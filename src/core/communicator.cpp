@@ -250,10 +250,45 @@ void Communicator::run_fused(const Call& call, const Buffers& b) {
                     b.stream);
 }
 
-// The fused op into out (or a scratch row block when the caller wants none),
-// then the quantisation of what it wrote: by construction the fused op
-// followed by the quantisation. The backends see the fused op itself, so
-// every algorithm serves the FP8 op and ranks agree on the same signature.
+// On the GPU the kernel that ends the fused op quantises the rows it holds
+// (the one-shot fused kernel, or the add + RMSNorm kernel after our
+// all-reduce); only the fused two-shot is followed by the quantisation
+// kernel. Where out is NULL, only a path that stages the reduced rows (our
+// all-reduce, the two-shot) gets a scratch block for them.
+void Communicator::run_fused_fp8_on_gpu(const Call& call, const Buffers& b) {
+  const Plan plan = plan_call(call);
+  const std::size_t scratch_bytes = b.out == nullptr ? call.bytes : 0;
+  if (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, b)) {
+    if (plan.algo == TPCOLL_ALGO_ONESHOT) return run(call, plan, b);
+    cuda::ScratchRows scratch(device_, scratch_bytes, b.stream);
+    Buffers unquantised = b;
+    unquantised.fp8 = {};
+    if (b.out == nullptr) unquantised.out = scratch.data();
+    run(call, plan, unquantised);
+    cuda::quantise_fp8(device_, cuda_norm_launch_, call.dtype, unquantised.out, call.rows(), call.hidden(), b.fp8,
+                       b.stream);
+    return;
+  }
+  const void* x = b.in;
+  cuda::ScratchRows scratch(device_, world_ > 1 ? scratch_bytes : 0, b.stream);
+  if (world_ > 1) {
+    Call reduce = call;
+    reduce.op = TPCOLL_OP_ALL_REDUCE;
+    void* reduced = b.out != nullptr ? b.out : scratch.data();
+    run(reduce, plan_call(reduce), Buffers{b.in, reduced, nullptr, nullptr, nullptr, b.stream});
+    x = reduced;
+  }
+  cuda::add_rmsnorm(device_, cuda_norm_launch_, call.dtype,
+                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, call.rows(), call.hidden(), call.eps,
+                                b.fp8},
+                    b.stream);
+}
+
+// On the CPU: the fused op into out (or a scratch block when the caller
+// wants none), then the quantisation of what it wrote. Either way the result
+// is by construction the fused op followed by the quantisation; the backends
+// see the fused op itself, so every algorithm serves the FP8 op and the ranks
+// check the same signature.
 void Communicator::fused_allreduce_residual_rmsnorm_fp8(const Buffers& b, const fp8::Fp8Output& fp8,
                                                         std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
                                                         float eps, void* stream) {
@@ -266,11 +301,8 @@ void Communicator::fused_allreduce_residual_rmsnorm_fp8(const Buffers& b, const 
   Buffers with_out = b;
   with_out.stream = stream;
   if (on_gpu()) {
-    cuda::ScratchRows scratch(device_, b.out == nullptr ? call.bytes : 0, stream);
-    if (b.out == nullptr) with_out.out = scratch.data();
-    run_fused(call, with_out);
-    cuda::quantise_fp8(device_, cuda_norm_launch_, dtype, with_out.out, tokens, hidden, fp8, stream);
-    return;
+    with_out.fp8 = fp8;
+    return run_fused_fp8_on_gpu(call, with_out);
   }
   if (b.out == nullptr) {
     fp8_out_scratch_.resize(call.bytes);

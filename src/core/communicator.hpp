@@ -53,6 +53,8 @@ class Communicator {
   void run(const Call& call, const Plan& plan, const Buffers& buffers);
   // The fused op of a validated call, buffers.stream set.
   void run_fused(const Call& call, const Buffers& buffers);
+  // The same with buffers.fp8 set (out then optional), on a CUDA communicator.
+  void run_fused_fp8_on_gpu(const Call& call, const Buffers& buffers);
   void require_usable(void* stream) const;
   void agree_on_settings();
   void choose_table();

@@ -264,6 +264,12 @@ void check_device_pointer(const void* p, const char* name, int device) {
          device);
 }
 
+void check_fp8_pointers(const fp8::Fp8Output& fp8, int device) {
+  if (fp8.out_fp8 == nullptr) return;
+  check_device_pointer(fp8.out_fp8, "out_fp8", device);
+  if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) check_device_pointer(fp8.row_scales, "row_scales", device);
+}
+
 bool early_launch_enabled(int device) {
   int major = 0;
   check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
@@ -280,11 +286,12 @@ NormLaunch norm_launch_on(int device) {
 void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
   check_device_pointer(args.x, "x", device);
   check_device_pointer(args.weight, "weight", device);
-  check_device_pointer(args.out, "out", device);
+  if (args.out != nullptr || args.fp8.out_fp8 == nullptr) check_device_pointer(args.out, "out", device);
   if (args.residual != nullptr) {
     check_device_pointer(args.residual, "residual", device);
     check_device_pointer(args.residual_out, "residual_out", device);
   }
+  check_fp8_pointers(args.fp8, device);
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
   check_cuda(launch_add_rmsnorm(dtype, args, launch, static_cast<cudaStream_t>(stream)),
              "launching the add + RMSNorm kernel");
@@ -292,8 +299,7 @@ void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, con
 
 void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
                   std::size_t hidden, const fp8::Fp8Output& fp8, void* stream) {
-  check_device_pointer(fp8.out_fp8, "out_fp8", device);
-  if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) check_device_pointer(fp8.row_scales, "row_scales", device);
+  check_fp8_pointers(fp8, device);
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
   check_cuda(launch_quantise_fp8(dtype, QuantiseRows{out, rows, hidden, fp8}, launch.early_launch,
                                  static_cast<cudaStream_t>(stream)),
@@ -315,7 +321,7 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   // others unfused).
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
-  check_device_pointer(buffers.out, "out", device_);
+  if (buffers.out != nullptr || buffers.fp8.out_fp8 == nullptr) check_device_pointer(buffers.out, "out", device_);
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   if (call.op == TPCOLL_OP_ALL_REDUCE)
     all_reduce(call, plan, buffers);
@@ -342,7 +348,9 @@ bool CudaBackend::fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers
                        (!call.has_residual || aligned_to(16, b.residual, b.residual_out));
   const bool rows = world_ > 1 && call.hidden() % 8 == 0 && call.hidden() * dtype_size(call.dtype) <= kMaxNormRowBytes;
   if (algo == TPCOLL_ALGO_ONESHOT)
-    return aligned && rows && call.hidden() <= kFusedMaxHidden && fused_low_latency_bytes(call) <= low_latency_bytes_;
+    return aligned && rows && call.hidden() <= kFusedMaxHidden && fused_low_latency_bytes(call) <= low_latency_bytes_ &&
+           aligned_to(8, b.fp8.out_fp8, b.fp8.out_fp8);  // the FP8 epilogue's group stores
+  // (The two-shot has no FP8 epilogue: the communicator never passes it one.)
   return algo == TPCOLL_ALGO_TWOSHOT && aligned && rows && call.rows() >= static_cast<std::size_t>(world_);
 }
 
@@ -352,6 +360,10 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
     check_device_pointer(buffers.residual, "residual", device_);
     check_device_pointer(buffers.residual_out, "residual_out", device_);
   }
+  check_fp8_pointers(buffers.fp8, device_);
+  if (buffers.fp8.out_fp8 != nullptr && plan.algo != TPCOLL_ALGO_ONESHOT)
+    fail(TPCOLL_INTERNAL_ERROR, "the fused {} kernel was given an FP8 epilogue; only the one-shot has one",
+         algo_name(plan.algo));
   FusedChoice choice{};
   choice.two_shot = plan.algo == TPCOLL_ALGO_TWOSHOT;
   choice.one_gpu = one_gpu_;
@@ -359,7 +371,7 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   FusedArgs args{};
   fill_peer_args(args, call, plan, choice.two_shot ? 8u : 4u);
   args.norm = RmsNormRows{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
-                          call.rows(), call.hidden(), call.eps};
+                          call.rows(), call.hidden(), call.eps, buffers.fp8};
   args.step_rows = plan.chunk_bytes / call.inner_bytes;
   if (choice.two_shot) {
     // A block per row of a rank's share of a step, as many as fit, with the

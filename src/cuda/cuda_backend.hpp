@@ -29,6 +29,9 @@ void load_kernels_on(int device);
 // Throws TPCOLL_INVALID_ARGUMENT unless p is device (or managed) memory on `device`.
 void check_device_pointer(const void* p, const char* name, int device);
 
+// Throws TPCOLL_INVALID_ARGUMENT unless the FP8 output's buffers (if any) are on `device`.
+void check_fp8_pointers(const fp8::Fp8Output& fp8, int device);
+
 // Whether kernels on `device` may start while the previous one of their
 // stream ends: TPCOLL_CUDA_EARLY_LAUNCH, on sm_90 and newer.
 bool early_launch_enabled(int device);
