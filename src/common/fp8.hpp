@@ -4,8 +4,9 @@
 // even, finite values beyond 448 and infinities saturate to +-448, zero keeps
 // its sign. NaN becomes the canonical 0x7f whatever its sign (the GPU
 // quantiser selects 0x7f for NaN itself, so the two agree whatever the
-// hardware does with a NaN's sign). Integer arithmetic only, so that the host
-// reference never depends on the FPU's rounding mode.
+// hardware does with a NaN's sign). Every case is computed and selected,
+// without branches, so that loops over it vectorise (as numerics.hpp's fp16
+// conversion).
 #pragma once
 
 #include "common/numerics.hpp"
@@ -19,30 +20,20 @@ inline constexpr std::uint8_t kE4m3NaN = 0x7f;
 
 TPCOLL_HOST_DEVICE inline std::uint8_t float_to_e4m3(float f) {
   const std::uint32_t u = numerics::float_bits(f);
-  const auto sign = static_cast<std::uint8_t>((u >> 24) & 0x80u);
+  const std::uint32_t sign = (u >> 24) & 0x80u;
   const std::uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return kE4m3NaN;
+  // Normal (a >= 2^-6): keep 3 mantissa bits, ties to even; a carry out of
+  // the mantissa correctly bumps the exponent. Rebias 127 -> 7.
+  const std::uint32_t normal = ((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - (120u << 3);
+  // Subnormal or zero (a < 2^-6): added to 2^14, whose ulp is 2^-9 (the
+  // smallest E4M3 subnormal), a is rounded by fp32's own rounding to the
+  // subnormal grid, ties to even; the difference of the bits counts the
+  // units, and 8 units (2^-6) is exactly the smallest normal's code.
+  const std::uint32_t subnormal = numerics::float_bits(numerics::bits_float(a) + 16384.0f) - 0x46800000u;
   // Above 448 (0x43e00000), infinity included: the largest finite, 0x7e.
   // (Values below 464 would round to 448 anyway; satfinite clamps the rest.)
-  if (a > 0x43e00000u) return sign | 0x7eu;
-  if (a >= 0x3c800000u) {
-    // Normal (>= 2^-6): keep 3 mantissa bits, ties to even; a carry out of
-    // the mantissa correctly bumps the exponent. Rebias 127 -> 7.
-    const std::uint32_t rounded = (a + 0x7ffffu + ((a >> 20) & 1u)) >> 20;
-    return static_cast<std::uint8_t>(sign | (rounded - (120u << 3)));
-  }
-  // Subnormal: the value in units of 2^-9 (the smallest subnormal), rounded
-  // to an integer, ties to even; 8 units is 2^-6, whose code 0x08 is exactly
-  // the smallest normal's. fp32 subnormals and zero are far below half a unit.
-  const std::uint32_t biased = a >> 23;
-  if (biased == 0) return sign;
-  const std::uint32_t significand = (a & 0x7fffffu) | 0x800000u;  // value = significand * 2^(biased - 150)
-  const std::uint32_t shift = 141u - biased;                        // to units of 2^-9; >= 21 here
-  if (shift > 24) return sign;                                      // below half a unit
-  const std::uint32_t units = significand >> shift;
-  const std::uint32_t rest = significand & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-  const std::uint32_t up = rest > half || (rest == half && (units & 1u)) ? 1u : 0u;
-  return static_cast<std::uint8_t>(sign | (units + up));
+  const std::uint32_t finite = a > 0x43e00000u ? 0x7eu : (a >= 0x3c800000u ? normal : subnormal);
+  return static_cast<std::uint8_t>(a > 0x7f800000u ? kE4m3NaN : (sign | finite));
 }
 
 // The exact value of an E4M3 code (NaN for 0x7f / 0xff).

@@ -118,9 +118,15 @@ void quantise_fp8_typed(const void* out, std::size_t rows, std::size_t hidden, c
     const auto* v = in + row * hidden;
     float scale = fp8.static_scale;
     if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
-      float max_abs = 0.0f;
-      for (std::size_t e = 0; e < hidden; ++e) max_abs = std::fmax(max_abs, std::fabs(E::load(v[e])));
-      scale = fp8::per_token_scale(max_abs);
+      // The largest |v| as the largest magnitude's bits (their integer order
+      // is the values' order), NaN left out as fmax leaves it: an integer
+      // max, which vectorises where a float one (NaN rules) does not.
+      std::uint32_t max_bits = 0;
+      for (std::size_t e = 0; e < hidden; ++e) {
+        const std::uint32_t magnitude = nx::float_bits(E::load(v[e])) & 0x7fffffffu;
+        max_bits = std::max(max_bits, magnitude > 0x7f800000u ? 0u : magnitude);
+      }
+      scale = fp8::per_token_scale(nx::bits_float(max_bits));
       fp8.row_scales[row] = scale;
     }
     const float divisor = fp8::divisor_of(scale);
@@ -145,6 +151,15 @@ TPCOLL_CPU_KERNEL void reduce_f16(const void* const* s, int n, void* d, std::siz
 TPCOLL_CPU_KERNEL void add_rmsnorm_f32(const RmsNormRows& rows) { add_rmsnorm_typed<Float32>(rows); }
 TPCOLL_CPU_KERNEL void add_rmsnorm_bf16(const RmsNormRows& rows) { add_rmsnorm_typed<BFloat16>(rows); }
 TPCOLL_CPU_KERNEL void add_rmsnorm_f16(const RmsNormRows& rows) { add_rmsnorm_typed<Float16>(rows); }
+TPCOLL_CPU_KERNEL void quantise_f32(const void* o, std::size_t r, std::size_t h, const fp8::Fp8Output& f) {
+  quantise_fp8_typed<Float32>(o, r, h, f);
+}
+TPCOLL_CPU_KERNEL void quantise_bf16(const void* o, std::size_t r, std::size_t h, const fp8::Fp8Output& f) {
+  quantise_fp8_typed<BFloat16>(o, r, h, f);
+}
+TPCOLL_CPU_KERNEL void quantise_f16(const void* o, std::size_t r, std::size_t h, const fp8::Fp8Output& f) {
+  quantise_fp8_typed<Float16>(o, r, h, f);
+}
 
 #undef TPCOLL_CPU_KERNEL
 
@@ -207,9 +222,9 @@ void add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& rows) {
 void quantise_fp8(tpcoll_dtype_t dtype, const void* out, std::size_t rows, std::size_t hidden,
                   const fp8::Fp8Output& fp8) {
   switch (dtype) {
-    case TPCOLL_FLOAT32: return quantise_fp8_typed<Float32>(out, rows, hidden, fp8);
-    case TPCOLL_BFLOAT16: return quantise_fp8_typed<BFloat16>(out, rows, hidden, fp8);
-    case TPCOLL_FLOAT16: return quantise_fp8_typed<Float16>(out, rows, hidden, fp8);
+    case TPCOLL_FLOAT32: return quantise_f32(out, rows, hidden, fp8);
+    case TPCOLL_BFLOAT16: return quantise_bf16(out, rows, hidden, fp8);
+    case TPCOLL_FLOAT16: return quantise_f16(out, rows, hidden, fp8);
     default: unsupported(dtype);
   }
 }
