@@ -263,7 +263,10 @@ void Communicator::run_fused_fp8_on_gpu(const Call& call, const Buffers& b) {
     cuda::ScratchRows scratch(device_, scratch_bytes, b.stream);
     Buffers unquantised = b;
     unquantised.fp8 = {};
-    if (b.out == nullptr) unquantised.out = scratch.data();
+    if (b.out == nullptr) {
+      unquantised.out = scratch.data();
+      unquantised.out_is_scratch = true;
+    }
     run(call, plan, unquantised);
     cuda::quantise_fp8(device_, cuda_norm_launch_, call.dtype, unquantised.out, call.rows(), call.hidden(), b.fp8,
                        b.stream);
@@ -274,14 +277,18 @@ void Communicator::run_fused_fp8_on_gpu(const Call& call, const Buffers& b) {
   if (world_ > 1) {
     Call reduce = call;
     reduce.op = TPCOLL_OP_ALL_REDUCE;
-    void* reduced = b.out != nullptr ? b.out : scratch.data();
-    run(reduce, plan_call(reduce), Buffers{b.in, reduced, nullptr, nullptr, nullptr, b.stream});
-    x = reduced;
+    Buffers reduced{b.in, b.out, nullptr, nullptr, nullptr, b.stream};
+    if (b.out == nullptr) {
+      reduced.out = scratch.data();
+      reduced.out_is_scratch = true;
+    }
+    run(reduce, plan_call(reduce), reduced);
+    x = reduced.out;
   }
   cuda::add_rmsnorm(device_, cuda_norm_launch_, call.dtype,
                     RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, call.rows(), call.hidden(), call.eps,
                                 b.fp8},
-                    b.stream);
+                    b.stream, /*x_is_scratch=*/world_ > 1 && b.out == nullptr);
 }
 
 // On the CPU: the fused op into out (or a scratch block when the caller

@@ -283,8 +283,9 @@ NormLaunch norm_launch_on(int device) {
   return NormLaunch{early_launch_enabled(device), 2 * static_cast<std::size_t>(sms)};
 }
 
-void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
-  check_device_pointer(args.x, "x", device);
+void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream,
+                 bool x_is_scratch) {
+  if (!x_is_scratch) check_device_pointer(args.x, "x", device);
   check_device_pointer(args.weight, "weight", device);
   if (args.out != nullptr || args.fp8.out_fp8 == nullptr) check_device_pointer(args.out, "out", device);
   if (args.residual != nullptr) {
@@ -321,7 +322,8 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   // others unfused).
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
-  if (buffers.out != nullptr || buffers.fp8.out_fp8 == nullptr) check_device_pointer(buffers.out, "out", device_);
+  if (!buffers.out_is_scratch && (buffers.out != nullptr || buffers.fp8.out_fp8 == nullptr))
+    check_device_pointer(buffers.out, "out", device_);
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   if (call.op == TPCOLL_OP_ALL_REDUCE)
     all_reduce(call, plan, buffers);

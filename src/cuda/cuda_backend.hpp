@@ -39,8 +39,11 @@ bool early_launch_enabled(int device);
 // How the add + RMSNorm kernels launch on `device`.
 NormLaunch norm_launch_on(int device);
 
-// The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
-void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
+// The local add + RMSNorm on `device` (no communication), enqueued on
+// `stream`. x_is_scratch: x is a cuda::ScratchRows block, not checked (see
+// Buffers::out_is_scratch).
+void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream,
+                 bool x_is_scratch = false);
 
 // The FP8 output of the fused op's out rows on `device` (common/fp8_quantise.hpp), enqueued on `stream`.
 void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
