@@ -215,7 +215,10 @@ TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm(
  * communicator's memory (device memory for CUDA), ignored for static
  * scaling. The row maximum ignores NaN; a row whose maximum is 0 gets scale 0
  * and is divided by 1 (its codes are +-0), never by zero. out_fp8 is
- * [tokens, hidden] bytes; it must not alias the other buffers.
+ * [tokens, hidden] bytes; it must not alias the other buffers. On CUDA the
+ * kernel that ends the op quantises (no extra pass) except after the fused
+ * two-shot; with out NULL, a call that reduces through our all-reduce or the
+ * two-shot allocates its rows in stream order (cudaMallocAsync, graph-safe).
  */
 TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm_fp8(
     tpcoll_comm_t comm, const void* x, const void* residual, const void* weight, void* out,
