@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -119,14 +120,18 @@ void quantise_fp8_typed(const void* out, std::size_t rows, std::size_t hidden, c
     float scale = fp8.static_scale;
     if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
       // The largest |v| as the largest magnitude's bits (their integer order
-      // is the values' order), NaN left out as fmax leaves it: an integer
-      // max, which vectorises where a float one (NaN rules) does not.
+      // is the values' order): a plain integer max, which vectorises where a
+      // float one (NaN rules) does not. A row holding NaN (bits above
+      // infinity's) takes a second pass that leaves NaN out, as fmax does.
+      const auto magnitude = [&](std::size_t e) { return nx::float_bits(E::load(v[e])) & 0x7fffffffu; };
       std::uint32_t max_bits = 0;
-      for (std::size_t e = 0; e < hidden; ++e) {
-        const std::uint32_t magnitude = nx::float_bits(E::load(v[e])) & 0x7fffffffu;
-        max_bits = std::max(max_bits, magnitude > 0x7f800000u ? 0u : magnitude);
+      for (std::size_t e = 0; e < hidden; ++e) max_bits = std::max(max_bits, magnitude(e));
+      if (max_bits > 0x7f800000u) {
+        max_bits = 0;
+        for (std::size_t e = 0; e < hidden; ++e)
+          if (magnitude(e) <= 0x7f800000u) max_bits = std::max(max_bits, magnitude(e));
       }
-      scale = fp8::per_token_scale(nx::bits_float(max_bits));
+      scale = fp8::per_token_scale(std::bit_cast<float>(max_bits));
       fp8.row_scales[row] = scale;
     }
     const float divisor = fp8::divisor_of(scale);
