@@ -57,6 +57,11 @@ if part native; then
     run_step "bench (fused, bf16, $n rank(s) as streams)" \
       "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
       --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
+    # The FP8 output (static and per-token rows), each beside the same-run fused
+    # op without it: the target is speedup >= 0.952 (at most 5% slower).
+    run_step "bench (fused with FP8 output, bf16, $n rank(s) as streams)" \
+      "$build/tpcoll" bench --backend cuda -np "$n" --op fused_ar_rmsnorm_fp8 --dtype bf16 \
+      --tokens 1 8 32 128 512 2048 --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-fp8-x$n.json"
   done
   # Issue 18, item 6: creation time at world 8 on one GPU (the bench's init row;
   # target under 0.5 s), read from the JSON into the summary.

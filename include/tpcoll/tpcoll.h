@@ -93,8 +93,16 @@ typedef enum tpcoll_dtype {
 typedef enum tpcoll_op {
   TPCOLL_OP_ALL_REDUCE = 0,
   TPCOLL_OP_ALL_GATHER = 1,
-  TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM = 2
+  TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM = 2,
+  /* 3 and 4 are kept for the reduce-scatter ops */
+  TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8 = 5 /* planned as the fused op: same data movement */
 } tpcoll_op_t;
+
+/* How tpcoll_fused_allreduce_residual_rmsnorm_fp8 scales its output. */
+typedef enum tpcoll_fp8_scaling {
+  TPCOLL_FP8_STATIC = 0,   /* one scale for the tensor, given by the caller */
+  TPCOLL_FP8_PER_TOKEN = 1 /* one scale per row, max|row| / 448, returned */
+} tpcoll_fp8_scaling_t;
 
 typedef enum tpcoll_algo {
   TPCOLL_ALGO_ONESHOT = 0,  /* every rank reads every peer's input and reduces all of it */
@@ -217,6 +225,31 @@ TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm(
     void* residual_out, size_t tokens, size_t hidden, tpcoll_dtype_t dtype, float eps,
     void* stream);
 
+/*
+ * The fused op above with an FP8 E4M3 (OCP E4M3FN) output for the next GEMM.
+ * `out` is what tpcoll_fused_allreduce_residual_rmsnorm writes (rounded to
+ * dtype); it is written too unless NULL. Then, per element, in fp32:
+ *   TPCOLL_FP8_STATIC:    out_fp8 = e4m3(out / static_scale)
+ *   TPCOLL_FP8_PER_TOKEN: row_scales[t] = max|out[t, :]| / 448,
+ *                         out_fp8 = e4m3(out / row_scales[t])
+ * with a correctly rounded division and e4m3() rounding to nearest even,
+ * saturating at +-448 (infinities too), NaN to 0x7f: bit for bit the fused op
+ * followed by that quantisation. static_scale is a host float (a kernel
+ * argument, so a captured graph keeps the value it was captured with); it
+ * must be positive and finite. row_scales: [tokens] fp32 in the
+ * communicator's memory (device memory for CUDA), ignored for static
+ * scaling. The row maximum ignores NaN; a row whose maximum is 0 gets scale 0
+ * and is divided by 1 (its codes are +-0), never by zero. out_fp8 is
+ * [tokens, hidden] bytes; it must not alias the other buffers. On CUDA the
+ * kernel that ends the op quantises (no extra pass) except after the fused
+ * two-shot; with out NULL, a call that reduces through our all-reduce or the
+ * two-shot allocates its rows in stream order (cudaMallocAsync, graph-safe).
+ */
+TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm_fp8(
+    tpcoll_comm_t comm, const void* x, const void* residual, const void* weight, void* out,
+    void* residual_out, void* out_fp8, tpcoll_fp8_scaling_t scaling, float static_scale,
+    float* row_scales, size_t tokens, size_t hidden, tpcoll_dtype_t dtype, float eps, void* stream);
+
 /* The local, unfused half of the fused op (no communication):
  * s = x + residual -> residual_out; out = rmsnorm(s) * weight. Same rounding. */
 TPCOLL_API tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x, const void* residual,
@@ -238,7 +271,7 @@ TPCOLL_API tpcoll_result_t tpcoll_comm_force_algo(tpcoll_comm_t comm, int algo);
 
 /*
  * Which algorithm a call would use and why. shape: all-reduce [count],
- * all-gather the input shape (with dim), fused op [tokens, hidden].
+ * all-gather the input shape (with dim), fused ops [tokens, hidden].
  */
 TPCOLL_API tpcoll_result_t tpcoll_plan(tpcoll_comm_t comm, tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim,
                             const int64_t* shape, int dim, tpcoll_plan_info_t* plan);

@@ -33,6 +33,12 @@ enum class Op : int {
   kAllReduce = TPCOLL_OP_ALL_REDUCE,
   kAllGather = TPCOLL_OP_ALL_GATHER,
   kFusedAllReduceRmsNorm = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
+  kFusedAllReduceRmsNormFp8 = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8,
+};
+
+enum class Fp8Scaling : int {
+  kStatic = TPCOLL_FP8_STATIC,
+  kPerToken = TPCOLL_FP8_PER_TOKEN,
 };
 
 enum class Algo : int {
@@ -125,6 +131,17 @@ class Communicator {
                                         DType dtype, float eps, void* stream = nullptr) {
     check(tpcoll_fused_allreduce_residual_rmsnorm(comm_, x, residual, weight, out, residual_out, tokens,
                                                   hidden, c_dtype(dtype), eps, stream));
+  }
+
+  // See tpcoll_fused_allreduce_residual_rmsnorm_fp8: out may be nullptr,
+  // row_scales is written for Fp8Scaling::kPerToken only.
+  void fused_allreduce_residual_rmsnorm_fp8(const void* x, const void* residual, const void* weight, void* out,
+                                            void* residual_out, void* out_fp8, Fp8Scaling scaling,
+                                            float static_scale, float* row_scales, std::size_t tokens,
+                                            std::size_t hidden, DType dtype, float eps, void* stream = nullptr) {
+    check(tpcoll_fused_allreduce_residual_rmsnorm_fp8(comm_, x, residual, weight, out, residual_out, out_fp8,
+                                                      static_cast<tpcoll_fp8_scaling_t>(scaling), static_scale,
+                                                      row_scales, tokens, hidden, c_dtype(dtype), eps, stream));
   }
 
   void add_rmsnorm(const void* x, const void* residual, const void* weight, void* out, void* residual_out,

@@ -105,7 +105,7 @@ void PyCommunicator::all_gather(const InArray& in, const OutArray& out, int dim,
 }
 
 PyCommunicator::NormCall PyCommunicator::check_norm(const InArray& x, const InArray* residual,
-                                                    const InArray& weight, const OutArray& out,
+                                                    const InArray& weight, const OutArray* out,
                                                     const OutArray* residual_out) const {
   NormCall call{view(x, "x"), 0, 0};
   const Tensor& t = call.x;
@@ -116,7 +116,7 @@ PyCommunicator::NormCall PyCommunicator::check_norm(const InArray& x, const InAr
   Tensor weight_like = t;
   weight_like.shape = {t.shape.back()};
   require_like(view(weight, "weight"), "weight", weight_like, "x's last dim");
-  require_like(view(out, "out"), "out", t, "x");
+  if (out) require_like(view(*out, "out"), "out", t, "x");
   if (residual) require_like(view(*residual, "residual"), "residual", t, "x");
   if (residual_out) require_like(view(*residual_out, "residual_out"), "residual_out", t, "x");
   return call;
@@ -129,7 +129,7 @@ void PyCommunicator::fused_allreduce_residual_rmsnorm(const InArray& x, const st
   Communicator& c = comm();
   if (residual.has_value() != residual_out.has_value())
     invalid("residual and residual_out go together: pass both or neither");
-  const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, out,
+  const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, &out,
                                 residual_out ? &*residual_out : nullptr);
   const void* res = residual ? residual->data() : nullptr;
   void* res_out = residual_out ? residual_out->data() : nullptr;
@@ -138,11 +138,44 @@ void PyCommunicator::fused_allreduce_residual_rmsnorm(const InArray& x, const st
                                      n.x.dtype, eps, as_stream(stream));
 }
 
+void PyCommunicator::fused_allreduce_residual_rmsnorm_fp8(
+    const InArray& x, const std::optional<InArray>& residual, const InArray& weight, const std::optional<OutArray>& out,
+    const std::optional<OutArray>& residual_out, const OutArray& out_fp8, Fp8Scaling scaling, float static_scale,
+    const std::optional<OutArray>& row_scales, float eps, std::uintptr_t stream) {
+  Communicator& c = comm();
+  if (residual.has_value() != residual_out.has_value())
+    invalid("residual and residual_out go together: pass both or neither");
+  const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, out ? &*out : nullptr,
+                                residual_out ? &*residual_out : nullptr);
+  // The codes: E4M3 bytes, as float8_e4m3 or (where a framework has no FP8
+  // type, e.g. NumPy) uint8.
+  const Tensor codes = view(out_fp8, "out_fp8");
+  Tensor codes_like = n.x;
+  codes_like.dtype = codes.dtype == DType::kUInt8 ? DType::kUInt8 : DType::kFloat8E4M3;
+  require_like(codes, "out_fp8", codes_like, "x's shape in float8_e4m3 or uint8");
+  float* scales = nullptr;
+  if (scaling == Fp8Scaling::kPerToken) {
+    if (!row_scales) invalid("per-token scaling returns row_scales: pass a float32 array of one scale per token");
+    const Tensor s = view(*row_scales, "row_scales");
+    Tensor scales_like = n.x;
+    scales_like.dtype = DType::kFloat32;
+    scales_like.shape.pop_back();
+    require_like(s, "row_scales", scales_like, "x's shape without its last dim, float32");
+    scales = static_cast<float*>(s.data);
+  }
+  const void* res = residual ? residual->data() : nullptr;
+  void* res_out = residual_out ? residual_out->data() : nullptr;
+  nb::gil_scoped_release release;
+  c.fused_allreduce_residual_rmsnorm_fp8(n.x.data, res, weight.data(), out ? out->data() : nullptr, res_out,
+                                         codes.data, scaling, static_scale, scales, n.tokens, n.hidden, n.x.dtype,
+                                         eps, as_stream(stream));
+}
+
 void PyCommunicator::add_rmsnorm(const InArray& x, const InArray& residual, const InArray& weight,
                                  const OutArray& out, const OutArray& residual_out, float eps,
                                  std::uintptr_t stream) {
   Communicator& c = comm();
-  const NormCall n = check_norm(x, &residual, weight, out, &residual_out);
+  const NormCall n = check_norm(x, &residual, weight, &out, &residual_out);
   nb::gil_scoped_release release;
   c.add_rmsnorm(n.x.data, residual.data(), weight.data(), out.data(), residual_out.data(), n.tokens, n.hidden,
                 n.x.dtype, eps, as_stream(stream));

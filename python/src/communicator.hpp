@@ -33,6 +33,14 @@ class PyCommunicator {
                                         const InArray& weight, const OutArray& out,
                                         const std::optional<OutArray>& residual_out, float eps,
                                         std::uintptr_t stream);
+  // out may be None (not written); row_scales is written for per-token
+  // scaling only; out_fp8 is uint8 or float8_e4m3 of x's shape.
+  void fused_allreduce_residual_rmsnorm_fp8(const InArray& x, const std::optional<InArray>& residual,
+                                            const InArray& weight, const std::optional<OutArray>& out,
+                                            const std::optional<OutArray>& residual_out, const OutArray& out_fp8,
+                                            Fp8Scaling scaling, float static_scale,
+                                            const std::optional<OutArray>& row_scales, float eps,
+                                            std::uintptr_t stream);
   void add_rmsnorm(const InArray& x, const InArray& residual, const InArray& weight, const OutArray& out,
                    const OutArray& residual_out, float eps, std::uintptr_t stream);
   PlanInfo plan(Op op, DType dtype, const std::vector<std::int64_t>& shape, int dim) const;
@@ -49,7 +57,8 @@ class PyCommunicator {
     std::size_t tokens;
     std::size_t hidden;
   };
-  NormCall check_norm(const InArray& x, const InArray* residual, const InArray& weight, const OutArray& out,
+  // out may be NULL (the FP8 op's optional out).
+  NormCall check_norm(const InArray& x, const InArray* residual, const InArray& weight, const OutArray* out,
                       const OutArray* residual_out) const;
   Communicator& comm() const;
 

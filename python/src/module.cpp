@@ -30,7 +30,11 @@ void bind_enums(nb::module_& m) {
   nb::enum_<Op>(m, "Op")
       .value("ALL_REDUCE", Op::kAllReduce)
       .value("ALL_GATHER", Op::kAllGather)
-      .value("FUSED_ALLREDUCE_RMSNORM", Op::kFusedAllReduceRmsNorm);
+      .value("FUSED_ALLREDUCE_RMSNORM", Op::kFusedAllReduceRmsNorm)
+      .value("FUSED_ALLREDUCE_RMSNORM_FP8", Op::kFusedAllReduceRmsNormFp8);
+  nb::enum_<Fp8Scaling>(m, "Fp8Scaling")
+      .value("STATIC", Fp8Scaling::kStatic)
+      .value("PER_TOKEN", Fp8Scaling::kPerToken);
   nb::enum_<Algo>(m, "Algo")
       .value("ONESHOT", Algo::kOneShot)
       .value("TWOSHOT", Algo::kTwoShot)
@@ -98,6 +102,9 @@ void bind_communicator(nb::module_& m) {
       .def("_all_gather", &PyCommunicator::all_gather, "input"_a, "output"_a, "dim"_a, "stream"_a)
       .def("_fused_allreduce_residual_rmsnorm", &PyCommunicator::fused_allreduce_residual_rmsnorm, "x"_a,
            "residual"_a.none(), "weight"_a, "out"_a, "residual_out"_a.none(), "eps"_a, "stream"_a)
+      .def("_fused_allreduce_residual_rmsnorm_fp8", &PyCommunicator::fused_allreduce_residual_rmsnorm_fp8, "x"_a,
+           "residual"_a.none(), "weight"_a, "out"_a.none(), "residual_out"_a.none(), "out_fp8"_a, "scaling"_a,
+           "static_scale"_a, "row_scales"_a.none(), "eps"_a, "stream"_a)
       .def("_add_rmsnorm", &PyCommunicator::add_rmsnorm, "x"_a, "residual"_a, "weight"_a, "out"_a,
            "residual_out"_a, "eps"_a, "stream"_a)
       .def("_plan", &PyCommunicator::plan, "op"_a, "dtype"_a, "shape"_a, "dim"_a)

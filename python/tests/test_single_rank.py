@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tpcoll
-from references import rank_input, rmsnorm64
+from references import quantise_fp8, rank_input, rmsnorm64
 
 
 @pytest.fixture
@@ -47,6 +47,43 @@ def test_fused_op_of_one_rank_in_place(comm):
     out, s = comm.fused_allreduce_residual_rmsnorm(x, residual, weight, out=x, residual_out=residual)
     assert out is x and s is residual
     assert x.tobytes() == expected_out.tobytes() and residual.tobytes() == expected_s.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("scale", [None, 0.004])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_fp8_op_is_the_fused_op_quantised(comm, dtype, scale, with_out):
+    x, residual = rank_input(0, (5, 64), dtype), rank_input(1, (5, 64), dtype)
+    x[2] = 0
+    residual[2] = 0  # an all-zero row: scale 0, codes +-0
+    weight = rank_input(2, (64,), dtype)
+    expected_out, expected_s = comm.fused_allreduce_residual_rmsnorm(x, residual, weight)
+    expected_codes, expected_scales = quantise_fp8(expected_out, scale)
+    codes = np.full(x.shape, 0xA5, np.uint8)
+    out = np.zeros_like(x) if with_out else None
+    got_codes, row_scales, got_out, s = comm.fused_allreduce_residual_rmsnorm_fp8(
+        x, residual, weight, scale=scale, out_fp8=codes, out=out)
+    assert got_codes is codes and codes.tobytes() == expected_codes.tobytes()
+    assert s.tobytes() == expected_s.tobytes()
+    if with_out:
+        assert got_out.tobytes() == expected_out.tobytes()
+    if scale is None:
+        assert row_scales.tobytes() == expected_scales.tobytes() and row_scales[2] == 0
+    else:
+        assert row_scales is None
+
+
+def test_fp8_op_refuses_bad_scales_and_shapes(comm):
+    x, weight = np.ones((2, 8), np.float32), np.ones(8, np.float32)
+    codes = np.zeros((2, 8), np.uint8)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(tpcoll.Error, match="static_scale") as info:
+            comm.fused_allreduce_residual_rmsnorm_fp8(x, None, weight, scale=bad, out_fp8=codes)
+        assert info.value.code == tpcoll.Result.INVALID_ARGUMENT
+    with pytest.raises(tpcoll.Error, match="out_fp8"):
+        comm.fused_allreduce_residual_rmsnorm_fp8(x, None, weight, scale=1.0, out_fp8=np.zeros((2, 4), np.uint8))
+    with pytest.raises(tpcoll.Error, match="row_scales"):
+        comm.fused_allreduce_residual_rmsnorm_fp8(x, None, weight, out_fp8=codes, row_scales=np.zeros(3, np.float32))
 
 
 def test_a_cpu_communicator_has_no_async_error(comm):

@@ -74,7 +74,28 @@ def eager_ops(comm, device):
         # The same through the generic DLPack API: all-reduce, then add + RMSNorm.
         halves = comm.comm.add_rmsnorm(comm.all_reduce(x), residual, weight, 1e-5)
         fused.append((out.cpu(), s.cpu(), halves[0].cpu(), halves[1].cpu()))
-    return reduced, gathered, fused
+    fp8 = []
+    for dtype in FLOATS:
+        x, residual = data(comm.rank, (8, 512), dtype, device), data(100, (8, 512), dtype, device)
+        weight = data(101, (512,), dtype, device)
+        out, s = comm.fused_allreduce_residual_rmsnorm(x, residual, weight, 1e-5)
+        for scale in (None, 0.05):
+            codes, row_scales, s8 = comm.fused_allreduce_residual_rmsnorm_fp8(x, residual, weight, 1e-5, scale)
+            assert codes.dtype == torch.float8_e4m3fn
+            # As bytes: float8 tensors do not survive the trip back from a spawned rank.
+            fp8.append((out.cpu(), s.cpu(), codes.view(torch.uint8).cpu(), row_scales.cpu(), s8.cpu()))
+    return reduced, gathered, fused, fp8
+
+
+def fp8_reference(out, scale):
+    """The FP8 rule in torch: its float32 -> float8_e4m3fn cast rounds to
+    nearest even (it saturates only to NaN, but these values stay below 448)."""
+    v = out.float()
+    if scale is not None:
+        return (v / scale).to(torch.float8_e4m3fn), torch.empty(0)
+    row_scales = v.abs().amax(dim=-1) / 448
+    divisor = torch.where(row_scales == 0, torch.ones_like(row_scales), row_scales)
+    return (v / divisor[:, None]).to(torch.float8_e4m3fn), row_scales
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -83,19 +104,26 @@ def test_custom_ops_give_the_contract_bits(world, device):
     results = run(world, eager_ops, device)
     for i, dtype in enumerate(FLOATS):
         expected = rank_order_sum([data(r, (16, 96), dtype) for r in range(world)])
-        for rank, (reduced, _, _) in enumerate(results):
+        for rank, (reduced, _, _, _) in enumerate(results):
             assert torch.equal(reduced[i], expected), f"rank {rank}, {dtype}"
     cases = [(dtype, dim) for dtype in GATHERED for dim in (0, 1, -1)]
     for i, (dtype, dim) in enumerate(cases):
         expected = torch.cat([data(r, (3, 4, 5), dtype) for r in range(world)], dim=dim).view(torch.uint8)
-        for rank, (_, gathered, _) in enumerate(results):
+        for rank, (_, gathered, _, _) in enumerate(results):
             assert torch.equal(gathered[i], expected), f"rank {rank}, {dtype} dim {dim}"
     for i, dtype in enumerate(FLOATS):
         out0, s0, _, _ = results[0][2][i]
-        for rank, (_, _, fused) in enumerate(results):
+        for rank, (_, _, fused, _) in enumerate(results):
             out, s, halves_out, halves_s = fused[i]
             assert torch.equal(out, halves_out) and torch.equal(s, halves_s), f"rank {rank}, {dtype}"
             assert torch.equal(out, out0) and torch.equal(s, s0), f"rank {rank} differs from rank 0"
+    for rank, (_, _, _, fp8) in enumerate(results):
+        for i, (out, s, codes, row_scales, s8) in enumerate(fp8):
+            scale = (None, 0.05)[i % 2]
+            expected_codes, expected_scales = fp8_reference(out, scale)
+            assert torch.equal(s8, s), f"rank {rank}, case {i}"
+            assert torch.equal(codes, expected_codes.view(torch.uint8)), f"rank {rank}, case {i}"
+            assert torch.equal(row_scales, expected_scales), f"rank {rank}, case {i}"
 
 
 def step(comm, x, residual, weight):
@@ -162,6 +190,23 @@ def test_a_closed_communicator_is_gone_from_the_ops():
     comm.close()
     with pytest.raises(ValueError, match="closed"):
         comm.all_reduce(x)
+
+
+def fp8_step(comm, x, residual, weight):
+    return comm.fused_allreduce_residual_rmsnorm_fp8(x, residual, weight, 1e-5)
+
+
+def test_fp8_op_under_torch_compile_gives_the_eager_bits():
+    with tpcoll.torch.Communicator(tpcoll.Communicator(0, 1)) as comm:
+        inputs = step_inputs(0, "cpu")
+        eager = fp8_step(comm, *inputs)
+        compiled = torch.compile(functools.partial(fp8_step, comm), fullgraph=True)(*inputs)
+        out, s = comm.fused_allreduce_residual_rmsnorm(*inputs, 1e-5)
+        expected_codes, expected_scales = fp8_reference(out, None)
+        assert torch.equal(eager[0].view(torch.uint8), expected_codes.view(torch.uint8))
+        assert torch.equal(eager[1], expected_scales) and torch.equal(eager[2], s)
+        for e, c in zip(eager, compiled):
+            assert e.dtype == c.dtype and torch.equal(e.view(torch.uint8), c.view(torch.uint8))
 
 
 def test_library_errors_reach_torch_callers():

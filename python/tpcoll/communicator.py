@@ -73,6 +73,27 @@ class Communicator(_tpcoll._Communicator):
         self._fused_allreduce_residual_rmsnorm(x, residual, weight, out, residual_out, eps, stream)
         return out, residual_out
 
+    def fused_allreduce_residual_rmsnorm_fp8(self, x, residual, weight, eps=1e-6, *, scale=None, out_fp8,
+                                             row_scales=None, out=None, residual_out=None, stream=0):
+        """The fused op with an FP8 E4M3 output (tpcoll.h defines it exactly):
+        with `scale` (a positive float), out_fp8 = e4m3(out / scale); without,
+        per token: row_scales[t] = max|out[t]| / 448 and out_fp8 = e4m3(out[t]
+        / row_scales[t]). out_fp8: x's shape, float8_e4m3 or uint8 (NumPy has
+        no FP8 type). row_scales (per token; allocated as float32 like x when
+        None) has x's shape without its last dim. out is written only if
+        given. Returns (out_fp8, row_scales or None, out, residual_out)."""
+        if residual is not None and residual_out is None:
+            residual_out = empty_like(residual)
+        if scale is None:
+            scaling = _tpcoll.Fp8Scaling.PER_TOKEN
+            if row_scales is None:
+                row_scales = empty_like(x, tuple(x.shape)[:-1], dtype="float32")
+        else:
+            scaling = _tpcoll.Fp8Scaling.STATIC
+        self._fused_allreduce_residual_rmsnorm_fp8(x, residual, weight, out, residual_out, out_fp8, scaling,
+                                                   1.0 if scale is None else float(scale), row_scales, eps, stream)
+        return out_fp8, row_scales, out, residual_out
+
     def add_rmsnorm(self, x, residual, weight, eps=1e-6, *, out=None, residual_out=None, stream=0):
         """The local half of the fused op: s = x + residual; returns
         (rmsnorm(s) * weight, s), with the fused op's rounding."""

@@ -2,6 +2,7 @@
 // runs a plan. Kernels do not know the placement: they get peer pointers.
 #pragma once
 
+#include "common/fp8_quantise.hpp"
 #include "core/call.hpp"
 #include "core/plan.hpp"
 
@@ -14,6 +15,13 @@ struct Buffers {
   const void* weight = nullptr;   // fused only
   void* residual_out = nullptr;   // fused only
   void* stream = nullptr;         // cudaStream_t for a CUDA communicator
+  // Fused op on the CUDA backend only: its FP8 output, quantised by the
+  // one-shot kernel's epilogue (out may then be NULL); out_fp8 NULL: none.
+  fp8::Fp8Output fp8{};
+  // out is the communicator's stream-ordered scratch (cuda::ScratchRows), not
+  // a caller's pointer: not checked, since under graph capture CUDA cannot
+  // describe an allocation before the graph runs.
+  bool out_is_scratch = false;
 };
 
 class Backend {

@@ -215,6 +215,19 @@ tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm(tpcoll_comm_t comm, cons
   });
 }
 
+tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm_fp8(tpcoll_comm_t comm, const void* x, const void* residual,
+                                                            const void* weight, void* out, void* residual_out,
+                                                            void* out_fp8, tpcoll_fp8_scaling_t scaling,
+                                                            float static_scale, float* row_scales, size_t tokens,
+                                                            size_t hidden, tpcoll_dtype_t dtype, float eps,
+                                                            void* stream) {
+  return guarded([&] {
+    comm_of(comm).fused_allreduce_residual_rmsnorm_fp8(
+        tpcoll::Buffers{x, out, residual, weight, residual_out},
+        tpcoll::fp8::Fp8Output{out_fp8, row_scales, scaling, static_scale}, tokens, hidden, dtype, eps, stream);
+  });
+}
+
 tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x, const void* residual, const void* weight,
                                    void* out, void* residual_out, size_t tokens, size_t hidden, tpcoll_dtype_t dtype,
                                    float eps, void* stream) {

@@ -12,6 +12,7 @@ const char* op_name(tpcoll_op_t op) {
     case TPCOLL_OP_ALL_REDUCE: return "all_reduce";
     case TPCOLL_OP_ALL_GATHER: return "all_gather";
     case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM: return "fused_allreduce_residual_rmsnorm";
+    case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8: return "fused_allreduce_residual_rmsnorm_fp8";
   }
   return "unknown_op";
 }
@@ -31,7 +32,7 @@ std::string describe_call(std::uint32_t op, std::uint32_t dtype, std::span<const
   std::string s = fmt::format("{}({}, shape [{}]", op_name(static_cast<tpcoll_op_t>(op)),
                               dtype_name(static_cast<tpcoll_dtype_t>(dtype)), fmt::join(shape, ", "));
   if (op == TPCOLL_OP_ALL_GATHER) s += fmt::format(", dim {}", dim);
-  if (op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM) s += has_residual ? ", residual" : ", no residual";
+  if (op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8) s += has_residual ? ", residual" : ", no residual";
   return s + ")";
 }
 

@@ -224,6 +224,14 @@ Plan Communicator::plan_call(const Call& call, std::optional<tpcoll_algo_t> as) 
   return plan;
 }
 
+// A one-shot or two-shot plan that no fused kernel serves still moves the
+// data that way (the tuner timed that candidate so); an unfused plan leaves
+// the all-reduce to its own table.
+Plan Communicator::plan_leading_all_reduce(const Call& reduce, const Plan& fused) const {
+  const bool moves = fused.algo == TPCOLL_ALGO_ONESHOT || fused.algo == TPCOLL_ALGO_TWOSHOT;
+  return plan_call(reduce, moves ? std::optional(fused.algo) : std::nullopt);
+}
+
 void Communicator::run(const Call& call, const Plan& plan, const Buffers& buffers) {
   if (plan.algo == TPCOLL_ALGO_FALLBACK && !fallback_)
     fail(TPCOLL_UNSUPPORTED,
@@ -274,9 +282,13 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
                                      dtype, eps);
   Buffers with_stream = b;
   with_stream.stream = stream;
+  run_fused(call, with_stream);
+}
+
+void Communicator::run_fused(const Call& call, const Buffers& b) {
   const Plan plan = plan_call(call);
-  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, with_stream))) {
-    run(call, plan, with_stream);
+  if (!on_gpu() || (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, b))) {
+    run(call, plan, b);
     return;
   }
   // On the GPU without a fused kernel for this call: the all-reduce (ours, or
@@ -286,16 +298,82 @@ void Communicator::fused_allreduce_residual_rmsnorm(const Buffers& b, std::size_
   if (world_ > 1) {
     Call reduce = call;
     reduce.op = TPCOLL_OP_ALL_REDUCE;
-    // A one-shot or two-shot plan that no fused kernel serves still moves the
-    // data that way (the tuner timed that candidate so); an unfused plan
-    // leaves the all-reduce to its own table.
-    const bool moves = plan.algo == TPCOLL_ALGO_ONESHOT || plan.algo == TPCOLL_ALGO_TWOSHOT;
-    run(reduce, plan_call(reduce, moves ? std::optional(plan.algo) : std::nullopt),
-        Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
+    run(reduce, plan_leading_all_reduce(reduce, plan), Buffers{b.in, b.out, nullptr, nullptr, nullptr, b.stream});
     x = b.out;
   }
-  cuda::add_rmsnorm(device_, cuda_norm_launch_, dtype,
-                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, tokens, hidden, eps}, stream);
+  cuda::add_rmsnorm(device_, cuda_norm_launch_, call.dtype,
+                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, call.rows(), call.hidden(), call.eps},
+                    b.stream);
+}
+
+// On the GPU the kernel that ends the fused op quantises the rows it holds
+// (the one-shot fused kernel, or the add + RMSNorm kernel after our
+// all-reduce); only the fused two-shot is followed by the quantisation
+// kernel. Where out is NULL, only a path that stages the reduced rows (our
+// all-reduce, the two-shot) gets a scratch block for them.
+void Communicator::run_fused_fp8_on_gpu(const Call& call, const Buffers& b) {
+  const Plan plan = plan_call(call);
+  const std::size_t scratch_bytes = b.out == nullptr ? call.bytes : 0;
+  if (cuda_ != nullptr && cuda_->fused_fits(call, plan.algo, b)) {
+    if (plan.algo == TPCOLL_ALGO_ONESHOT) return run(call, plan, b);
+    cuda::ScratchRows scratch(device_, scratch_bytes, b.stream);
+    Buffers unquantised = b;
+    unquantised.fp8 = {};
+    if (b.out == nullptr) {
+      unquantised.out = scratch.data();
+      unquantised.out_is_scratch = true;
+    }
+    run(call, plan, unquantised);
+    cuda::quantise_fp8(device_, cuda_norm_launch_, call.dtype, unquantised.out, call.rows(), call.hidden(), b.fp8,
+                       b.stream);
+    return;
+  }
+  const void* x = b.in;
+  cuda::ScratchRows scratch(device_, world_ > 1 ? scratch_bytes : 0, b.stream);
+  if (world_ > 1) {
+    Call reduce = call;
+    reduce.op = TPCOLL_OP_ALL_REDUCE;
+    Buffers reduced{b.in, b.out, nullptr, nullptr, nullptr, b.stream};
+    if (b.out == nullptr) {
+      reduced.out = scratch.data();
+      reduced.out_is_scratch = true;
+    }
+    run(reduce, plan_leading_all_reduce(reduce, plan), reduced);
+    x = reduced.out;
+  }
+  cuda::add_rmsnorm(device_, cuda_norm_launch_, call.dtype,
+                    RmsNormRows{x, b.residual, b.weight, b.out, b.residual_out, call.rows(), call.hidden(), call.eps,
+                                b.fp8},
+                    b.stream, /*x_is_scratch=*/world_ > 1 && b.out == nullptr);
+}
+
+// On the CPU: the fused op into out (or a scratch block when the caller
+// wants none), then the quantisation of what it wrote. Either way the result
+// is by construction the fused op followed by the quantisation; the backends
+// see the fused op itself, so every algorithm serves the FP8 op and the ranks
+// check the same signature.
+void Communicator::fused_allreduce_residual_rmsnorm_fp8(const Buffers& b, const fp8::Fp8Output& fp8,
+                                                        std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
+                                                        float eps, void* stream) {
+  const OpGuard guard(*this);
+  require_usable(stream);
+  Call call = validate_rmsnorm(TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8,
+                               RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,
+                               dtype, eps);
+  validate_fp8_output(fp8);
+  call.op = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+  Buffers with_out = b;
+  with_out.stream = stream;
+  if (on_gpu()) {
+    with_out.fp8 = fp8;
+    return run_fused_fp8_on_gpu(call, with_out);
+  }
+  if (b.out == nullptr) {
+    fp8_out_scratch_.resize(call.bytes);
+    with_out.out = fp8_out_scratch_.data();
+  }
+  run_fused(call, with_out);
+  cpu::quantise_fp8(dtype, with_out.out, tokens, hidden, fp8);
 }
 
 void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,

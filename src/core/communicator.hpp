@@ -2,6 +2,7 @@
 #pragma once
 
 #include "bootstrap/bootstrap.hpp"
+#include "common/fp8_quantise.hpp"
 #include "core/backend.hpp"
 #include "core/plan.hpp"
 #include "core/tune_file.hpp"
@@ -13,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace tpcoll::cuda {
 class CudaBackend;
@@ -35,6 +37,9 @@ class Communicator {
                   void* stream);
   void fused_allreduce_residual_rmsnorm(const Buffers& buffers, std::size_t tokens, std::size_t hidden,
                                         tpcoll_dtype_t dtype, float eps, void* stream);
+  // out (buffers.out) may be NULL; see tpcoll_fused_allreduce_residual_rmsnorm_fp8.
+  void fused_allreduce_residual_rmsnorm_fp8(const Buffers& buffers, const fp8::Fp8Output& fp8, std::size_t tokens,
+                                            std::size_t hidden, tpcoll_dtype_t dtype, float eps, void* stream);
   void add_rmsnorm(const Buffers& buffers, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype, float eps,
                    void* stream);
   Plan plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const;
@@ -59,7 +64,13 @@ class Communicator {
 
   // make_plan, logged at TRACE; `as`: planned as if forced to that algorithm.
   Plan plan_call(const Call& call, std::optional<tpcoll_algo_t> as = std::nullopt) const;
+  // The all-reduce that starts a fused op no fused kernel serves (`fused`: its plan).
+  Plan plan_leading_all_reduce(const Call& reduce, const Plan& fused) const;
   void run(const Call& call, const Plan& plan, const Buffers& buffers);
+  // The fused op of a validated call, buffers.stream set.
+  void run_fused(const Call& call, const Buffers& buffers);
+  // The same with buffers.fp8 set (out then optional), on a CUDA communicator.
+  void run_fused_fp8_on_gpu(const Call& call, const Buffers& buffers);
   void require_usable(void* stream) const;
   void agree_on_settings();
   void choose_table();
@@ -84,6 +95,7 @@ class Communicator {
   std::unique_ptr<LoadedTable> tuned_;  // the measured table in use, if any
   TuneTable tuned_view_{};              // tuned_->view(), which context_.table points to
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)
+  std::vector<std::byte> fp8_out_scratch_;  // CPU: out of an FP8 call that passed none
   std::string broken_;  // set once a peer timed out or the transport failed
   std::atomic<bool> aborted_{false};
   std::atomic<bool> in_op_{false};  // an OpGuard is held

@@ -121,7 +121,8 @@ Call validate_rmsnorm(tpcoll_op_t op, const RmsNormBuffers& b, std::size_t token
   Call call = rmsnorm_call(op, tokens, hidden, dtype, eps);
   require_buffer(b.x, "x", dtype);
   require_buffer(b.weight, "weight", dtype);
-  require_buffer(b.out, "out", dtype);
+  // The FP8 op writes out only when asked to.
+  if (op != TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8 || b.out != nullptr) require_buffer(b.out, "out", dtype);
   if (b.residual != nullptr) {
     require_aligned(b.residual, "residual", dtype);
     if (b.residual_out == nullptr)
@@ -132,6 +133,21 @@ Call validate_rmsnorm(tpcoll_op_t op, const RmsNormBuffers& b, std::size_t token
   return call;
 }
 
+void validate_fp8_output(const fp8::Fp8Output& fp8) {
+  require_pointer(fp8.out_fp8, "out_fp8");
+  switch (fp8.scaling) {
+    case TPCOLL_FP8_STATIC:
+      if (!(fp8.static_scale > 0.0f) || !std::isfinite(fp8.static_scale))
+        fail(TPCOLL_INVALID_ARGUMENT, "static_scale {} is not a finite value > 0", fp8.static_scale);
+      return;
+    case TPCOLL_FP8_PER_TOKEN:
+      require_buffer(fp8.row_scales, "row_scales", TPCOLL_FLOAT32);
+      return;
+  }
+  fail(TPCOLL_INVALID_ARGUMENT, "scaling {} is neither TPCOLL_FP8_STATIC nor TPCOLL_FP8_PER_TOKEN",
+       static_cast<int>(fp8.scaling));
+}
+
 Call validate_plan_request(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) {
   switch (op) {
     case TPCOLL_OP_ALL_REDUCE:
@@ -139,6 +155,11 @@ Call validate_plan_request(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const
       return shaped_call(op, dtype, ndim, shape, 0);
     case TPCOLL_OP_ALL_GATHER:
       return gather_call(dtype, ndim, shape, dim);
+    case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8:
+      // Quantising is an epilogue of the rows a rank already holds: the FP8
+      // op moves the same data as the fused op and is planned as it.
+      op = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+      [[fallthrough]];
     case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM:
       require_pointer(shape, "shape");
       if (ndim != 2) fail(TPCOLL_INVALID_ARGUMENT, "the fused op's shape is [tokens, hidden]; got ndim {}", ndim);

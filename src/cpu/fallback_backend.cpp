@@ -45,6 +45,8 @@ void FallbackBackend::run(const Call& call, const Plan& plan, const Buffers& buf
       add_rmsnorm(call.dtype, RmsNormRows{buffers.out, buffers.residual, buffers.weight, buffers.out,
                                           buffers.residual_out, call.rows(), call.hidden(), call.eps});
       break;
+    case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8:  // run by the communicator as the fused op, then quantised
+      fail(TPCOLL_INTERNAL_ERROR, "{} reached the fallback backend", op_name(call.op));
   }
 }
 

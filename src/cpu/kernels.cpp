@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -110,6 +111,34 @@ void add_rmsnorm_typed(const RmsNormRows& a) {
   }
 }
 
+template <typename E>
+void quantise_fp8_typed(const void* out, std::size_t rows, std::size_t hidden, const fp8::Fp8Output& fp8) {
+  const auto* in = static_cast<const typename E::Storage*>(out);
+  auto* codes = static_cast<std::uint8_t*>(fp8.out_fp8);
+  for (std::size_t row = 0; row < rows; ++row) {
+    const auto* v = in + row * hidden;
+    float scale = fp8.static_scale;
+    if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
+      // The largest |v| as the largest magnitude's bits (their integer order
+      // is the values' order): a plain integer max, which vectorises where a
+      // float one (NaN rules) does not. A row holding NaN (bits above
+      // infinity's) takes a second pass that leaves NaN out, as fmax does.
+      const auto magnitude = [&](std::size_t e) { return nx::float_bits(E::load(v[e])) & 0x7fffffffu; };
+      std::uint32_t max_bits = 0;
+      for (std::size_t e = 0; e < hidden; ++e) max_bits = std::max(max_bits, magnitude(e));
+      if (max_bits > 0x7f800000u) {
+        max_bits = 0;
+        for (std::size_t e = 0; e < hidden; ++e)
+          if (magnitude(e) <= 0x7f800000u) max_bits = std::max(max_bits, magnitude(e));
+      }
+      scale = fp8::per_token_scale(std::bit_cast<float>(max_bits));
+      fp8.row_scales[row] = scale;
+    }
+    const float divisor = fp8::divisor_of(scale);
+    for (std::size_t e = 0; e < hidden; ++e) codes[row * hidden + e] = fp8::quantise(E::load(v[e]), divisor);
+  }
+}
+
 // Entry points per element type, each built twice (AVX2 and baseline x86-64)
 // and picked at load time by the CPU's features; `flatten` inlines the
 // templates into each clone so the whole loop gets the wider vectors. This
@@ -127,6 +156,15 @@ TPCOLL_CPU_KERNEL void reduce_f16(const void* const* s, int n, void* d, std::siz
 TPCOLL_CPU_KERNEL void add_rmsnorm_f32(const RmsNormRows& rows) { add_rmsnorm_typed<Float32>(rows); }
 TPCOLL_CPU_KERNEL void add_rmsnorm_bf16(const RmsNormRows& rows) { add_rmsnorm_typed<BFloat16>(rows); }
 TPCOLL_CPU_KERNEL void add_rmsnorm_f16(const RmsNormRows& rows) { add_rmsnorm_typed<Float16>(rows); }
+TPCOLL_CPU_KERNEL void quantise_f32(const void* o, std::size_t r, std::size_t h, const fp8::Fp8Output& f) {
+  quantise_fp8_typed<Float32>(o, r, h, f);
+}
+TPCOLL_CPU_KERNEL void quantise_bf16(const void* o, std::size_t r, std::size_t h, const fp8::Fp8Output& f) {
+  quantise_fp8_typed<BFloat16>(o, r, h, f);
+}
+TPCOLL_CPU_KERNEL void quantise_f16(const void* o, std::size_t r, std::size_t h, const fp8::Fp8Output& f) {
+  quantise_fp8_typed<Float16>(o, r, h, f);
+}
 
 #undef TPCOLL_CPU_KERNEL
 
@@ -182,6 +220,16 @@ void add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& rows) {
     case TPCOLL_FLOAT32: return add_rmsnorm_f32(rows);
     case TPCOLL_BFLOAT16: return add_rmsnorm_bf16(rows);
     case TPCOLL_FLOAT16: return add_rmsnorm_f16(rows);
+    default: unsupported(dtype);
+  }
+}
+
+void quantise_fp8(tpcoll_dtype_t dtype, const void* out, std::size_t rows, std::size_t hidden,
+                  const fp8::Fp8Output& fp8) {
+  switch (dtype) {
+    case TPCOLL_FLOAT32: return quantise_f32(out, rows, hidden, fp8);
+    case TPCOLL_BFLOAT16: return quantise_bf16(out, rows, hidden, fp8);
+    case TPCOLL_FLOAT16: return quantise_f16(out, rows, hidden, fp8);
     default: unsupported(dtype);
   }
 }

@@ -2,6 +2,7 @@
 // common/numerics.hpp bit for bit. Dispatch on dtype happens here once.
 #pragma once
 
+#include "common/fp8_quantise.hpp"
 #include "common/rmsnorm_rows.hpp"
 
 #include <tpcoll/tpcoll.h>
@@ -15,5 +16,10 @@ void reduce(tpcoll_dtype_t dtype, const void* const* srcs, int nsrcs, void* dst,
 
 // s = x + residual (rounded) -> residual_out; out = s * rsqrt(mean(s^2) + eps) * weight.
 void add_rmsnorm(tpcoll_dtype_t dtype, const RmsNormRows& rows);
+
+// The FP8 output of `rows` x `hidden` elements of the fused op's out (dtype),
+// by the rule of common/fp8_quantise.hpp.
+void quantise_fp8(tpcoll_dtype_t dtype, const void* out, std::size_t rows, std::size_t hidden,
+                  const fp8::Fp8Output& fp8);
 
 }  // namespace tpcoll::cpu

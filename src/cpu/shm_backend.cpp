@@ -3,6 +3,7 @@
 #include "cpu/shm_backend.hpp"
 
 #include "bootstrap/bootstrap.hpp"
+#include "core/error.hpp"
 #include "core/signature.hpp"
 #include "cpu/shm_step.hpp"
 
@@ -87,6 +88,8 @@ void ShmBackend::run(const Call& call, const Plan& plan, const Buffers& buffers)
       case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM:
         fused_chunk(step, call, plan.algo, offset / call.inner_bytes, length / call.inner_bytes, buffers);
         break;
+      case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8:  // run by the communicator as the fused op, then quantised
+        fail(TPCOLL_INTERNAL_ERROR, "{} reached the shared-memory backend", op_name(call.op));
     }
   }
 }

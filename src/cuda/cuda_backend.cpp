@@ -294,6 +294,7 @@ cudaError_t load_kernels() {
   list_all_gather_kernels(kernels);
   list_add_rmsnorm_kernels(kernels);
   list_fused_kernels(kernels);
+  list_quantise_kernels(kernels);
   for (const void* kernel : kernels) {
     cudaFuncAttributes attributes{};
     if (const cudaError_t e = cudaFuncGetAttributes(&attributes, kernel); e != cudaSuccess) return e;
@@ -319,6 +320,12 @@ void check_device_pointer(const void* p, const char* name, int device) {
          device);
 }
 
+void check_fp8_pointers(const fp8::Fp8Output& fp8, int device) {
+  if (fp8.out_fp8 == nullptr) return;
+  check_device_pointer(fp8.out_fp8, "out_fp8", device);
+  if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) check_device_pointer(fp8.row_scales, "row_scales", device);
+}
+
 bool early_launch_enabled(int device) {
   int major = 0;
   check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
@@ -332,17 +339,38 @@ NormLaunch norm_launch_on(int device) {
   return NormLaunch{early_launch_enabled(device), 2 * static_cast<std::size_t>(sms)};
 }
 
-void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream) {
-  check_device_pointer(args.x, "x", device);
+void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream,
+                 bool x_is_scratch) {
+  if (!x_is_scratch) check_device_pointer(args.x, "x", device);
   check_device_pointer(args.weight, "weight", device);
-  check_device_pointer(args.out, "out", device);
+  if (args.out != nullptr || args.fp8.out_fp8 == nullptr) check_device_pointer(args.out, "out", device);
   if (args.residual != nullptr) {
     check_device_pointer(args.residual, "residual", device);
     check_device_pointer(args.residual_out, "residual_out", device);
   }
+  check_fp8_pointers(args.fp8, device);
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
   check_cuda(launch_add_rmsnorm(dtype, args, launch, static_cast<cudaStream_t>(stream)),
              "launching the add + RMSNorm kernel");
+}
+
+void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
+                  std::size_t hidden, const fp8::Fp8Output& fp8, void* stream) {
+  check_fp8_pointers(fp8, device);
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(launch_quantise_fp8(dtype, QuantiseRows{out, rows, hidden, fp8}, launch.early_launch,
+                                 static_cast<cudaStream_t>(stream)),
+             "launching the FP8 quantisation kernel");
+}
+
+ScratchRows::ScratchRows(int device, std::size_t bytes, void* stream) : stream_(stream) {
+  if (bytes == 0) return;
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(cudaMallocAsync(&data_, bytes, static_cast<cudaStream_t>(stream)), "cudaMallocAsync (out of an FP8 call)");
+}
+
+ScratchRows::~ScratchRows() {
+  if (data_ != nullptr) static_cast<void>(cudaFreeAsync(data_, static_cast<cudaStream_t>(stream_)));
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
@@ -350,7 +378,8 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
   // others unfused).
   raise_async_error();
   check_device_pointer(buffers.in, "in", device_);
-  check_device_pointer(buffers.out, "out", device_);
+  if (!buffers.out_is_scratch && (buffers.out != nullptr || buffers.fp8.out_fp8 == nullptr))
+    check_device_pointer(buffers.out, "out", device_);
   check_cuda(cudaSetDevice(device_), "cudaSetDevice");
   if (call.op == TPCOLL_OP_ALL_REDUCE)
     all_reduce(call, plan, buffers);
@@ -377,7 +406,9 @@ bool CudaBackend::fused_fits(const Call& call, tpcoll_algo_t algo, const Buffers
                        (!call.has_residual || aligned_to(16, b.residual, b.residual_out));
   const bool rows = world_ > 1 && call.hidden() % 8 == 0 && call.hidden() * dtype_size(call.dtype) <= kMaxNormRowBytes;
   if (algo == TPCOLL_ALGO_ONESHOT)
-    return aligned && rows && call.hidden() <= kFusedMaxHidden && fused_low_latency_bytes(call) <= low_latency_bytes_;
+    return aligned && rows && call.hidden() <= kFusedMaxHidden && fused_low_latency_bytes(call) <= low_latency_bytes_ &&
+           aligned_to(8, b.fp8.out_fp8, b.fp8.out_fp8);  // the FP8 epilogue's group stores
+  // (The two-shot has no FP8 epilogue: the communicator never passes it one.)
   return algo == TPCOLL_ALGO_TWOSHOT && aligned && rows && call.rows() >= static_cast<std::size_t>(world_);
 }
 
@@ -387,6 +418,10 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
     check_device_pointer(buffers.residual, "residual", device_);
     check_device_pointer(buffers.residual_out, "residual_out", device_);
   }
+  check_fp8_pointers(buffers.fp8, device_);
+  if (buffers.fp8.out_fp8 != nullptr && plan.algo != TPCOLL_ALGO_ONESHOT)
+    fail(TPCOLL_INTERNAL_ERROR, "the fused {} kernel was given an FP8 epilogue; only the one-shot has one",
+         algo_name(plan.algo));
   FusedChoice choice{};
   choice.two_shot = plan.algo == TPCOLL_ALGO_TWOSHOT;
   choice.one_gpu = one_gpu_;
@@ -405,7 +440,7 @@ void CudaBackend::fused(const Call& call, const Plan& plan, const Buffers& buffe
   }
   fill_peer_args(args, call, plan, launch_variant(choice.two_shot ? 8u : 4u, choice.blocks, choice.threads));
   args.norm = RmsNormRows{buffers.in, buffers.residual, buffers.weight, buffers.out, buffers.residual_out,
-                          call.rows(), call.hidden(), call.eps};
+                          call.rows(), call.hidden(), call.eps, buffers.fp8};
   check_cuda(launch_fused(call.dtype, choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the fused kernel");
 }

@@ -3,6 +3,7 @@
 // device pointer within one. Several ranks may share one GPU.
 #pragma once
 
+#include "common/fp8_quantise.hpp"
 #include "core/backend.hpp"
 #include "cuda/kernels/layout.cuh"
 #include "cuda/kernels/row_limits.hpp"
@@ -29,6 +30,9 @@ void load_kernels_on(int device);
 // Throws TPCOLL_INVALID_ARGUMENT unless p is device (or managed) memory on `device`.
 void check_device_pointer(const void* p, const char* name, int device);
 
+// Throws TPCOLL_INVALID_ARGUMENT unless the FP8 output's buffers (if any) are on `device`.
+void check_fp8_pointers(const fp8::Fp8Output& fp8, int device);
+
 // Whether kernels on `device` may start while the previous one of their
 // stream ends: TPCOLL_CUDA_EARLY_LAUNCH, on sm_90 and newer.
 bool early_launch_enabled(int device);
@@ -36,8 +40,31 @@ bool early_launch_enabled(int device);
 // How the add + RMSNorm kernels launch on `device`.
 NormLaunch norm_launch_on(int device);
 
-// The local add + RMSNorm on `device` (no communication), enqueued on `stream`.
-void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream);
+// The local add + RMSNorm on `device` (no communication), enqueued on
+// `stream`. x_is_scratch: x is a cuda::ScratchRows block, not checked (see
+// Buffers::out_is_scratch).
+void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream,
+                 bool x_is_scratch = false);
+
+// The FP8 output of the fused op's out rows on `device` (common/fp8_quantise.hpp), enqueued on `stream`.
+void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
+                  std::size_t hidden, const fp8::Fp8Output& fp8, void* stream);
+
+// Device memory of `bytes` (none for 0) for one call, allocated and freed in
+// `stream`'s order: eagerly, and under graph capture as the graph's own
+// allocation nodes, so the same call works both ways.
+class ScratchRows {
+ public:
+  ScratchRows(int device, std::size_t bytes, void* stream);
+  ~ScratchRows();
+  ScratchRows(const ScratchRows&) = delete;
+  ScratchRows& operator=(const ScratchRows&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  void* stream_;
+};
 
 // Whether the MPS control daemon runs (its pipe exists): processes sharing a
 // GPU need it, or every wait for a peer takes a time slice (milliseconds).

@@ -1,6 +1,7 @@
 // Host-side entry points into the kernels (compiled by nvcc in *.cu files).
 #pragma once
 
+#include "common/fp8_quantise.hpp"
 #include "cuda/kernels/layout.cuh"
 #include "cuda/kernels/row_limits.hpp"
 #include "cuda/norm_launch.hpp"
@@ -37,6 +38,16 @@ struct GatherChoice {
 
 cudaError_t launch_all_gather(const GatherChoice& choice, const AllGatherArgs& args, cudaStream_t stream);
 
+// The FP8 output of the fused op's out rows (common/fp8_quantise.hpp).
+struct QuantiseRows {
+  const void* out;  // [rows, hidden] of the op's dtype
+  std::size_t rows;
+  std::size_t hidden;
+  fp8::Fp8Output fp8;
+};
+cudaError_t launch_quantise_fp8(tpcoll_dtype_t dtype, const QuantiseRows& args, bool early_launch,
+                                cudaStream_t stream);
+
 }  // namespace tpcoll::cuda
 
 namespace tpcoll::cuda {
@@ -46,6 +57,7 @@ void list_all_reduce_kernels(std::vector<const void*>& kernels);
 void list_all_gather_kernels(std::vector<const void*>& kernels);
 void list_add_rmsnorm_kernels(std::vector<const void*>& kernels);
 void list_fused_kernels(std::vector<const void*>& kernels);
+void list_quantise_kernels(std::vector<const void*>& kernels);
 
 // Loads every tpcoll kernel on the current device now. CUDA loads kernels
 // lazily by default, and loading one waits for the kernels already running:

@@ -3,8 +3,12 @@
 // for bit the CPU backend's arithmetic (the host reduces in rank order, then
 // runs the CPU add + RMSNorm kernel), for every dtype, world sizes 1-4, hidden
 // sizes with and without whole 8-element groups, with and without a
-// residual, in place, and replayed from a CUDA graph. Exits 77 (ctest:
-// skipped) without a CUDA device.
+// residual, in place, and replayed from a CUDA graph. The FP8 op likewise:
+// its codes and per-token scales bit for bit the CPU quantisation of that
+// out, with and without out, every path (fused one-shot epilogue, add +
+// RMSNorm epilogue after our all-reduce, two-shot then the quantisation
+// kernel), eagerly and replayed. Exits 77 (ctest: skipped) without a CUDA
+// device.
 #include "common/numerics.hpp"
 #include "cpu/kernels.hpp"
 #include "local_job.hpp"
@@ -23,6 +27,10 @@
 namespace {
 
 constexpr float kEps = 1e-6f;
+// The FP8 op's static scale: the test data's outputs reach past 448 times it,
+// so saturation is exercised too.
+constexpr float kFp8Scale = 0.01f;
+constexpr tpcoll_fp8_scaling_t kScalings[] = {TPCOLL_FP8_STATIC, TPCOLL_FP8_PER_TOKEN};
 
 // A fused call's shape and options.
 struct Norm {
@@ -34,12 +42,17 @@ struct Norm {
 
 class NormJob : public LocalJob {
  public:
-  NormJob(int world, std::size_t max_bytes) : LocalJob(world, max_bytes) {
+  NormJob(int world, std::size_t max_bytes) : LocalJob(world, max_bytes), codes_(world), scales_(world) {
     for (void** p : {&residual_, &weight_, &residual_out_}) cudaMalloc(p, max_bytes);
+    // One byte more than the largest call's codes, for a misaligned out_fp8.
+    for (int r = 0; r < world; ++r)
+      for (void** p : {&codes_[r], &scales_[r]}) cudaMalloc(p, max_bytes + 1);
   }
   ~NormJob() {
     cudaDeviceSynchronize();
     for (void* p : {residual_, weight_, residual_out_}) cudaFree(p);
+    for (int r = 0; r < world(); ++r)
+      for (void* p : {codes_[r], scales_[r]}) cudaFree(p);
   }
 
   // Random inputs (x per rank; residual and weight shared, as in tensor
@@ -83,6 +96,43 @@ class NormJob : public LocalJob {
                                                             n.hidden, n.dtype, kEps, stream(r)));
   }
 
+  // The FP8 op on every rank; out written if with_out; codes at byte
+  // `codes_offset` of each rank's codes buffer.
+  void fused_fp8(const Norm& n, tpcoll_fp8_scaling_t scaling, bool with_out, std::size_t codes_offset = 0) {
+    for (int r = 0; r < world(); ++r)
+      tpcoll::check(tpcoll_fused_allreduce_residual_rmsnorm_fp8(
+          comm(r), in(r), n.residual ? residual_ : nullptr, weight_, with_out ? out(r) : nullptr,
+          n.residual ? residual_out_ : nullptr, static_cast<std::byte*>(codes_[r]) + codes_offset, scaling,
+          kFp8Scale, static_cast<float*>(scales_[r]), n.tokens, n.hidden, n.dtype, kEps, stream(r)));
+  }
+
+  // Every rank's codes (and per-token scales) equal the CPU quantisation of
+  // the expected out, and so do out (if written) and residual_out.
+  void expect_fp8(const Norm& n, const std::pair<std::vector<std::byte>, std::vector<std::byte>>& expected,
+                  tpcoll_fp8_scaling_t scaling, bool with_out, std::size_t codes_offset = 0) {
+    const std::size_t count = n.tokens * n.hidden;
+    std::vector<std::uint8_t> codes(count), got_codes(count);
+    std::vector<float> scales(n.tokens), got_scales(n.tokens);
+    tpcoll::cpu::quantise_fp8(n.dtype, expected.first.data(), n.tokens, n.hidden,
+                              tpcoll::fp8::Fp8Output{codes.data(), scales.data(), scaling, kFp8Scale});
+    if (with_out) expect(expected);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    for (int r = 0; r < world(); ++r) {
+      ASSERT_EQ(cudaMemcpy(got_codes.data(), static_cast<std::byte*>(codes_[r]) + codes_offset, count,
+                           cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(got_codes, codes) << "codes of rank " << r;
+      if (scaling != TPCOLL_FP8_PER_TOKEN) continue;
+      ASSERT_EQ(cudaMemcpy(got_scales.data(), scales_[r], n.tokens * sizeof(float), cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(std::memcmp(got_scales.data(), scales.data(), n.tokens * sizeof(float)), 0) << "scales of rank " << r;
+    }
+    if (expected.second.empty()) return;
+    std::vector<std::byte> got(expected.second.size());
+    ASSERT_EQ(cudaMemcpy(got.data(), residual_out_, got.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(std::memcmp(got.data(), expected.second.data(), got.size()), 0) << "residual_out";
+  }
+
   void expect(const std::pair<std::vector<std::byte>, std::vector<std::byte>>& expected) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<std::byte> got(expected.first.size());
@@ -116,6 +166,7 @@ class NormJob : public LocalJob {
   void* residual_ = nullptr;
   void* weight_ = nullptr;
   void* residual_out_ = nullptr;
+  std::vector<void*> codes_, scales_;
 };
 
 TEST(CudaFused, EqualsTheCpuArithmeticForEveryShape) {
@@ -176,6 +227,58 @@ TEST(CudaFused, GraphReplayWithNewDataEveryTime) {
     }
     cudaGraphExecDestroy(exec);
   }
+  job.force(std::nullopt);
+}
+
+TEST(CudaFusedFp8, EqualsTheCpuQuantisationForEveryShape) {
+  for (int world : {1, 2, 4}) {
+    NormJob job(world, 33 * 20480 * 4);
+    std::uint32_t seed = 1000;
+    for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT16, TPCOLL_FLOAT32})
+      // 8 and 100: element-wise; 2880 and 4096: held rows (and the fused
+      // one-shot); 5120: held, 4 groups a thread; 20480: the shared-memory row.
+      for (std::size_t hidden : {8, 100, 2880, 4096, 5120, 20480})
+        for (std::size_t tokens : {1, 3, 33})
+          for (tpcoll_fp8_scaling_t scaling : kScalings)
+            for (bool with_out : {true, false}) {
+              const Norm n{tokens, hidden, d, /*residual=*/tokens != 3};
+              SCOPED_TRACE(testing::Message() << "world " << world << " " << tpcoll_dtype_name(d) << " " << tokens
+                                              << "x" << hidden << (n.residual ? " residual" : "")
+                                              << (scaling == TPCOLL_FP8_STATIC ? " static" : " per-token")
+                                              << (with_out ? " out" : " no out"));
+              const auto expected = job.fill(n, seed++);
+              job.fused_fp8(n, scaling, with_out);
+              job.expect_fp8(n, expected, scaling, with_out);
+            }
+  }
+}
+
+TEST(CudaFusedFp8, EveryAlgorithmEagerAndReplayed) {
+  NormJob job(2, 64 * 8192 * 2 + 1);
+  const Norm small{8, 4096, TPCOLL_BFLOAT16, true}, large{64, 8192, TPCOLL_BFLOAT16, true};
+  for (const auto& [n, algo] : {std::pair{small, tpcoll::Algo::kOneShot}, std::pair{small, tpcoll::Algo::kUnfused},
+                                std::pair{large, tpcoll::Algo::kTwoShot}, std::pair{large, tpcoll::Algo::kUnfused}})
+    for (tpcoll_fp8_scaling_t scaling : kScalings)
+      for (bool with_out : {true, false}) {
+        SCOPED_TRACE(testing::Message() << n.tokens << "x" << n.hidden << " algo " << static_cast<int>(algo)
+                                        << (scaling == TPCOLL_FP8_STATIC ? " static" : " per-token")
+                                        << (with_out ? " out" : " no out"));
+        job.force(algo);
+        auto expected = job.fill(n, 70);
+        job.fused_fp8(n, scaling, with_out);
+        job.expect_fp8(n, expected, scaling, with_out);
+        // A misaligned out_fp8 takes the element-wise paths.
+        expected = job.fill(n, 71);
+        job.fused_fp8(n, scaling, with_out, 1);
+        job.expect_fp8(n, expected, scaling, with_out, 1);
+        cudaGraphExec_t exec = job.capture([&] { job.fused_fp8(n, scaling, with_out); });
+        for (int replay = 0; replay < 3; ++replay) {
+          expected = job.fill(n, 80 + replay);
+          job.replay(exec);
+          job.expect_fp8(n, expected, scaling, with_out);
+        }
+        cudaGraphExecDestroy(exec);
+      }
   job.force(std::nullopt);
 }
 

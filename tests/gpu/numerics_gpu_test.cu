@@ -4,11 +4,21 @@
 // value or a pair at a time), NaN included (the canonical 0x7fff). The
 // 16-bit to float widenings are checked for all 2^16 patterns, the
 // narrowings for special values, every midpoint between adjacent 16-bit
-// values, and a few million random floats.
+// values, and a few million random floats. The same inputs go through the
+// FP8 E4M3 conversion (common/fp8.hpp): the hardware's satfinite conversion
+// (NaN: any NaN code), the kernels' quantiser (one value, and a pair at a
+// time: NaN the canonical 0x7f) and float_to_e4m3 compiled for the device
+// must all give the host converter's code; the inputs add every E4M3
+// midpoint and its neighbours.
 //
 // Exit status: 0 pass, 1 fail, 77 no CUDA device (ctest reports "Skipped").
+#include "common/fp8.hpp"
+#include "common/fp8_quantise.hpp"
 #include "common/numerics.hpp"
+#include "cuda/kernels/fp8_epilogue.cuh"
 #include "cuda/kernels/vector.cuh"
+
+#include <cuda_fp8.h>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -27,6 +37,10 @@ namespace {
 struct Narrowed {
   std::uint16_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
   std::uint32_t pair_bf16, pair_fp16;  // store_pair(f, -f)
+  std::uint8_t e4m3_hardware;          // __nv_cvt_float_to_fp8, satfinite
+  std::uint8_t e4m3_quantise;          // fp8::quantise(f, 1), as the kernels quantise
+  std::uint16_t e4m3_pair;             // quantised_pair(f, -f, 1)
+  std::uint8_t e4m3_portable;          // fp8::float_to_e4m3 compiled for the device
 };
 
 struct Widened {
@@ -43,6 +57,10 @@ __global__ void narrow_kernel(const float* in, Narrowed* out, std::size_t n) {
     out[i].cuda_fp16 = tpcoll::cuda::Float16::store(f);
     out[i].pair_bf16 = tpcoll::cuda::BFloat16::store_pair(f, -f);
     out[i].pair_fp16 = tpcoll::cuda::Float16::store_pair(f, -f);
+    out[i].e4m3_hardware = __nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+    out[i].e4m3_quantise = tpcoll::fp8::quantise(f, 1.0f);
+    out[i].e4m3_pair = tpcoll::cuda::quantised_pair(f, -f, 1.0f);
+    out[i].e4m3_portable = tpcoll::fp8::float_to_e4m3(f);
   }
 }
 
@@ -118,6 +136,20 @@ int main() {
       in.push_back(-f);
     }
   }
+  // Every midpoint between adjacent E4M3 values, and one float ulp either side.
+  for (int code = 0; code < 0x7e; ++code) {
+    const double a = tpcoll::fp8::e4m3_to_float(static_cast<std::uint8_t>(code));
+    const double b = tpcoll::fp8::e4m3_to_float(static_cast<std::uint8_t>(code + 1));
+    const auto mid = static_cast<float>((a + b) / 2);
+    for (const float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
+      in.push_back(f);
+      in.push_back(-f);
+    }
+  }
+  for (const float f : {448.0f, 464.0f, 480.0f, 1e6f}) {
+    in.push_back(f);
+    in.push_back(-f);
+  }
   // Random floats: all bit patterns, and ones within fp16's range (subnormals included).
   std::uint64_t state = 0x9e3779b97f4a7c15ull;
   const auto next = [&] {
@@ -171,6 +203,14 @@ int main() {
       fail("BFloat16::store_pair vs float_to_bf16", u, r.pair_bf16, host_bf16 | std::uint32_t{host_neg_bf16} << 16);
     if (r.pair_fp16 != (host_fp16 | std::uint32_t{host_neg_fp16} << 16))
       fail("Float16::store_pair vs float_to_fp16", u, r.pair_fp16, host_fp16 | std::uint32_t{host_neg_fp16} << 16);
+    const std::uint8_t host_e4m3 = tpcoll::fp8::float_to_e4m3(f), host_neg_e4m3 = tpcoll::fp8::float_to_e4m3(-f);
+    const bool hardware_ok =
+        is_nan_bits(u) ? (r.e4m3_hardware & 0x7fu) == 0x7fu : r.e4m3_hardware == host_e4m3;
+    if (!hardware_ok) fail("cvt.rn.satfinite.e4m3 vs float_to_e4m3", u, r.e4m3_hardware, host_e4m3);
+    if (r.e4m3_quantise != host_e4m3) fail("device fp8::quantise vs host float_to_e4m3", u, r.e4m3_quantise, host_e4m3);
+    if (r.e4m3_pair != (host_e4m3 | host_neg_e4m3 << 8))
+      fail("quantised_pair vs float_to_e4m3", u, r.e4m3_pair, host_e4m3 | host_neg_e4m3 << 8);
+    if (r.e4m3_portable != host_e4m3) fail("device float_to_e4m3 vs host", u, r.e4m3_portable, host_e4m3);
   }
   for (std::uint32_t h = 0; h <= 0xffffu; ++h) {
     const Widened& w = widen[h];

@@ -642,8 +642,8 @@ TEST_F(World1, PlanDescribesEveryOp) {
                          TPCOLL_INVALID_ARGUMENT, {"dim 3"}));
   EXPECT_TRUE(fails_with(tpcoll_plan(comm_, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, TPCOLL_FLOAT32, 3, gather_shape, 0, &p),
                          TPCOLL_INVALID_ARGUMENT, {"ndim 3"}));
-  EXPECT_TRUE(fails_with(tpcoll_plan(comm_, static_cast<tpcoll_op_t>(5), TPCOLL_FLOAT32, 1, reduce_shape, 0, &p),
-                         TPCOLL_INVALID_ARGUMENT, {"op 5"}));
+  EXPECT_TRUE(fails_with(tpcoll_plan(comm_, static_cast<tpcoll_op_t>(99), TPCOLL_FLOAT32, 1, reduce_shape, 0, &p),
+                         TPCOLL_INVALID_ARGUMENT, {"op 99"}));
 }
 
 TEST_F(World1, ForceAlgoRejectsUnknownValues) {

@@ -45,6 +45,11 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline, const Row
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens) add(harness.fused(d, t, h));
+    if (op == Op::kFusedAllReduceRmsNormFp8)
+      for (DType d : o.dtypes)
+        for (std::size_t h : o.hidden)
+          for (std::size_t t : o.tokens)
+            for (Fp8Scaling s : kFp8Scalings) add(harness.fused_fp8(d, t, h, s));
   }
 
   const int rc = summarize(info, rows, o.json_path, printer);

@@ -107,6 +107,9 @@ struct GpuRank {
   void* residual = nullptr;
   void* weight = nullptr;
   void* residual_out = nullptr;
+  // The FP8 op's codes and per-token scales (as large), allocated on first use.
+  void* codes = nullptr;
+  void* scales = nullptr;
 };
 
 // The ranks this process drives: all of them (streams of one process) or
@@ -137,7 +140,7 @@ class GpuJob {
       cudaFree(g.in);
       cudaFree(g.out);
       cudaFree(g.scratch);
-      for (void* p : {g.residual, g.weight, g.residual_out}) cudaFree(p);
+      for (void* p : {g.residual, g.weight, g.residual_out, g.codes, g.scales}) cudaFree(p);
     }
     cudaStreamDestroy(origin_);
   }
@@ -185,9 +188,18 @@ class GpuJob {
                                        kFusedEps, g.stream));
     }
   }
+  // The FP8 op on every rank driven here: out of `in` into `out` (or
+  // nowhere) and `codes` / `scales`.
+  void fused_fp8(DType dtype, std::size_t tokens, std::size_t hidden, Fp8Scaling scaling, bool write_out) {
+    for (GpuRank& g : ranks_)
+      tpcoll::check(tpcoll_fused_allreduce_residual_rmsnorm_fp8(
+          g.comm, g.in, g.residual, g.weight, write_out ? g.out : nullptr, g.residual_out, g.codes,
+          static_cast<tpcoll_fp8_scaling_t>(scaling), kBenchFp8Scale, static_cast<float*>(g.scales), tokens, hidden,
+          static_cast<tpcoll_dtype_t>(dtype), kFusedEps, g.stream));
+  }
   void allocate_norm_operands() {
     for (GpuRank& g : ranks_)
-      for (void** p : {&g.residual, &g.weight, &g.residual_out})
+      for (void** p : {&g.residual, &g.weight, &g.residual_out, &g.codes, &g.scales})
         if (*p == nullptr) check(cudaMalloc(p, max_bytes_), "cudaMalloc");
   }
 
@@ -473,6 +485,80 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
   return row;
 }
 
+// The FP8 op, checked bit for bit against the CPU kernels (all-reduce, add +
+// RMSNorm, quantisation) on every rank, with and without out, then timed
+// without out (as it replaces the fused op in a model: the next GEMM reads
+// the codes) beside the fused op without quantisation in the same run:
+// speedup = fused / fused_fp8.
+Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, Fp8Scaling scaling, int replays) {
+  const int world = job.world();
+  const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
+  const auto d = static_cast<tpcoll_dtype_t>(dtype);
+  Row row = start_row(fp8_op_label(scaling), dtype, count, world);
+  row.tokens = tokens;
+  row.hidden = hidden;
+  job.allocate_norm_operands();
+
+  const std::uint64_t seed = fused_seed(dtype, tokens, hidden);
+  std::vector<std::vector<std::byte>> xs(world, std::vector<std::byte>(bytes));
+  std::vector<std::byte> residual(bytes), weight(hidden * elem);
+  for (int r = 0; r < world; ++r) fill_floats(dtype, xs[r].data(), count, seed, r);
+  fill_floats(dtype, residual.data(), count, seed, kResidualSeedRank);
+  fill_floats(dtype, weight.data(), hidden, seed, kWeightSeedRank);
+  for (GpuRank& g : job.ranks()) {
+    check(cudaMemcpy(g.in, xs[g.rank].data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(g.residual, residual.data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(g.weight, weight.data(), weight.size(), cudaMemcpyHostToDevice), "upload");
+  }
+  std::vector<const void*> sources;
+  for (const auto& x : xs) sources.push_back(x.data());
+  std::vector<std::byte> sum(bytes), expected_out(bytes), expected_residual(bytes), expected_codes(count);
+  std::vector<float> expected_scales(tokens);
+  cpu::reduce(d, sources.data(), world, sum.data(), count);
+  cpu::add_rmsnorm(d, RmsNormRows{sum.data(), residual.data(), weight.data(), expected_out.data(),
+                                  expected_residual.data(), tokens, hidden, kFusedEps});
+  cpu::quantise_fp8(d, expected_out.data(), tokens, hidden,
+                    fp8::Fp8Output{expected_codes.data(), expected_scales.data(),
+                                   static_cast<tpcoll_fp8_scaling_t>(scaling), kBenchFp8Scale});
+  std::vector<std::byte> expected_scale_bytes(tokens * sizeof(float));
+  std::memcpy(expected_scale_bytes.data(), expected_scales.data(), expected_scale_bytes.size());
+  std::string failure;
+  for (const bool write_out : {false, true}) {
+    check(cudaDeviceSynchronize(), "sync before the FP8 op");
+    for (GpuRank& g : job.ranks()) check(cudaMemset(g.codes, 0xa5, count), "cudaMemset");
+    job.fused_fp8(dtype, tokens, hidden, scaling, write_out);
+    check(cudaDeviceSynchronize(), "sync after the FP8 op");
+    int differs = job.first_differing_rank(&GpuRank::codes, expected_codes);
+    if (differs < 0 && scaling == Fp8Scaling::kPerToken)
+      differs = job.first_differing_rank(&GpuRank::scales, expected_scale_bytes);
+    if (differs < 0) differs = job.first_differing_rank(&GpuRank::residual_out, expected_residual);
+    if (differs < 0 && write_out) differs = job.first_differing_rank(&GpuRank::out, expected_out);
+    if (differs >= 0 && failure.empty())
+      failure = fmt::format("rank {} differs from the CPU kernels{}", differs, write_out ? "" : " (out NULL)");
+  }
+  job.set_check(row, failure);
+
+  tpcoll_plan_info_t plan{};
+  const std::int64_t shape[2] = {static_cast<std::int64_t>(tokens), static_cast<std::int64_t>(hidden)};
+  tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8, d, 2, shape, 0, &plan));
+  row.algo = world == 1 ? "local" : plan.algorithm;
+  const int calls = calls_per_replay(bytes);
+  row.time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false);
+      },
+      calls, replays);
+  row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
+  row.busbw = row.algbw * 2.0 * (world - 1) / world;
+  row.baseline = "fused (no fp8), same run";
+  row.baseline_time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
+      },
+      calls, replays);
+  return row;
+}
+
 }  // namespace
 
 bool gpu_available() {
@@ -585,6 +671,12 @@ int run_gpu(const Options& o) {
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens)
             if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused(*job, d, t, h, copy_bw, replays, o.all_algos));
+    if (op == Op::kFusedAllReduceRmsNormFp8)
+      for (DType d : o.dtypes)
+        for (std::size_t h : o.hidden)
+          for (std::size_t t : o.tokens)
+            for (Fp8Scaling s : kFp8Scalings)
+              if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused_fp8(*job, d, t, h, s, replays));
   }
   const int rc = summarize(info, rows, printer ? o.json_path : std::string(), printer);
   if (o.tune && printer && rc == 0) {

@@ -28,6 +28,13 @@ inline const char* algo_label(Algo algo) {
   return "?";
 }
 
+// The FP8 op's rows, one per scaling.
+inline const char* fp8_op_label(Fp8Scaling scaling) {
+  return scaling == Fp8Scaling::kStatic ? "fused_ar_rmsnorm_fp8_static" : "fused_ar_rmsnorm_fp8_per_token";
+}
+inline constexpr float kBenchFp8Scale = 0.01f;  // the static scale of the benches: outputs up to 4.48 stay unclamped
+inline constexpr Fp8Scaling kFp8Scalings[] = {Fp8Scaling::kStatic, Fp8Scaling::kPerToken};
+
 struct Row {
   std::string op;
   std::string dtype;
@@ -57,6 +64,7 @@ class Harness {
   // dim_kind: 0 = first dim, 1 = last dim, 2 = a middle dim.
   Row all_gather(DType dtype, std::size_t count, int dim_kind);
   Row fused(DType dtype, std::size_t tokens, std::size_t hidden);
+  Row fused_fp8(DType dtype, std::size_t tokens, std::size_t hidden, Fp8Scaling scaling);
 
  private:
   Row start_row(const char* op, DType dtype, std::size_t count) const;

@@ -6,6 +6,8 @@ Importing this module needs PyTorch; `import tpcoll` alone does not.
 """
 
 from tpcoll.torch.communicator import Communicator
-from tpcoll.torch.ops import all_gather, all_reduce, fused_allreduce_residual_rmsnorm
+from tpcoll.torch.ops import (all_gather, all_reduce, fused_allreduce_residual_rmsnorm,
+                              fused_allreduce_residual_rmsnorm_fp8)
 
-__all__ = ["Communicator", "all_gather", "all_reduce", "fused_allreduce_residual_rmsnorm"]
+__all__ = ["Communicator", "all_gather", "all_reduce", "fused_allreduce_residual_rmsnorm",
+           "fused_allreduce_residual_rmsnorm_fp8"]

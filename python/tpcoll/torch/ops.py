@@ -2,6 +2,8 @@
 CUDA stream, which is what CUDA graph capture records; a fake implementation
 gives torch.compile the result shapes without running anything."""
 
+from typing import Optional
+
 import torch
 
 from tpcoll.torch.registry import lookup
@@ -59,3 +61,33 @@ def fused_allreduce_residual_rmsnorm(x: torch.Tensor, residual: torch.Tensor, we
 def _(x, residual, weight, comm, eps):
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(residual, memory_format=torch.contiguous_format))
+
+
+
+def _fp8_results(x, scale):
+    """out_fp8 and row_scales (empty for a static scale) of a call on x."""
+    row_scales = x.new_empty(tuple(x.shape[:-1]) if scale is None else (0,), dtype=torch.float32)
+    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn), row_scales
+
+
+@torch.library.custom_op("tpcoll::fused_allreduce_residual_rmsnorm_fp8", mutates_args=())
+def fused_allreduce_residual_rmsnorm_fp8(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, comm: int,
+                                         eps: float, scale: Optional[float]
+                                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused op with an FP8 E4M3 output: returns (out_fp8, row_scales, s).
+    With `scale`, out_fp8 = e4m3(rmsnorm(s) * weight / scale) and row_scales
+    is empty; without, per token: row_scales[t] = max|out[t]| / 448."""
+    x, residual, weight = x.contiguous(), residual.contiguous(), weight.contiguous()
+    out_fp8, row_scales = _fp8_results(x, scale)
+    residual_out = torch.empty_like(residual)
+    # The codes go through DLPack as bytes: not every torch exports float8.
+    lookup(comm).fused_allreduce_residual_rmsnorm_fp8(
+        x, residual, weight, eps, scale=scale, out_fp8=out_fp8.view(torch.uint8),
+        row_scales=row_scales if scale is None else None, residual_out=residual_out, stream=_stream(x))
+    return out_fp8, row_scales, residual_out
+
+
+@fused_allreduce_residual_rmsnorm_fp8.register_fake
+def _(x, residual, weight, comm, eps, scale):
+    out_fp8, row_scales = _fp8_results(x, scale)
+    return out_fp8, row_scales, torch.empty_like(residual, memory_format=torch.contiguous_format)

@@ -38,7 +38,9 @@ struct HeldUnits {
 // bit for bit our all-reduce followed by our add + RMSNorm. Needs hidden % 8
 // == 0 with at most kPerThread * kHeldThreads groups, 16-byte aligned buffers,
 // and rows * kHeldThreads * kPerThread groups within the low-latency size.
-template <typename E, Scope kScope, int kPerThread>
+// kFp8 adds the FP8 epilogue of the held rows (quantise_held_row; out then
+// optional, out_fp8 8-byte aligned).
+template <typename E, Scope kScope, int kPerThread, bool kFp8 = false>
 __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArgs a) {
   using G = Group<E>;
   using Units = HeldUnits<E, kPerThread>;
@@ -97,11 +99,17 @@ __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArg
       if (n.residual != nullptr) s[k] = added<E>(s[k], residual[k]);
     }
     const float inv = block_inverse_rms(held_partial<E>(s, groups), partials[parity], n.hidden, n.eps);
+    G o[kPerThread];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
       if (!holds(groups, k)) break;
       if (n.residual != nullptr) static_cast<G*>(n.residual_out)[offset + held_group(k)] = s[k];
-      static_cast<G*>(n.out)[offset + held_group(k)] = normalized_group<E>(s[k], inv, weight[k]);
+      o[k] = normalized_group<E>(s[k], inv, weight[k]);
+      if (!kFp8 || n.out != nullptr) static_cast<G*>(n.out)[offset + held_group(k)] = o[k];
+    }
+    if constexpr (kFp8) {
+      __shared__ float warp_maxima[2][kHeldThreads / 32];  // alternate rows', as partials
+      quantise_held_row<E, kPerThread>(o, groups, row, n.fp8, warp_maxima[parity]);
     }
   }
   if (failure) proto.report(failure);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common/numerics.hpp"
+#include "cuda/kernels/fp8_epilogue.cuh"
 #include "cuda/kernels/row_limits.hpp"
 #include "cuda/kernels/sync.cuh"
 #include "cuda/kernels/vector.cuh"
@@ -174,6 +175,26 @@ __device__ __forceinline__ float block_inverse_rms(float partial, float* partial
   return inverse_rms(total, hidden, eps);
 }
 
+// The FP8 epilogue of a held row (fp8_epilogue.cuh): this thread's output
+// groups `o` of row `row`, its codes stored as 8-byte groups (out_fp8 8-byte
+// aligned, hidden % 8 == 0). Per token, the row's maximum takes one more
+// barrier; the outputs never leave the registers.
+template <typename E, int kPerThread>
+__device__ __forceinline__ void quantise_held_row(const Group<E> (&o)[kPerThread], std::size_t groups, std::size_t row,
+                                                  const fp8::Fp8Output& fp8, float* warp_maxima) {
+  float max_abs = 0.0f;
+  if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k)
+      if (holds(groups, k)) max_abs = group_max_abs<E>(o[k].v, max_abs);
+  }
+  const float divisor = row_divisor(fp8, row, max_abs, warp_maxima);
+  uint2* codes = static_cast<uint2*>(fp8.out_fp8) + row * groups;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k)
+    if (holds(groups, k)) codes[held_group(k)] = quantised_group<E>(o[k].v, divisor);
+}
+
 // One block of kHeldThreads threads per row, the row in registers: load x
 // and residual, add (writing residual_out), form the partial, get the
 // inverse RMS, write out. kWeightFirst loads the weight with x and residual:
@@ -182,8 +203,9 @@ __device__ __forceinline__ float block_inverse_rms(float partial, float* partial
 // while x and residual do, so that more blocks stream rows at once. Needs
 // hidden % 8 == 0, at most kPerThread * kHeldThreads groups and 16-byte
 // aligned buffers. out may alias x and residual_out residual: each thread
-// reads its groups before it writes them.
-template <typename E, int kPerThread, bool kWeightFirst>
+// reads its groups before it writes them. kFp8 adds the FP8 epilogue (out
+// then optional).
+template <typename E, int kPerThread, bool kWeightFirst, bool kFp8 = false>
 __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const RmsNormRows a) {
   using G = Group<E>;
   __shared__ float partials[kPartials];
@@ -216,10 +238,16 @@ __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const Rm
   if constexpr (!kWeightFirst) load_weight(w);
   const float inv = block_inverse_rms(held_partial<E>(s, groups), partials, a.hidden, a.eps);
   G* out = static_cast<G*>(a.out) + offset;
+  G o[kPerThread];
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     if (!holds(groups, k)) break;
-    out[held_group(k)] = normalized_group<E>(s[k], inv, w[k]);
+    o[k] = normalized_group<E>(s[k], inv, w[k]);
+    if (!kFp8 || a.out != nullptr) out[held_group(k)] = o[k];
+  }
+  if constexpr (kFp8) {
+    __shared__ float warp_maxima[kHeldThreads / 32];
+    quantise_held_row<E, kPerThread>(o, groups, blockIdx.x, a.fp8, warp_maxima);
   }
   allow_next_kernel();
 }
@@ -243,8 +271,12 @@ inline constexpr int kNormHeldGroups = 4;  // weight groups a thread of the shar
 // inverse RMS; finally every thread writes its groups' outputs. Needs hidden
 // % 8 == 0, 16-byte aligned buffers and hidden * sizeof(element) bytes of
 // dynamic shared memory. out may alias x and residual_out residual: a block
-// reads its whole row before it writes.
-template <typename E>
+// reads its whole row before it writes. kFp8 adds the FP8 epilogue (out then
+// optional): with static scaling each group is quantised as it is written;
+// per token, the outputs replace the sums in the shared row (each thread
+// rewrites only its own groups), and after the row's maximum they are
+// quantised from there.
+template <typename E, bool kFp8 = false>
 __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(const RmsNormRows a) {
   using G = Group<E>;
   extern __shared__ unsigned char shared[];
@@ -273,19 +305,43 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   if (threadIdx.x == 0) inv = inverse_rms(total, a.hidden, a.eps);
   __syncthreads();
   G* out = static_cast<G*>(a.out) + offset;
-  const auto write = [&](std::size_t g, const G& wg) { out[g] = normalized_group<E>(s[g], inv, wg); };
+  const bool per_token = kFp8 && a.fp8.scaling == TPCOLL_FP8_PER_TOKEN;
+  uint2* codes = kFp8 ? static_cast<uint2*>(a.fp8.out_fp8) + offset : nullptr;
+  float max_abs = 0.0f;
+  const auto write = [&](std::size_t g, const G& wg) {
+    const G o = normalized_group<E>(s[g], inv, wg);
+    if (!kFp8 || a.out != nullptr) out[g] = o;
+    if constexpr (kFp8) {
+      if (per_token) {
+        s[g] = o;
+        max_abs = group_max_abs<E>(o.v, max_abs);
+      } else {
+        codes[g] = quantised_group<E>(o.v, a.fp8.static_scale);
+      }
+    }
+  };
 #pragma unroll
   for (int k = 0; k < kNormHeldGroups; ++k)
     if (threadIdx.x + k * blockDim.x < groups) write(threadIdx.x + k * blockDim.x, w[k]);
   for (std::size_t g = threadIdx.x + kNormHeldGroups * blockDim.x; g < groups; g += blockDim.x) write(g, weight[g]);
+  if constexpr (kFp8) {
+    if (per_token) {
+      __shared__ float warp_maxima[kNormMaxThreads / 32];
+      const float divisor = row_divisor(a.fp8, blockIdx.x, max_abs, warp_maxima);
+      for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) codes[g] = quantised_group<E>(s[g].v, divisor);
+    }
+  }
   allow_next_kernel();
 }
 
 // Any hidden size and alignment, element by element. One warp per row: add, then the sum of squares of the rounded sum (read
 // back from residual_out, or from x without a residual), then the output.
 // Each lane only reads back what it wrote, so aliasing out == x and
-// residual_out == residual is safe.
-template <typename E>
+// residual_out == residual is safe. kFp8 adds the FP8 epilogue (out then
+// optional); per token, a first pass forms the outputs for the row's maximum
+// only, and the second forms them again to write them (this kernel serves
+// the rare rows of odd sizes or alignment; its reads hit the cache).
+template <typename E, bool kFp8>
 __device__ __forceinline__ void add_rmsnorm_row(const RmsNormRows& a, std::size_t row) {
   using S = typename E::Storage;
   const unsigned lane = threadIdx.x % 32;
@@ -303,14 +359,33 @@ __device__ __forceinline__ void add_rmsnorm_row(const RmsNormRows& a, std::size_
   const float inv = inverse_rms(warp_sum_of_squares<E>(s, a.hidden), a.hidden, a.eps);
   const S* weight = static_cast<const S*>(a.weight);
   S* out = static_cast<S*>(a.out) + offset;
-  for (std::size_t e = lane; e < a.hidden; e += 32) out[e] = E::store(normalized<E>(s[e], inv, weight[e]));
+  if constexpr (!kFp8) {
+    for (std::size_t e = lane; e < a.hidden; e += 32) out[e] = E::store(normalized<E>(s[e], inv, weight[e]));
+  } else {
+    float scale = a.fp8.static_scale;
+    if (a.fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
+      float max_abs = 0.0f;
+      for (std::size_t e = lane; e < a.hidden; e += 32)
+        max_abs = fmaxf(max_abs, fabsf(E::load(E::store(normalized<E>(s[e], inv, weight[e])))));
+      for (int half = 16; half >= 1; half /= 2) max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, half));
+      scale = fp8::per_token_scale(max_abs);
+      if (lane == 0) a.fp8.row_scales[row] = scale;
+    }
+    const float divisor = fp8::divisor_of(scale);
+    auto* codes = static_cast<std::uint8_t*>(a.fp8.out_fp8) + offset;
+    for (std::size_t e = lane; e < a.hidden; e += 32) {
+      const S o = E::store(normalized<E>(s[e], inv, weight[e]));
+      if (a.out != nullptr) out[e] = o;
+      codes[e] = fp8::quantise(E::load(o), divisor);
+    }
+  }
 }
 
-template <typename E>
+template <typename E, bool kFp8 = false>
 __global__ void __launch_bounds__(32 * kNormWarps) add_rmsnorm_kernel(const RmsNormRows a) {
   wait_for_previous_kernel();
   const std::size_t row = static_cast<std::size_t>(blockIdx.x) * kNormWarps + threadIdx.x / 32;
-  if (row < a.rows) add_rmsnorm_row<E>(a, row);
+  if (row < a.rows) add_rmsnorm_row<E, kFp8>(a, row);
   allow_next_kernel();
 }
 

@@ -1,0 +1,59 @@
+// The FP8 output of the fused op (tpcoll_fused_allreduce_residual_rmsnorm_fp8)
+// and the rule that fills it, one source for the CPU and the GPU:
+//   static:    out_fp8 = e4m3(out / scale)
+//   per token: scale_row = max|out_row| / 448, out_fp8 = e4m3(out_row / scale_row)
+// where out is the fused op's output rounded to its dtype and widened to
+// fp32, the division is IEEE (correctly rounded) on both sides and e4m3() is
+// fp8::float_to_e4m3 (round to nearest even, saturating at +-448, NaN 0x7f).
+// The row maximum ignores NaN (fmax); a row whose maximum is 0 (all +-0, or
+// too small for max / 448 to stay above 0) keeps scale 0 and is divided by 1,
+// so its codes are the e4m3 of the values themselves (+-0) and nothing
+// divides by zero. A row holding an infinity gets scale inf: its finite
+// values become +-0 and its infinities NaN.
+#pragma once
+
+#include "common/fp8.hpp"
+
+#include <tpcoll/tpcoll.h>
+
+#if defined(__CUDACC__)
+#include <cuda_fp8.h>
+#endif
+
+#include <cmath>
+#include <cstdint>
+
+namespace tpcoll::fp8 {
+
+struct Fp8Output {
+  void* out_fp8 = nullptr;        // [rows, hidden] e4m3
+  float* row_scales = nullptr;    // per token: [rows]; unused for static scaling
+  tpcoll_fp8_scaling_t scaling = TPCOLL_FP8_STATIC;
+  float static_scale = 1.0f;      // static: > 0 and finite (validated)
+};
+
+TPCOLL_HOST_DEVICE inline float divided(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+TPCOLL_HOST_DEVICE inline float per_token_scale(float row_max_abs) { return divided(row_max_abs, kE4m3Max); }
+
+// What a row is divided by: its scale, or 1 for a scale of 0.
+TPCOLL_HOST_DEVICE inline float divisor_of(float scale) { return scale == 0.0f ? 1.0f : scale; }
+
+TPCOLL_HOST_DEVICE inline std::uint8_t quantise(float v, float divisor) {
+  const float q = divided(v, divisor);
+#if defined(__CUDA_ARCH__)
+  // The hardware conversion (cvt.rn.satfinite.e4m3x2.f32 on sm_89+), NaN
+  // made canonical as on the host.
+  return isnan(q) ? kE4m3NaN : static_cast<std::uint8_t>(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
+#else
+  return float_to_e4m3(q);
+#endif
+}
+
+}  // namespace tpcoll::fp8

@@ -1,0 +1,74 @@
+// The device half of the FP8 quantisation (common/fp8_quantise.hpp) as the
+// kernels that end the fused op apply it to the rows they hold: a block-wide
+// max for per-token scales, and 8-element groups converted two at a time
+// with the hardware's paired conversion.
+#pragma once
+
+#include "common/fp8_quantise.hpp"
+#include "common/numerics.hpp"
+
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+namespace tpcoll::cuda {
+
+// Enough for a block of up to 1024 threads.
+inline constexpr int kMaxBlockWarps = 32;
+
+// The largest of every thread's `value`, on every thread: a warp's shuffles,
+// one barrier, then every thread reads the warps' maxima. fmaxf ignores NaN,
+// as the rule wants; max is exact in any order, so it equals the CPU's.
+// `warp_maxima` must not be written again before every thread has returned
+// (a kernel looping over rows alternates two arrays).
+__device__ __forceinline__ float block_max(float value, float* warp_maxima) {
+  for (int half = 16; half >= 1; half /= 2) value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, half));
+  if (threadIdx.x % 32 == 0) warp_maxima[threadIdx.x / 32] = value;
+  __syncthreads();
+  float all = warp_maxima[0];
+  for (unsigned w = 1; w < blockDim.x / 32; ++w) all = fmaxf(all, warp_maxima[w]);
+  return all;
+}
+
+// The largest |v| of a group of one element type.
+template <typename E>
+__device__ __forceinline__ float group_max_abs(const typename E::Storage (&v)[numerics::kNormGroup], float max_abs) {
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) max_abs = fmaxf(max_abs, fabsf(E::load(v[e])));
+  return max_abs;
+}
+
+// Two codes, `lo` in the low byte: cvt.rn.satfinite.e4m3x2.f32 on sm_89+,
+// with NaN made the canonical 0x7f as on the host.
+__device__ __forceinline__ std::uint16_t quantised_pair(float lo, float hi, float divisor) {
+  const float a = __fdiv_rn(lo, divisor), b = __fdiv_rn(hi, divisor);
+  std::uint16_t codes = __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
+  if (isnan(a)) codes = static_cast<std::uint16_t>((codes & 0xff00u) | fp8::kE4m3NaN);
+  if (isnan(b)) codes = static_cast<std::uint16_t>((codes & 0x00ffu) | (fp8::kE4m3NaN << 8));
+  return codes;
+}
+
+// A group's 8 codes, for one 8-byte store.
+template <typename E>
+__device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup], float divisor) {
+  std::uint16_t pairs[numerics::kNormGroup / 2];
+#pragma unroll
+  for (int p = 0; p < numerics::kNormGroup / 2; ++p)
+    pairs[p] = quantised_pair(E::load(v[2 * p]), E::load(v[2 * p + 1]), divisor);
+  uint2 codes;
+  memcpy(&codes, pairs, sizeof codes);
+  return codes;
+}
+
+// What the row is divided by: the static scale, or (per token) its max |out|
+// / 448, which thread 0 writes to row_scales[row]. `max_abs` is this
+// thread's share of the row's maximum; `warp_maxima` as block_max's.
+__device__ __forceinline__ float row_divisor(const fp8::Fp8Output& fp8, std::size_t row, float max_abs,
+                                             float* warp_maxima) {
+  if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return fp8.static_scale;
+  const float scale = fp8::per_token_scale(block_max(max_abs, warp_maxima));
+  if (threadIdx.x == 0) fp8.row_scales[row] = scale;
+  return fp8::divisor_of(scale);
+}
+
+}  // namespace tpcoll::cuda
