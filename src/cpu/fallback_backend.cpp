@@ -45,6 +45,16 @@ void FallbackBackend::run(const Call& call, const Plan& plan, const Buffers& buf
       add_rmsnorm(call.dtype, RmsNormRows{buffers.out, buffers.residual, buffers.weight, buffers.out,
                                           buffers.residual_out, call.rows(), call.hidden(), call.eps});
       break;
+    case TPCOLL_OP_REDUCE_SCATTER:
+    case TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM: {
+      const std::size_t share = call.bytes / world;
+      for (int p = 0; p < world; ++p) srcs[p] = gathered.data() + call.bytes * p + share * rank;
+      reduce(call.dtype, srcs.data(), world, buffers.out, call.count / world);
+      if (call.op == TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM)
+        add_rmsnorm(call.dtype, RmsNormRows{buffers.out, buffers.residual, buffers.weight, buffers.out,
+                                            buffers.residual_out, call.rows() / world, call.hidden(), call.eps});
+      break;
+    }
   }
 }
 

@@ -71,6 +71,7 @@ void ShmBackend::publish_except(Step& step, const std::byte* mine, std::size_t l
 }
 
 void ShmBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
+  if (is_scatter(call.op)) return reduce_scatter(call, plan, buffers);
   if (plan.algo == TPCOLL_ALGO_UNFUSED) return unfused(call, plan, buffers);
   const CallSignature sig = make_signature(call, plan.algo, 0);
   const std::uint64_t hash = sig.call_hash();
@@ -87,6 +88,9 @@ void ShmBackend::run(const Call& call, const Plan& plan, const Buffers& buffers)
       case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM:
         fused_chunk(step, call, plan.algo, offset / call.inner_bytes, length / call.inner_bytes, buffers);
         break;
+      case TPCOLL_OP_REDUCE_SCATTER:
+      case TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM:
+        break;  // run by reduce_scatter() above
     }
   }
 }
