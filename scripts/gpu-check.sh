@@ -45,6 +45,20 @@ for n in 1 2; do
     "$build/tpcoll" bench --backend cuda -np "$n" --op fused --dtype bf16 --tokens 1 8 32 128 512 2048 \
     --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-x$n.json"
 done
+# Reduce-scatter against our all-reduce of the same input, timed in the same
+# run (base(us) column; target: speedup >= 1 at every size), and the fused
+# reduce-scatter against our full fused op.
+for n in 2 4 8; do
+  run_step "bench (reduce_scatter bf16, 1K-256M, $n ranks as streams; baseline: our all-reduce)" \
+    "$build/tpcoll" bench --backend cuda -np "$n" -b 1K -e 256M -f 4 --dtype bf16 --op reduce_scatter \
+    --json "$out/gpu-bench-reduce-scatter-x$n.json"
+done
+run_step "bench (reduce_scatter fp32 and fp16, 1K-256M, 2 ranks as streams)" \
+  "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op reduce_scatter --dtype fp32 --dtype fp16 \
+  --json "$out/gpu-bench-reduce-scatter-fp32-fp16.json"
+run_step "bench (fused_rs_rmsnorm, bf16, 2 ranks as streams; baseline: our full fused op)" \
+  "$build/tpcoll" bench --backend cuda -np 2 --op fused_rs_rmsnorm --dtype bf16 --tokens 2 8 32 128 512 2048 \
+  --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-rs-x2.json"
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   run_step "PyTorch add + rms_norm baseline (eager, torch.compile)" \
     python3 scripts/torch_add_rmsnorm.py --json "$out/torch-add-rmsnorm.json"

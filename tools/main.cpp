@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
   };
   auto* b = app.add_subcommand("bench", "check, then time, every op x dtype x size");
   add_sweep_options(b, max_bytes);
-  b->add_option("--op", ops, "all_reduce, all_gather, fused (default: all)");
+  b->add_option("--op", ops,
+                "all_reduce, all_gather, fused, reduce_scatter, fused_rs_rmsnorm (default: the first three)");
   b->add_option("--dtype", dtypes, "dtypes of all_reduce and fused (default: fp32 fp16 bf16)");
   b->add_option("--gather-dtype", gather_dtypes, "dtypes of all_gather (default: bf16 fp8_e4m3 int64)");
   b->add_option("--tokens", bench.tokens, "token counts of the fused op");
@@ -165,6 +166,8 @@ int main(int argc, char** argv) {
           if (o == "all_reduce") bench.ops.push_back(Op::kAllReduce);
           else if (o == "all_gather") bench.ops.push_back(Op::kAllGather);
           else if (o == "fused") bench.ops.push_back(Op::kFusedAllReduceRmsNorm);
+          else if (o == "reduce_scatter") bench.ops.push_back(Op::kReduceScatter);
+          else if (o == "fused_rs_rmsnorm") bench.ops.push_back(Op::kFusedReduceScatterRmsNorm);
           else throw CLI::ValidationError("--op", "unknown op " + o);
         }
       }
