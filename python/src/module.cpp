@@ -30,7 +30,9 @@ void bind_enums(nb::module_& m) {
   nb::enum_<Op>(m, "Op")
       .value("ALL_REDUCE", Op::kAllReduce)
       .value("ALL_GATHER", Op::kAllGather)
-      .value("FUSED_ALLREDUCE_RMSNORM", Op::kFusedAllReduceRmsNorm);
+      .value("FUSED_ALLREDUCE_RMSNORM", Op::kFusedAllReduceRmsNorm)
+      .value("REDUCE_SCATTER", Op::kReduceScatter)
+      .value("FUSED_REDUCE_SCATTER_RMSNORM", Op::kFusedReduceScatterRmsNorm);
   nb::enum_<Algo>(m, "Algo")
       .value("ONESHOT", Algo::kOneShot)
       .value("TWOSHOT", Algo::kTwoShot)
@@ -97,6 +99,9 @@ void bind_communicator(nb::module_& m) {
       .def("_all_reduce", &PyCommunicator::all_reduce, "input"_a, "output"_a, "stream"_a)
       .def("_all_gather", &PyCommunicator::all_gather, "input"_a, "output"_a, "dim"_a, "stream"_a)
       .def("_fused_allreduce_residual_rmsnorm", &PyCommunicator::fused_allreduce_residual_rmsnorm, "x"_a,
+           "residual"_a.none(), "weight"_a, "out"_a, "residual_out"_a.none(), "eps"_a, "stream"_a)
+      .def("_reduce_scatter", &PyCommunicator::reduce_scatter, "input"_a, "output"_a, "stream"_a)
+      .def("_fused_reduce_scatter_residual_rmsnorm", &PyCommunicator::fused_reduce_scatter_residual_rmsnorm, "x"_a,
            "residual"_a.none(), "weight"_a, "out"_a, "residual_out"_a.none(), "eps"_a, "stream"_a)
       .def("_add_rmsnorm", &PyCommunicator::add_rmsnorm, "x"_a, "residual"_a, "weight"_a, "out"_a,
            "residual_out"_a, "eps"_a, "stream"_a)

@@ -70,3 +70,9 @@ class Communicator:
 
     def fused_allreduce_residual_rmsnorm(self, x, residual, weight, eps=1e-6):
         return ops.fused_allreduce_residual_rmsnorm(x, residual, weight, self.handle, eps)
+
+    def reduce_scatter(self, x):
+        return ops.reduce_scatter(x, self.handle)
+
+    def fused_reduce_scatter_residual_rmsnorm(self, x, residual, weight, eps=1e-6):
+        return ops.fused_reduce_scatter_residual_rmsnorm(x, residual, weight, self.handle, eps)
