@@ -75,7 +75,7 @@ fi
 stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
 trap stop_mps EXIT
 for n in 2 3 4 8; do
-  run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
+  run_step "all-reduce, reduce-scatter and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
 done
 for mode in kill mismatch abort many; do

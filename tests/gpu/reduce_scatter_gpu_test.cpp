@@ -143,7 +143,9 @@ TEST(CudaReduceScatter, ChunkedThroughSmallStaging) {
     ScatterJob job(world, std::size_t{1} << 22);
     for (int repeat = 0; repeat < 4; ++repeat)
       for (tpcoll_dtype_t d : kDtypes) {
-        const std::size_t count = (100003 + 977 * static_cast<std::size_t>(repeat)) * static_cast<std::size_t>(world);
+        // Even repeats: shares of whole 16-byte vectors (the 16-byte kernel); odd: the element-wide one.
+        const std::size_t per_rank = repeat % 2 ? 100003 : 100000 + 1024 * static_cast<std::size_t>(repeat);
+        const std::size_t count = per_rank * static_cast<std::size_t>(world);
         SCOPED_TRACE(testing::Message() << "world " << world << " repeat " << repeat << " dtype " << tpcoll_dtype_name(d));
         const Bytes sum = job.fill(d, count, static_cast<std::uint32_t>(3 + repeat));
         job.all_reduce(d, count);
@@ -228,6 +230,18 @@ TEST(CudaReduceScatter, BadInputIsRefused) {
   EXPECT_EQ(tpcoll_reduce_scatter(job.comm(0), host.data(), job.out(0), 16, TPCOLL_FLOAT32, job.stream(0)),
             TPCOLL_INVALID_ARGUMENT);
   EXPECT_NE(std::string(tpcoll_last_error()).find("host memory"), std::string::npos) << tpcoll_last_error();
+}
+
+TEST(CudaReduceScatter, RanksThatDisagreeGetAnErrorNotAHang) {
+  setenv("TPCOLL_TIMEOUT_MS", "3000", 1);
+  ScatterJob job(2, 1 << 16);
+  unsetenv("TPCOLL_TIMEOUT_MS");
+  job.fill(TPCOLL_FLOAT32, 208, 1);
+  // Same launch shape (one block each), different counts.
+  tpcoll::check(tpcoll_reduce_scatter(job.comm(0), job.in(0), job.out(0), 200, TPCOLL_FLOAT32, job.stream(0)));
+  tpcoll::check(tpcoll_reduce_scatter(job.comm(1), job.in(1), job.out(1), 208, TPCOLL_FLOAT32, job.stream(1)));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  job.expect_mismatch_on_every_rank({"reduce_scatter", "shape [200]", "shape [208]"});
 }
 
 // The fused reduce-scatter against the rows of the full fused op.

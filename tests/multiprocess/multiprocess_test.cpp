@@ -632,6 +632,28 @@ TEST_F(Mismatch, DifferentOpsWithTheSameElementCount) {
   }
 }
 
+TEST_F(Mismatch, ReduceScatterAgainstAnotherCountOrAnAllReduce) {
+  for (const auto& algo : std::vector<std::optional<Algo>>{std::nullopt, Algo::kFallback}) {
+    comm().force_algo(algo);
+    const std::size_t count = 100 * static_cast<std::size_t>(world_);
+    const std::size_t other = 101 * static_cast<std::size_t>(world_);
+    std::vector<float> in(other, 1.0f);
+    Bytes out(other * 4, std::byte{0x42});
+    const Bytes before = out;
+    expect_mismatch([&] { comm().reduce_scatter(in.data(), out.data(), rank_ == 0 ? count : other, DType::kFloat32); },
+                    {"reduce_scatter", "[" + std::to_string(count) + "]", "[" + std::to_string(other) + "]"}, out,
+                    before);
+    expect_mismatch(
+        [&] {
+          if (rank_ == 0)
+            comm().reduce_scatter(in.data(), out.data(), count, DType::kFloat32);
+          else
+            comm().all_reduce(in.data(), out.data(), count, DType::kFloat32);
+        },
+        {"reduce_scatter", "all_reduce"}, out, before);
+  }
+}
+
 TEST_F(Mismatch, DifferentDtypes) {
   for (const auto& algo : std::vector<std::optional<Algo>>{std::nullopt, Algo::kFallback}) {
     comm().force_algo(algo);
