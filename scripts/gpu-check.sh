@@ -63,6 +63,20 @@ if part native; then
       "$build/tpcoll" bench --backend cuda -np "$n" --op fused_ar_rmsnorm_fp8 --dtype bf16 \
       --tokens 1 8 32 128 512 2048 --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-fp8-x$n.json"
   done
+  # Reduce-scatter against our all-reduce of the same input, timed in the same
+  # run (base(us) column; target: speedup >= 1 at every size), and the fused
+  # reduce-scatter against our full fused op.
+  for n in 2 4 8; do
+    run_step "bench (reduce_scatter bf16, 1K-256M, $n ranks as streams; baseline: our all-reduce)" \
+      "$build/tpcoll" bench --backend cuda -np "$n" -b 1K -e 256M -f 4 --dtype bf16 --op reduce_scatter \
+      --json "$out/gpu-bench-reduce-scatter-x$n.json"
+  done
+  run_step "bench (reduce_scatter fp32 and fp16, 1K-256M, 2 ranks as streams)" \
+    "$build/tpcoll" bench --backend cuda -np 2 -b 1K -e 256M -f 16 --op reduce_scatter --dtype fp32 --dtype fp16 \
+    --json "$out/gpu-bench-reduce-scatter-fp32-fp16.json"
+  run_step "bench (fused_rs_rmsnorm, bf16, 2 ranks as streams; baseline: our full fused op)" \
+    "$build/tpcoll" bench --backend cuda -np 2 --op fused_rs_rmsnorm --dtype bf16 --tokens 2 8 32 128 512 2048 \
+    --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-rs-x2.json"
   # Issue 18, item 6: creation time at world 8 on one GPU (the bench's init row;
   # target under 0.5 s), read from the JSON into the summary.
   run_step "init time, 8 ranks as streams of one GPU (bench init row)" \
@@ -91,7 +105,7 @@ export CUDA_MODULE_LOADING=${CUDA_MODULE_LOADING:-EAGER}
 trap stop_mps EXIT
 if part native; then
   for n in 2 3 4 8; do
-    run_step "all-reduce and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
+    run_step "all-reduce, reduce-scatter and all-gather, $n processes sharing the GPU (MPS: $mps_started)" \
       env TPCOLL_DEVICE=0 TPCOLL_TIMEOUT_MS=20000 "$build/tpcoll" run -n "$n" -- "$build/tests/gpu/tpcoll_gpu_processes"
   done
   # ipc_fault and cycles: issue 18, items 7 and 5.

@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   add_sweep_options(b, max_bytes);
   b->add_option("--op", ops,
                 "all_reduce, all_gather, fused (default: these three), fused_ar_rmsnorm_fp8 (static and per-token "
-                "scaling, beside the same-run fused op)");
+                "scaling, beside the same-run fused op), reduce_scatter, fused_rs_rmsnorm");
   b->add_option("--dtype", dtypes, "dtypes of all_reduce and fused (default: fp32 fp16 bf16)");
   b->add_option("--gather-dtype", gather_dtypes, "dtypes of all_gather (default: bf16 fp8_e4m3 int64)");
   b->add_option("--tokens", bench.tokens, "token counts of the fused op");
@@ -174,6 +174,8 @@ int main(int argc, char** argv) {
           else if (o == "all_gather") bench.ops.push_back(Op::kAllGather);
           else if (o == "fused") bench.ops.push_back(Op::kFusedAllReduceRmsNorm);
           else if (o == "fused_ar_rmsnorm_fp8") bench.ops.push_back(Op::kFusedAllReduceRmsNormFp8);
+          else if (o == "reduce_scatter") bench.ops.push_back(Op::kReduceScatter);
+          else if (o == "fused_rs_rmsnorm") bench.ops.push_back(Op::kFusedReduceScatterRmsNorm);
           else throw CLI::ValidationError("--op", "unknown op " + o);
         }
       }

@@ -3,8 +3,9 @@
 // from a generator seeded by (seed, round), so they always agree, and stop
 // together when rank 0 says the round's time is up (a flag all-reduced every
 // few ops). Inputs are small integers, so every all-reduce result is exact in
-// every dtype and checked against the sum; gathers are checked byte for
-// byte; the fused op must equal all_reduce + add_rmsnorm bit for bit.
+// every dtype and checked against the sum (a reduce-scatter's share too);
+// gathers are checked byte for byte; the fused op must equal all_reduce +
+// add_rmsnorm bit for bit.
 #include "tools/soak.hpp"
 
 #include "tools/bench/data.hpp"
@@ -236,9 +237,10 @@ class SoakRank {
     comm_.force_algo(o_.cuda ? std::nullopt : kAlgos[draw(kAlgos.size())]);  // CUDA: NCCL fallback not started
     constexpr std::array<DType, 3> kFloats{DType::kFloat32, DType::kFloat16, DType::kBFloat16};
     const std::uint64_t seed = mix(n ^ rng_());
-    switch (draw(3)) {
+    switch (draw(4)) {
       case 0: all_reduce(kFloats[draw(3)], seed); break;
       case 1: all_gather(seed); break;
+      case 2: reduce_scatter(kFloats[draw(3)], seed); break;
       default: fused(kFloats[draw(3)], seed); break;
     }
   }
@@ -262,6 +264,34 @@ class SoakRank {
       float sum = 0;
       for (int r = 0; r < comm_.world_size(); ++r) sum += small_int(seed, r, i);
       ok = load_float(d, result.host(), i) == sum;
+    }
+    record(ok, op);
+  }
+
+  // This rank's share of the exact sum, out of place or in place (out is
+  // the input's own share).
+  void reduce_scatter(DType d, std::uint64_t seed) {
+    const int world = comm_.world_size(), rank = comm_.rank();
+    const std::size_t elem = dtype_size(d);
+    const std::size_t share = std::max<std::size_t>(1, draw_count(elem) / static_cast<std::size_t>(world));
+    const std::size_t count = share * static_cast<std::size_t>(world), mine = share * static_cast<std::size_t>(rank);
+    const bool in_place = draw(2);
+    const std::string op = fmt::format("reduce_scatter {} x {}{}", count, dtype_name(d), in_place ? " in place" : "");
+    at(op, "allocate");
+    Buffer in(count * elem, memory_), out(share * elem, memory_);
+    for (std::size_t i = 0; i < count; ++i) store_float(d, in.host(), i, small_int(seed, rank, i));
+    at(op, "upload");
+    in.upload();
+    at(op, "tpcoll call");
+    comm_.reduce_scatter(in.ptr(), in_place ? static_cast<std::byte*>(in.ptr()) + mine * elem : out.ptr(), count, d);
+    at(op, "download");
+    (in_place ? in : out).download();
+    const std::byte* result = in_place ? in.host() + mine * elem : out.host();
+    bool ok = true;
+    for (std::size_t i = 0; ok && i < share; ++i) {
+      float sum = 0;
+      for (int r = 0; r < world; ++r) sum += small_int(seed, r, mine + i);
+      ok = load_float(d, result, i) == sum;
     }
     record(ok, op);
   }

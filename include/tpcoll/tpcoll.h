@@ -94,7 +94,8 @@ typedef enum tpcoll_op {
   TPCOLL_OP_ALL_REDUCE = 0,
   TPCOLL_OP_ALL_GATHER = 1,
   TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM = 2,
-  /* 3 and 4 are kept for the reduce-scatter ops */
+  TPCOLL_OP_REDUCE_SCATTER = 3,
+  TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM = 4,
   TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8 = 5 /* planned as the fused op: same data movement */
 } tpcoll_op_t;
 
@@ -105,9 +106,10 @@ typedef enum tpcoll_fp8_scaling {
 } tpcoll_fp8_scaling_t;
 
 typedef enum tpcoll_algo {
-  TPCOLL_ALGO_ONESHOT = 0,  /* every rank reads every peer's input and reduces all of it */
+  TPCOLL_ALGO_ONESHOT = 0,  /* every rank reads every peer's input and reduces all of it;
+                               reduce-scatter: every rank receives its share from every peer */
   TPCOLL_ALGO_TWOSHOT = 1,  /* every rank reduces its share, then the shares are gathered */
-  TPCOLL_ALGO_UNFUSED = 2,  /* fused op only: our all-reduce, then our add + RMSNorm */
+  TPCOLL_ALGO_UNFUSED = 2,  /* fused ops only: our all-reduce (reduce-scatter), then our add + RMSNorm */
   TPCOLL_ALGO_FALLBACK = 3  /* the always-available engine (bootstrap exchange on CPU) */
 } tpcoll_algo_t;
 
@@ -250,6 +252,34 @@ TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm_fp8(
     void* residual_out, void* out_fp8, tpcoll_fp8_scaling_t scaling, float static_scale,
     float* row_scales, size_t tokens, size_t hidden, tpcoll_dtype_t dtype, float eps, void* stream);
 
+/*
+ * out = this rank's share of the sum over ranks 0..n-1 of in: elements
+ * [rank * count / n, (rank + 1) * count / n) of what tpcoll_all_reduce would
+ * give, bit for bit (same order, fp32 accumulation, one rounding). count is
+ * the element count of the whole input and must be a multiple of n; out holds
+ * count / n elements. In place: out == in + rank * count / n; any other
+ * overlap of out with in is refused. dtype: float32, float16, bfloat16.
+ */
+TPCOLL_API tpcoll_result_t tpcoll_reduce_scatter(tpcoll_comm_t comm, const void* in, void* out, size_t count,
+                                      tpcoll_dtype_t dtype, void* stream);
+
+/*
+ * The fused op on this rank's share of the rows: x is [tokens, hidden] on
+ * every rank (tokens a multiple of n); rank r takes rows
+ * [r * tokens / n, (r + 1) * tokens / n):
+ *   s = reduce_scatter(x) + residual (rounded; residual may be NULL)
+ *   residual_out = s                 (skipped when residual is NULL)
+ *   out = s * rsqrt(mean(s^2) + eps) * weight
+ * residual, residual_out and out are [tokens / n, hidden]; weight is
+ * [hidden]. Equal, bit for bit, to those rows of
+ * tpcoll_fused_allreduce_residual_rmsnorm. residual_out may alias residual;
+ * out may be x's share in place (x + rank * tokens / n rows).
+ */
+TPCOLL_API tpcoll_result_t tpcoll_fused_reduce_scatter_residual_rmsnorm(
+    tpcoll_comm_t comm, const void* x, const void* residual, const void* weight, void* out,
+    void* residual_out, size_t tokens, size_t hidden, tpcoll_dtype_t dtype, float eps,
+    void* stream);
+
 /* The local, unfused half of the fused op (no communication):
  * s = x + residual -> residual_out; out = rmsnorm(s) * weight. Same rounding. */
 TPCOLL_API tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x, const void* residual,
@@ -270,8 +300,9 @@ TPCOLL_API tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x,
 TPCOLL_API tpcoll_result_t tpcoll_comm_force_algo(tpcoll_comm_t comm, int algo);
 
 /*
- * Which algorithm a call would use and why. shape: all-reduce [count],
- * all-gather the input shape (with dim), fused ops [tokens, hidden].
+ * Which algorithm a call would use and why. shape: all-reduce and
+ * reduce-scatter [count] (the whole input), all-gather the input shape (with
+ * dim), fused ops [tokens, hidden] (the whole x).
  */
 TPCOLL_API tpcoll_result_t tpcoll_plan(tpcoll_comm_t comm, tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim,
                             const int64_t* shape, int dim, tpcoll_plan_info_t* plan);

@@ -33,6 +33,8 @@ enum class Op : int {
   kAllReduce = TPCOLL_OP_ALL_REDUCE,
   kAllGather = TPCOLL_OP_ALL_GATHER,
   kFusedAllReduceRmsNorm = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
+  kReduceScatter = TPCOLL_OP_REDUCE_SCATTER,
+  kFusedReduceScatterRmsNorm = TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM,
   kFusedAllReduceRmsNormFp8 = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8,
 };
 
@@ -142,6 +144,19 @@ class Communicator {
     check(tpcoll_fused_allreduce_residual_rmsnorm_fp8(comm_, x, residual, weight, out, residual_out, out_fp8,
                                                       static_cast<tpcoll_fp8_scaling_t>(scaling), static_scale,
                                                       row_scales, tokens, hidden, c_dtype(dtype), eps, stream));
+  }
+
+  // count: elements of the whole input; out gets this rank's count / world_size.
+  void reduce_scatter(const void* in, void* out, std::size_t count, DType dtype, void* stream = nullptr) {
+    check(tpcoll_reduce_scatter(comm_, in, out, count, c_dtype(dtype), stream));
+  }
+
+  // x: [tokens, hidden]; residual, out, residual_out: this rank's [tokens / world_size, hidden].
+  void fused_reduce_scatter_residual_rmsnorm(const void* x, const void* residual, const void* weight, void* out,
+                                             void* residual_out, std::size_t tokens, std::size_t hidden,
+                                             DType dtype, float eps, void* stream = nullptr) {
+    check(tpcoll_fused_reduce_scatter_residual_rmsnorm(comm_, x, residual, weight, out, residual_out, tokens,
+                                                       hidden, c_dtype(dtype), eps, stream));
   }
 
   void add_rmsnorm(const void* x, const void* residual, const void* weight, void* out, void* residual_out,

@@ -104,9 +104,28 @@ void PyCommunicator::all_gather(const InArray& in, const OutArray& out, int dim,
   c.all_gather(i.data, o.data, i.dtype, i.shape, dim, as_stream(stream));
 }
 
+Tensor PyCommunicator::share_of(const Tensor& x, const char* name) const {
+  if (x.shape.empty() || x.shape[0] % world_size_ != 0)
+    invalid(fmt::format("{} of shape {} does not split along dim 0 into {} equal shares", name, shape_string(x.shape),
+                        world_size_));
+  Tensor share = x;
+  share.shape[0] /= world_size_;
+  return share;
+}
+
+void PyCommunicator::reduce_scatter(const InArray& in, const OutArray& out, std::uintptr_t stream) {
+  Communicator& c = comm();
+  const Tensor i = view(in, "input");
+  const Tensor o = view(out, "output");
+  require_device(i, "input", device_);
+  require_like(o, "output", share_of(i, "input"), "this rank's share of the input");
+  nb::gil_scoped_release release;
+  c.reduce_scatter(i.data, o.data, static_cast<std::size_t>(i.numel), i.dtype, as_stream(stream));
+}
+
 PyCommunicator::NormCall PyCommunicator::check_norm(const InArray& x, const InArray* residual,
                                                     const InArray& weight, const OutArray* out,
-                                                    const OutArray* residual_out) const {
+                                                    const OutArray* residual_out, bool share) const {
   NormCall call{view(x, "x"), 0, 0};
   const Tensor& t = call.x;
   require_device(t, "x", device_);
@@ -116,9 +135,11 @@ PyCommunicator::NormCall PyCommunicator::check_norm(const InArray& x, const InAr
   Tensor weight_like = t;
   weight_like.shape = {t.shape.back()};
   require_like(view(weight, "weight"), "weight", weight_like, "x's last dim");
-  if (out) require_like(view(*out, "out"), "out", t, "x");
-  if (residual) require_like(view(*residual, "residual"), "residual", t, "x");
-  if (residual_out) require_like(view(*residual_out, "residual_out"), "residual_out", t, "x");
+  const Tensor rows = share ? share_of(t, "x") : t;
+  const char* rows_name = share ? "this rank's share of x" : "x";
+  if (out) require_like(view(*out, "out"), "out", rows, rows_name);
+  if (residual) require_like(view(*residual, "residual"), "residual", rows, rows_name);
+  if (residual_out) require_like(view(*residual_out, "residual_out"), "residual_out", rows, rows_name);
   return call;
 }
 
@@ -169,6 +190,22 @@ void PyCommunicator::fused_allreduce_residual_rmsnorm_fp8(
   c.fused_allreduce_residual_rmsnorm_fp8(n.x.data, res, weight.data(), out ? out->data() : nullptr, res_out,
                                          codes.data, scaling, static_scale, scales, n.tokens, n.hidden, n.x.dtype,
                                          eps, as_stream(stream));
+}
+
+void PyCommunicator::fused_reduce_scatter_residual_rmsnorm(const InArray& x, const std::optional<InArray>& residual,
+                                                           const InArray& weight, const OutArray& out,
+                                                           const std::optional<OutArray>& residual_out, float eps,
+                                                           std::uintptr_t stream) {
+  Communicator& c = comm();
+  if (residual.has_value() != residual_out.has_value())
+    invalid("residual and residual_out go together: pass both or neither");
+  const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, &out,
+                                residual_out ? &*residual_out : nullptr, /*share=*/true);
+  const void* res = residual ? residual->data() : nullptr;
+  void* res_out = residual_out ? residual_out->data() : nullptr;
+  nb::gil_scoped_release release;
+  c.fused_reduce_scatter_residual_rmsnorm(n.x.data, res, weight.data(), out.data(), res_out, n.tokens, n.hidden,
+                                          n.x.dtype, eps, as_stream(stream));
 }
 
 void PyCommunicator::add_rmsnorm(const InArray& x, const InArray& residual, const InArray& weight,

@@ -41,6 +41,14 @@ class PyCommunicator {
                                             Fp8Scaling scaling, float static_scale,
                                             const std::optional<OutArray>& row_scales, float eps,
                                             std::uintptr_t stream);
+  // Along dim 0: out is the input's shape with dim 0 divided by the world size.
+  void reduce_scatter(const InArray& in, const OutArray& out, std::uintptr_t stream);
+  // x: [tokens, ..., hidden]; residual, out and residual_out: this rank's
+  // share of the tokens (dim 0 divided by the world size).
+  void fused_reduce_scatter_residual_rmsnorm(const InArray& x, const std::optional<InArray>& residual,
+                                             const InArray& weight, const OutArray& out,
+                                             const std::optional<OutArray>& residual_out, float eps,
+                                             std::uintptr_t stream);
   void add_rmsnorm(const InArray& x, const InArray& residual, const InArray& weight, const OutArray& out,
                    const OutArray& residual_out, float eps, std::uintptr_t stream);
   PlanInfo plan(Op op, DType dtype, const std::vector<std::int64_t>& shape, int dim) const;
@@ -57,9 +65,14 @@ class PyCommunicator {
     std::size_t tokens;
     std::size_t hidden;
   };
-  // out may be NULL (the FP8 op's optional out).
+  // out may be NULL (the FP8 op's optional out). share: the norm ops'
+  // outputs (and residual) are this rank's share of x's dim 0, for the
+  // fused reduce-scatter.
   NormCall check_norm(const InArray& x, const InArray* residual, const InArray& weight, const OutArray* out,
-                      const OutArray* residual_out) const;
+                      const OutArray* residual_out, bool share = false) const;
+  // x's shape with dim 0 divided by the world size; throws naming `name`
+  // when dim 0 does not split into equal shares.
+  Tensor share_of(const Tensor& x, const char* name) const;
   Communicator& comm() const;
 
   int rank_;

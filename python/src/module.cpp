@@ -31,6 +31,8 @@ void bind_enums(nb::module_& m) {
       .value("ALL_REDUCE", Op::kAllReduce)
       .value("ALL_GATHER", Op::kAllGather)
       .value("FUSED_ALLREDUCE_RMSNORM", Op::kFusedAllReduceRmsNorm)
+      .value("REDUCE_SCATTER", Op::kReduceScatter)
+      .value("FUSED_REDUCE_SCATTER_RMSNORM", Op::kFusedReduceScatterRmsNorm)
       .value("FUSED_ALLREDUCE_RMSNORM_FP8", Op::kFusedAllReduceRmsNormFp8);
   nb::enum_<Fp8Scaling>(m, "Fp8Scaling")
       .value("STATIC", Fp8Scaling::kStatic)
@@ -105,6 +107,9 @@ void bind_communicator(nb::module_& m) {
       .def("_fused_allreduce_residual_rmsnorm_fp8", &PyCommunicator::fused_allreduce_residual_rmsnorm_fp8, "x"_a,
            "residual"_a.none(), "weight"_a, "out"_a.none(), "residual_out"_a.none(), "out_fp8"_a, "scaling"_a,
            "static_scale"_a, "row_scales"_a.none(), "eps"_a, "stream"_a)
+      .def("_reduce_scatter", &PyCommunicator::reduce_scatter, "input"_a, "output"_a, "stream"_a)
+      .def("_fused_reduce_scatter_residual_rmsnorm", &PyCommunicator::fused_reduce_scatter_residual_rmsnorm, "x"_a,
+           "residual"_a.none(), "weight"_a, "out"_a, "residual_out"_a.none(), "eps"_a, "stream"_a)
       .def("_add_rmsnorm", &PyCommunicator::add_rmsnorm, "x"_a, "residual"_a, "weight"_a, "out"_a,
            "residual_out"_a, "eps"_a, "stream"_a)
       .def("_plan", &PyCommunicator::plan, "op"_a, "dtype"_a, "shape"_a, "dim"_a)

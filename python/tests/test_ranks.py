@@ -89,6 +89,57 @@ def test_fused_op_is_all_reduce_then_add_rmsnorm_bit_for_bit(world, tokens, hidd
         assert no_res.tobytes() == no_res_halves.tobytes()
 
 
+def scatter_against_full_ops(comm, shape, dtype):
+    x = rank_input(comm.rank, shape, dtype)
+    share = shape[0] // comm.world_size
+    mine = slice(comm.rank * share, (comm.rank + 1) * share)
+    reduced = comm.all_reduce(x, np.empty_like(x))[mine]
+    scattered = comm.reduce_scatter(x)
+    in_place = x.copy()
+    comm.reduce_scatter(in_place, in_place[mine])
+    comm.force_algo("fallback")
+    fallback = comm.reduce_scatter(x)
+    comm.force_algo(None)
+    # The fused ops on x as [tokens, hidden]: rank r's rows are its share.
+    residual = rank_input(100, shape, dtype)
+    weight = rank_input(101, (shape[-1],), dtype)
+    full = comm.fused_allreduce_residual_rmsnorm(x, residual, weight, eps=1e-5)
+    fused = comm.fused_reduce_scatter_residual_rmsnorm(x, residual[mine].copy(), weight, eps=1e-5)
+    full_no_residual, _ = comm.fused_allreduce_residual_rmsnorm(x, None, weight, eps=1e-5)
+    fused_no_residual, none = comm.fused_reduce_scatter_residual_rmsnorm(x, None, weight, eps=1e-5)
+    return ((reduced, scattered, in_place[mine], fallback),
+            ((full[0][mine], full[1][mine]), fused, (full_no_residual[mine], fused_no_residual, none)))
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize("shape,dtype", [((12, 5), np.float32), ((24, 2880), np.float16), ((12 << 14, 16), np.float32)])
+def test_reduce_scatter_is_the_all_reduce_share_bit_for_bit(world, shape, dtype):
+    for rank, (plain, fused) in enumerate(run_ranks(world, scatter_against_full_ops, shape, dtype)):
+        reduced, scattered, in_place, fallback = plain
+        assert scattered.shape == (shape[0] // world, shape[1]) and scattered.dtype == dtype
+        for got, what in ((scattered, "out of place"), (in_place, "in place"), (fallback, "fallback")):
+            assert got.tobytes() == reduced.tobytes(), f"rank {rank}, {what}"
+        (full_out, full_s), (out, s), (full_no_residual, no_residual, none) = fused
+        assert out.tobytes() == full_out.tobytes() and s.tobytes() == full_s.tobytes(), f"rank {rank}, fused"
+        assert no_residual.tobytes() == full_no_residual.tobytes() and none is None, f"rank {rank}, no residual"
+
+
+def uneven_share(comm):
+    try:
+        comm.reduce_scatter(np.ones((comm.world_size + 1, 4), np.float32))
+    except tpcoll.Error as e:
+        return e.code, str(e)
+    return None
+
+
+def test_a_dim_0_that_does_not_split_evenly_is_refused():
+    for error in run_ranks(2, uneven_share):
+        assert error is not None
+        code, message = error
+        assert code == tpcoll.Result.INVALID_ARGUMENT
+        assert "[3, 4]" in message and "2 equal shares" in message, message
+
+
 def mismatched_then_usable(comm):
     count = 16 if comm.rank == 0 else 32
     try:
@@ -154,13 +205,16 @@ def plans(comm):
     # Which algorithm the built-in CPU table picks is measured data
     # (bench/results/cpu-2core-tune-x*.json), so only agreement and the reason are asserted.
     return [(p.algorithm, p.reason) for p in (comm.plan("all_reduce", "float32", [n]) for n in (256, 1 << 23))] + [
-        comm.plan("fused_allreduce_rmsnorm", "float32", [8, 4096]).reason]
+        comm.plan("fused_allreduce_rmsnorm", "float32", [8, 4096]).reason,
+        comm.plan("reduce_scatter", "bfloat16", [1 << 20]).algorithm,
+        comm.plan("fused_reduce_scatter_rmsnorm", "float16", [8, 4096]).algorithm]
 
 
 def test_plans_agree_across_ranks_and_name_the_table():
     results = run_ranks(4, plans)
     assert all(r == results[0] for r in results)
-    small, large, fused_reason = results[0]
+    small, large, fused_reason, scatter, fused_scatter = results[0]
+    assert (scatter, fused_scatter) == ("oneshot", "unfused")
     for algorithm, reason in (small, large):
         assert algorithm in ("oneshot", "twoshot") and reason.startswith(algorithm + ": table cpu-builtin")
     assert "world 4" in fused_reason

@@ -156,6 +156,31 @@ def test_torch_compile_runs_the_ops_in_one_graph_with_the_same_bits(device):
         assert torch.equal(eager[0], results[0][0][0]), f"rank {rank} differs from rank 0"
 
 
+def scatter_step(comm, x, residual_share, weight):
+    """A sequence-parallel tail: reduce-scatter, then the fused one on its rows."""
+    return comm.reduce_scatter(x * 2), *comm.fused_reduce_scatter_residual_rmsnorm(x, residual_share, weight, 1e-5)
+
+
+def scatter_ops(comm, device):
+    x, residual, weight = step_inputs(comm.rank, device)
+    rows = slice(comm.rank * 2, comm.rank * 2 + 2)  # 4 tokens, 2 ranks
+    eager = scatter_step(comm, x, residual[rows], weight)
+    compiled = torch.compile(functools.partial(scatter_step, comm), fullgraph=True)(x, residual[rows], weight)
+    full_reduce = comm.all_reduce(x * 2)[rows]
+    full_out, full_s = comm.fused_allreduce_residual_rmsnorm(x, residual, weight, 1e-5)
+    return [t.cpu() for t in eager], [t.cpu() for t in compiled], [t.cpu() for t in (full_reduce, full_out[rows],
+                                                                                      full_s[rows])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scatter_ops_are_the_full_ops_rows_eager_and_compiled(device):
+    for rank, (eager, compiled, full) in enumerate(run(2, scatter_ops, device)):
+        assert eager[0].shape == (2, 256) and eager[1].shape == (2, 256)
+        for e, c, f in zip(eager, compiled, full):
+            assert torch.equal(e, f), f"rank {rank}: differs from the full op's rows"
+            assert torch.equal(e, c), f"rank {rank}: compiled differs from eager"
+
+
 def graph_and_eager(comm, device):
     inputs = step_inputs(comm.rank, device)
     eager = [t.clone() for t in step(comm, *inputs)]

@@ -94,6 +94,35 @@ class Communicator(_tpcoll._Communicator):
                                                    1.0 if scale is None else float(scale), row_scales, eps, stream)
         return out_fp8, row_scales, out, residual_out
 
+    def reduce_scatter(self, input, output=None, *, stream=0):
+        """This rank's share along dim 0 of the sum over the ranks: the same
+        bits as those rows of all_reduce. dim 0 must split into world_size
+        equal shares; output is input[rank * n : (rank + 1) * n] in place."""
+        if output is None:
+            shape = list(input.shape)
+            if shape and shape[0] % self.world_size == 0:  # else the call below names the problem
+                shape[0] //= self.world_size
+            output = empty_like(input, shape)
+        self._reduce_scatter(input, output, stream)
+        return output
+
+    def fused_reduce_scatter_residual_rmsnorm(self, x, residual, weight, eps=1e-6, *, out=None, residual_out=None,
+                                              stream=0):
+        """The fused op on this rank's rows: x is [tokens, ..., hidden] on
+        every rank; residual, out and residual_out are this rank's share of the
+        tokens. s = reduce_scatter(x) + residual; returns (rmsnorm(s) * weight,
+        s), the same bits as those rows of fused_allreduce_residual_rmsnorm.
+        residual may be None (then (out, None))."""
+        if out is None:
+            shape = list(x.shape)
+            if shape and shape[0] % self.world_size == 0:
+                shape[0] //= self.world_size
+            out = empty_like(x, shape)
+        if residual is not None and residual_out is None:
+            residual_out = empty_like(residual)
+        self._fused_reduce_scatter_residual_rmsnorm(x, residual, weight, out, residual_out, eps, stream)
+        return out, residual_out
+
     def add_rmsnorm(self, x, residual, weight, eps=1e-6, *, out=None, residual_out=None, stream=0):
         """The local half of the fused op: s = x + residual; returns
         (rmsnorm(s) * weight, s), with the fused op's rounding."""

@@ -228,6 +228,21 @@ tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm_fp8(tpcoll_comm_t comm, 
   });
 }
 
+tpcoll_result_t tpcoll_reduce_scatter(tpcoll_comm_t comm, const void* in, void* out, size_t count,
+                                      tpcoll_dtype_t dtype, void* stream) {
+  return guarded([&] { comm_of(comm).reduce_scatter(in, out, count, dtype, stream); });
+}
+
+tpcoll_result_t tpcoll_fused_reduce_scatter_residual_rmsnorm(tpcoll_comm_t comm, const void* x, const void* residual,
+                                                             const void* weight, void* out, void* residual_out,
+                                                             size_t tokens, size_t hidden, tpcoll_dtype_t dtype,
+                                                             float eps, void* stream) {
+  return guarded([&] {
+    comm_of(comm).fused_reduce_scatter_residual_rmsnorm(tpcoll::Buffers{x, out, residual, weight, residual_out},
+                                                        tokens, hidden, dtype, eps, stream);
+  });
+}
+
 tpcoll_result_t tpcoll_add_rmsnorm(tpcoll_comm_t comm, const void* x, const void* residual, const void* weight,
                                    void* out, void* residual_out, size_t tokens, size_t hidden, tpcoll_dtype_t dtype,
                                    float eps, void* stream) {

@@ -13,6 +13,8 @@ const char* op_name(tpcoll_op_t op) {
     case TPCOLL_OP_ALL_GATHER: return "all_gather";
     case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM: return "fused_allreduce_residual_rmsnorm";
     case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8: return "fused_allreduce_residual_rmsnorm_fp8";
+    case TPCOLL_OP_REDUCE_SCATTER: return "reduce_scatter";
+    case TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM: return "fused_reduce_scatter_residual_rmsnorm";
   }
   return "unknown_op";
 }
@@ -27,12 +29,21 @@ const char* algo_name(tpcoll_algo_t algo) {
   return "unknown_algo";
 }
 
+bool is_fused(tpcoll_op_t op) {
+  return op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || op == TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM ||
+         op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8;
+}
+
+bool is_scatter(tpcoll_op_t op) {
+  return op == TPCOLL_OP_REDUCE_SCATTER || op == TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM;
+}
+
 std::string describe_call(std::uint32_t op, std::uint32_t dtype, std::span<const std::int64_t> shape,
                           std::int32_t dim, std::uint32_t has_residual) {
   std::string s = fmt::format("{}({}, shape [{}]", op_name(static_cast<tpcoll_op_t>(op)),
                               dtype_name(static_cast<tpcoll_dtype_t>(dtype)), fmt::join(shape, ", "));
   if (op == TPCOLL_OP_ALL_GATHER) s += fmt::format(", dim {}", dim);
-  if (op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM || op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8) s += has_residual ? ", residual" : ", no residual";
+  if (is_fused(static_cast<tpcoll_op_t>(op))) s += has_residual ? ", residual" : ", no residual";
   return s + ")";
 }
 

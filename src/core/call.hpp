@@ -17,19 +17,23 @@ struct Call {
   int ndim = 1;
   std::array<std::int64_t, TPCOLL_MAX_DIMS> shape{};  // this rank's input shape
   int dim = 0;                                        // all-gather dim
-  std::size_t count = 0;                              // elements of this rank's input
+  std::size_t count = 0;                              // elements of this rank's (whole) input
   std::size_t bytes = 0;                              // count * element size
-  // All-gather viewed as [outer, inner_bytes]; the fused op as [tokens, hidden].
+  // All-gather viewed as [outer, inner_bytes]; the fused ops as [tokens, hidden].
   std::size_t outer = 0;
   std::size_t inner_bytes = 0;
   bool has_residual = false;
   float eps = 0.0f;
 
-  std::size_t rows() const { return static_cast<std::size_t>(shape[0]); }     // fused: tokens
+  std::size_t rows() const { return static_cast<std::size_t>(shape[0]); }     // fused: tokens (of the whole x)
   std::size_t hidden() const { return static_cast<std::size_t>(shape[1]); }   // fused: hidden
 };
 
 const char* op_name(tpcoll_op_t op);
+// The ops with a residual, a weight and eps (all-reduce or reduce-scatter, then add + RMSNorm).
+bool is_fused(tpcoll_op_t op);
+// The ops whose result is this rank's share (1 / world) of the input.
+bool is_scatter(tpcoll_op_t op);
 const char* algo_name(tpcoll_algo_t algo);
 // "all_gather(bfloat16, shape [4, 7], dim 1)"
 std::string describe(const Call& call);

@@ -376,6 +376,39 @@ void Communicator::fused_allreduce_residual_rmsnorm_fp8(const Buffers& b, const 
   cpu::quantise_fp8(dtype, with_out.out, tokens, hidden, fp8);
 }
 
+void Communicator::reduce_scatter(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream) {
+  require_usable(stream);
+  const Call call = validate_reduce_scatter(in, out, count, dtype);
+  require_equal_shares(call, world_);
+  require_share_placement(call, in, out, world_, rank_);
+  run(call, plan_call(call), Buffers{in, out, nullptr, nullptr, nullptr, stream});
+}
+
+void Communicator::fused_reduce_scatter_residual_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden,
+                                                         tpcoll_dtype_t dtype, float eps, void* stream) {
+  require_usable(stream);
+  const Call call = validate_rmsnorm(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM,
+                                     RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,
+                                     dtype, eps);
+  require_equal_shares(call, world_);
+  require_share_placement(call, b.in, b.out, world_, rank_);
+  Buffers with_stream = b;
+  with_stream.stream = stream;
+  if (!on_gpu()) {
+    run(call, plan_call(call), with_stream);
+    return;
+  }
+  // On the GPU: the reduce-scatter (ours, or NCCL's as the fallback), then
+  // our add + RMSNorm on the share, which gives the full fused op's bits.
+  Call reduce = call;
+  reduce.op = TPCOLL_OP_REDUCE_SCATTER;
+  reduce.has_residual = false;
+  reduce.eps = 0.0f;
+  run(reduce, plan_call(reduce), Buffers{b.in, b.out, nullptr, nullptr, nullptr, stream});
+  cuda::add_rmsnorm(device_, cuda_norm_launch_, dtype,
+                    RmsNormRows{b.out, b.residual, b.weight, b.out, b.residual_out, tokens / world_, hidden, eps}, stream);
+}
+
 void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype,
                                float eps, void* stream) {
   require_usable(stream);
@@ -389,7 +422,9 @@ void Communicator::add_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t
 }
 
 Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const {
-  return make_plan(validate_plan_request(op, dtype, ndim, shape, dim), context_, /*explain=*/true);
+  const Call call = validate_plan_request(op, dtype, ndim, shape, dim);
+  if (is_scatter(op)) require_equal_shares(call, world_);
+  return make_plan(call, context_, /*explain=*/true);
 }
 
 void Communicator::raise_async_error() const {

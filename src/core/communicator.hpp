@@ -40,6 +40,9 @@ class Communicator {
   // out (buffers.out) may be NULL; see tpcoll_fused_allreduce_residual_rmsnorm_fp8.
   void fused_allreduce_residual_rmsnorm_fp8(const Buffers& buffers, const fp8::Fp8Output& fp8, std::size_t tokens,
                                             std::size_t hidden, tpcoll_dtype_t dtype, float eps, void* stream);
+  void reduce_scatter(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream);
+  void fused_reduce_scatter_residual_rmsnorm(const Buffers& buffers, std::size_t tokens, std::size_t hidden,
+                                             tpcoll_dtype_t dtype, float eps, void* stream);
   void add_rmsnorm(const Buffers& buffers, std::size_t tokens, std::size_t hidden, tpcoll_dtype_t dtype, float eps,
                    void* stream);
   Plan plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) const;

@@ -11,8 +11,15 @@ namespace tpcoll {
 namespace {
 
 // Per-rank bytes each step moves through the staging buffer.
-std::size_t chunk_bytes_for(const Call& call, tpcoll_algo_t algo, std::size_t staging) {
+std::size_t chunk_bytes_for(const Call& call, tpcoll_algo_t algo, std::size_t staging, int world) {
   const std::size_t elem = dtype_size(call.dtype);
+  if (is_scatter(call.op)) {
+    // A step takes the same piece of every rank's share (the piece for rank p
+    // goes to rank p); pieces are 64-byte multiples, so 16-byte vectors stay
+    // aligned from one step to the next.
+    const std::size_t piece = staging / static_cast<std::size_t>(world) / 64 * 64 / elem * elem;
+    return std::min(call.bytes, piece * static_cast<std::size_t>(world));
+  }
   if (call.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM && algo != TPCOLL_ALGO_UNFUSED) {
     // Whole rows; half the buffer, since a two-shot owner shares out and residual_out.
     const std::size_t rows = std::max<std::size_t>(1, staging / 2 / call.inner_bytes);
@@ -27,13 +34,18 @@ std::size_t chunk_bytes_for(const Call& call, tpcoll_algo_t algo, std::size_t st
 
 bool algo_applies(tpcoll_op_t op, tpcoll_algo_t algo) {
   switch (algo) {
-    case TPCOLL_ALGO_ONESHOT:
     case TPCOLL_ALGO_FALLBACK:
       return true;
+    case TPCOLL_ALGO_ONESHOT:
+      // The fused reduce-scatter has no kernel of its own: our reduce-scatter,
+      // then our add + RMSNorm on the share.
+      return op != TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM;
     case TPCOLL_ALGO_TWOSHOT:
-      return op != TPCOLL_OP_ALL_GATHER;  // a gather has nothing to reduce in shares
+      // A gather has nothing to reduce in shares; a reduce-scatter is the
+      // first shot alone.
+      return op == TPCOLL_OP_ALL_REDUCE || op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
     case TPCOLL_ALGO_UNFUSED:
-      return op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
+      return is_fused(op);
   }
   return false;
 }
@@ -50,7 +62,7 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
       plan.steps = 1;
     } else {
       plan.backend = ctx.fast_backend;
-      plan.chunk_bytes = chunk_bytes_for(call, algo, ctx.staging_bytes);
+      plan.chunk_bytes = chunk_bytes_for(call, algo, ctx.staging_bytes, ctx.world);
       plan.steps = (call.bytes + plan.chunk_bytes - 1) / plan.chunk_bytes;
     }
     return plan;

@@ -50,7 +50,7 @@ CallSignature make_signature(const Call& call, tpcoll_algo_t algo, std::uint64_t
 std::string describe(const CallSignature& sig) {
   const int ndim = (sig.ndim >= 0 && sig.ndim <= TPCOLL_MAX_DIMS) ? sig.ndim : 0;
   std::string s = describe_call(sig.op, sig.dtype, std::span(sig.shape, ndim), sig.dim, sig.has_residual);
-  if (sig.op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM)
+  if (is_fused(static_cast<tpcoll_op_t>(sig.op)))
     s.insert(s.size() - 1, fmt::format(", eps {}", std::bit_cast<float>(sig.eps_bits)));
   return s + " by " + algo_name(static_cast<tpcoll_algo_t>(sig.algo));
 }

@@ -19,6 +19,10 @@ constexpr std::size_t kAny = std::numeric_limits<std::size_t>::max();
 constexpr TableRow kCpuRows[] = {
 #include "core/cpu_defaults.inc"
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
+    // A reduce-scatter has one algorithm (each share travels to its owner,
+    // which reduces it), and the fused one runs it, then add + RMSNorm.
+    TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
+    TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
 // Measured with `tpcoll bench --backend cuda` at 2 ranks sharing an H100
 // (bench/results/h100-shared-streams-x2-*.json, TPCOLL_ALGO per run): one-shot
@@ -35,6 +39,9 @@ constexpr std::array kCudaRows{
     // bf16, hidden 2880-8192) and won only at 128 x 2880 (1.09x).
     TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, 256 * 1024, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
+    // One algorithm each, as on the CPU.
+    TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
+    TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
 }  // namespace
 

@@ -4,6 +4,7 @@
 #include "core/error.hpp"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -108,6 +109,35 @@ Call validate_all_reduce(const void* in, const void* out, std::size_t count, tpc
   return shaped_call(TPCOLL_OP_ALL_REDUCE, dtype, 1, shape, 0);
 }
 
+Call validate_reduce_scatter(const void* in, const void* out, std::size_t count, tpcoll_dtype_t dtype) {
+  require_reducible(TPCOLL_OP_REDUCE_SCATTER, dtype);
+  require_buffer(in, "in", dtype);
+  require_buffer(out, "out", dtype);
+  require_count(count, dtype, "count");
+  const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
+  return shaped_call(TPCOLL_OP_REDUCE_SCATTER, dtype, 1, shape, 0);
+}
+
+void require_equal_shares(const Call& call, int world) {
+  const std::size_t units = call.op == TPCOLL_OP_REDUCE_SCATTER ? call.count : call.rows();
+  if (units % static_cast<std::size_t>(world) != 0)
+    fail(TPCOLL_INVALID_ARGUMENT, "{}: {} {} is not a multiple of the world size {}, so the ranks' shares cannot be equal",
+         op_name(call.op), call.op == TPCOLL_OP_REDUCE_SCATTER ? "count" : "tokens", units, world);
+}
+
+void require_share_placement(const Call& call, const void* in, const void* out, int world, int rank) {
+  const auto in_at = reinterpret_cast<std::uintptr_t>(in);
+  const auto out_at = reinterpret_cast<std::uintptr_t>(out);
+  const std::size_t share = call.bytes / static_cast<std::size_t>(world);
+  const bool overlaps = out_at < in_at + call.bytes && in_at < out_at + share;
+  if (overlaps && out_at != in_at + share * static_cast<std::size_t>(rank))
+    fail(TPCOLL_INVALID_ARGUMENT,
+         "{}: out ({}) overlaps the input ({}, {} B) but is not rank {}'s share of it ({}): in place, out must be "
+         "the input + {} B",
+         op_name(call.op), out, in, call.bytes, rank, static_cast<const void*>(static_cast<const std::byte*>(in) + share * rank),
+         share * static_cast<std::size_t>(rank));
+}
+
 Call validate_all_gather(const void* in, const void* out, tpcoll_dtype_t dtype, int ndim,
                          const std::int64_t* shape, int dim) {
   require_dtype(dtype);
@@ -151,6 +181,7 @@ void validate_fp8_output(const fp8::Fp8Output& fp8) {
 Call validate_plan_request(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const std::int64_t* shape, int dim) {
   switch (op) {
     case TPCOLL_OP_ALL_REDUCE:
+    case TPCOLL_OP_REDUCE_SCATTER:
       require_reducible(op, dtype);
       return shaped_call(op, dtype, ndim, shape, 0);
     case TPCOLL_OP_ALL_GATHER:
@@ -161,8 +192,9 @@ Call validate_plan_request(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const
       op = TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM;
       [[fallthrough]];
     case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM:
+    case TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM:
       require_pointer(shape, "shape");
-      if (ndim != 2) fail(TPCOLL_INVALID_ARGUMENT, "the fused op's shape is [tokens, hidden]; got ndim {}", ndim);
+      if (ndim != 2) fail(TPCOLL_INVALID_ARGUMENT, "{}'s shape is [tokens, hidden]; got ndim {}", op_name(op), ndim);
       if (shape[0] <= 0 || shape[1] <= 0)
         fail(TPCOLL_INVALID_ARGUMENT, "tokens and hidden must be positive; got [{}, {}]", shape[0], shape[1]);
       return rmsnorm_call(op, static_cast<std::size_t>(shape[0]), static_cast<std::size_t>(shape[1]), dtype, 0.0f);

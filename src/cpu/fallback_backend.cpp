@@ -47,6 +47,16 @@ void FallbackBackend::run(const Call& call, const Plan& plan, const Buffers& buf
       break;
     case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8:  // run by the communicator as the fused op, then quantised
       fail(TPCOLL_INTERNAL_ERROR, "{} reached the fallback backend", op_name(call.op));
+    case TPCOLL_OP_REDUCE_SCATTER:
+    case TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM: {
+      const std::size_t share = call.bytes / world;
+      for (int p = 0; p < world; ++p) srcs[p] = gathered.data() + call.bytes * p + share * rank;
+      reduce(call.dtype, srcs.data(), world, buffers.out, call.count / world);
+      if (call.op == TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM)
+        add_rmsnorm(call.dtype, RmsNormRows{buffers.out, buffers.residual, buffers.weight, buffers.out,
+                                            buffers.residual_out, call.rows() / world, call.hidden(), call.eps});
+      break;
+    }
   }
 }
 

@@ -72,6 +72,7 @@ void ShmBackend::publish_except(Step& step, const std::byte* mine, std::size_t l
 }
 
 void ShmBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
+  if (is_scatter(call.op)) return reduce_scatter(call, plan, buffers);
   if (plan.algo == TPCOLL_ALGO_UNFUSED) return unfused(call, plan, buffers);
   const CallSignature sig = make_signature(call, plan.algo, 0);
   const std::uint64_t hash = sig.call_hash();
@@ -90,6 +91,9 @@ void ShmBackend::run(const Call& call, const Plan& plan, const Buffers& buffers)
         break;
       case TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8:  // run by the communicator as the fused op, then quantised
         fail(TPCOLL_INTERNAL_ERROR, "{} reached the shared-memory backend", op_name(call.op));
+      case TPCOLL_OP_REDUCE_SCATTER:
+      case TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM:
+        break;  // run by reduce_scatter() above
     }
   }
 }

@@ -56,6 +56,11 @@ class ShmBackend final : public Backend {
   void fused_chunk(Step& step, const Call& call, tpcoll_algo_t algo, std::size_t first_row, std::size_t rows,
                    const Buffers& buffers);
   void unfused(const Call& call, const Plan& plan, const Buffers& buffers);
+  // Both scatter ops: a step takes bytes [offset, offset + length) of every
+  // rank's share of the input.
+  void reduce_scatter(const Call& call, const Plan& plan, const Buffers& buffers);
+  void reduce_scatter_chunk(Step& step, const Call& call, std::size_t offset, std::size_t length,
+                            const Buffers& buffers);
 
   int rank_;
   int world_;

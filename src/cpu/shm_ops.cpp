@@ -108,6 +108,41 @@ void ShmBackend::fused_chunk(Step& step, const Call& call, tpcoll_algo_t algo, s
   }
 }
 
+void ShmBackend::reduce_scatter_chunk(Step& step, const Call& call, std::size_t offset, std::size_t length,
+                                      const Buffers& buffers) {
+  const std::size_t share = call.bytes / static_cast<std::size_t>(world_);
+  const auto* in = static_cast<const std::byte*>(buffers.in) + offset;
+  // Piece p of my slot is rank p's part of this step; my own is read from the
+  // caller's buffer, so it is not staged.
+  std::byte* slot = input(rank_, step.k());
+  for (int p = 0; p < world_; ++p)
+    if (p != rank_) std::memcpy(slot + p * length, in + p * share, length);
+  step.post();
+  step.await_posted();
+  std::array<const void*, TPCOLL_MAX_RANKS> srcs;
+  for (int p = 0; p < world_; ++p) srcs[p] = p == rank_ ? in + rank_ * share : input(p, step.k()) + rank_ * length;
+  // In place, out is srcs[rank_] itself, which reduce() allows.
+  reduce(call.dtype, srcs.data(), world_, static_cast<std::byte*>(buffers.out) + offset,
+         length / dtype_size(call.dtype));
+}
+
+// The fused one then normalises its share of the rows in place: our add +
+// RMSNorm, as the full fused op's unfused path runs it.
+void ShmBackend::reduce_scatter(const Call& call, const Plan& plan, const Buffers& buffers) {
+  const CallSignature sig = make_signature(call, plan.algo, 0);
+  const std::uint64_t hash = sig.call_hash();
+  const std::size_t share = call.bytes / static_cast<std::size_t>(world_);
+  const std::size_t piece = plan.chunk_bytes / static_cast<std::size_t>(world_);
+  for (std::size_t offset = 0; offset < share; offset += piece) {
+    Step step(*this, sig, hash);
+    reduce_scatter_chunk(step, call, offset, std::min(piece, share - offset), buffers);
+  }
+  if (call.op == TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM)
+    add_rmsnorm(call.dtype, RmsNormRows{buffers.out, buffers.residual, buffers.weight, buffers.out,
+                                        buffers.residual_out, call.rows() / static_cast<std::size_t>(world_),
+                                        call.hidden(), call.eps});
+}
+
 // Rows too large for the fused path: our all-reduce, then our add + RMSNorm
 // in place, which is by construction the same arithmetic.
 void ShmBackend::unfused(const Call& call, const Plan& plan, const Buffers& buffers) {

@@ -291,6 +291,7 @@ void CudaBackend::abort() {
 cudaError_t load_kernels() {
   std::vector<const void*> kernels;
   list_all_reduce_kernels(kernels);
+  list_reduce_scatter_kernels(kernels);
   list_all_gather_kernels(kernels);
   list_add_rmsnorm_kernels(kernels);
   list_fused_kernels(kernels);
@@ -385,6 +386,8 @@ void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers
     all_reduce(call, plan, buffers);
   else if (call.op == TPCOLL_OP_ALL_GATHER)
     all_gather(call, plan, buffers);
+  else if (call.op == TPCOLL_OP_REDUCE_SCATTER)
+    reduce_scatter(call, plan, buffers);
   else
     fused(call, plan, buffers);
 }
@@ -484,6 +487,28 @@ void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& 
   args.chunk_count = plan.chunk_bytes / dtype_size(call.dtype);
   check_cuda(launch_all_reduce(choice, args, static_cast<cudaStream_t>(buffers.stream)),
              "launching the all-reduce kernel");
+}
+
+void CudaBackend::reduce_scatter(const Call& call, const Plan& plan, const Buffers& buffers) const {
+  const std::size_t elem = dtype_size(call.dtype);
+  const std::size_t share = call.count / static_cast<std::size_t>(world_);
+  // Every share starts 16-byte aligned when the input does and a share is
+  // whole vectors; pieces are 64-byte multiples (plan.chunk_bytes / world).
+  const bool vectorized = aligned_to(16, buffers.in, buffers.out) && share * elem % 16 == 0;
+  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
+  // A rank's low-latency area takes a share of up to kLowLatencyBytes from each peer.
+  choice.low_latency = vectorized && share * elem <= low_latency_bytes_;
+  if (choice.low_latency) size_low_latency(share * elem, choice.blocks, choice.threads);
+  choice.early_launch = early_launch_;
+
+  ReduceScatterArgs args{};
+  fill_peer_args(args, call, plan, (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u));
+  args.in = buffers.in;
+  args.out = buffers.out;
+  args.share = share;
+  args.piece_count = plan.chunk_bytes / elem / static_cast<std::size_t>(world_);
+  check_cuda(launch_reduce_scatter(choice, args, static_cast<cudaStream_t>(buffers.stream)),
+             "launching the reduce-scatter kernel");
 }
 
 void CudaBackend::all_gather(const Call& call, const Plan& plan, const Buffers& buffers) const {

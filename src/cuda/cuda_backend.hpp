@@ -121,6 +121,7 @@ class CudaBackend final : public Backend {
  private:
   void all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const;
   void all_gather(const Call& call, const Plan& plan, const Buffers& buffers) const;
+  void reduce_scatter(const Call& call, const Plan& plan, const Buffers& buffers) const;
   void fused(const Call& call, const Plan& plan, const Buffers& buffers) const;
   // Peers, limits and the call tag, which also covers this rank's kernel
   // variant (`variant`: bits of its choice that depend on alignment).

@@ -26,6 +26,9 @@ struct KernelChoice {
 
 cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream);
 
+// The reduce-scatter picks its kernel as the one-shot all-reduce does (algo unused).
+cudaError_t launch_reduce_scatter(const KernelChoice& choice, const ReduceScatterArgs& args, cudaStream_t stream);
+
 // Which all-gather kernel runs, and how wide.
 struct GatherChoice {
   int width;         // bytes per access: 16, 4 or 1 (divides inner and both buffers' alignment)
@@ -54,6 +57,7 @@ namespace tpcoll::cuda {
 
 // Every kernel each launcher may pick, for load_kernels().
 void list_all_reduce_kernels(std::vector<const void*>& kernels);
+void list_reduce_scatter_kernels(std::vector<const void*>& kernels);
 void list_all_gather_kernels(std::vector<const void*>& kernels);
 void list_add_rmsnorm_kernels(std::vector<const void*>& kernels);
 void list_fused_kernels(std::vector<const void*>& kernels);

@@ -103,6 +103,12 @@ void NcclBackend::run(const Call& call, const Plan&, const Buffers& buffers) {
     case TPCOLL_OP_ALL_GATHER:
       all_gather(call, buffers);
       return;
+    case TPCOLL_OP_REDUCE_SCATTER:
+      // NCCL's own order of summation: the fallback engine promises no bits.
+      lib_.check(lib_.reduce_scatter(buffers.in, buffers.out, call.count / world_, reduce_type(call.dtype), ncclSum,
+                                     comm_, stream),
+                 "ncclReduceScatter");
+      return;
     default:
       fail(TPCOLL_UNSUPPORTED, "{} is not yet implemented on the CUDA backend", op_name(call.op));
   }

@@ -33,6 +33,7 @@ Library open_library() {
   resolve(handle, lib, "ncclGetErrorString", lib.get_error_string);
   resolve(handle, lib, "ncclAllReduce", lib.all_reduce);
   resolve(handle, lib, "ncclAllGather", lib.all_gather);
+  resolve(handle, lib, "ncclReduceScatter", lib.reduce_scatter);
   lib.check(lib.get_version(&lib.version), "ncclGetVersion");
   if (lib.version < 20000) fail(TPCOLL_UNSUPPORTED, "{} is NCCL version code {}; tpcoll needs NCCL 2", lib.path, lib.version);
   return lib;

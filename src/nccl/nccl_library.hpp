@@ -22,6 +22,7 @@ struct Library {
   decltype(&ncclGetErrorString) get_error_string = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
   decltype(&ncclAllGather) all_gather = nullptr;
+  decltype(&ncclReduceScatter) reduce_scatter = nullptr;
 
   // Throws tpcoll::Error (TPCOLL_SYSTEM_ERROR) naming `what` and NCCL's text.
   void check(ncclResult_t result, const char* what) const;

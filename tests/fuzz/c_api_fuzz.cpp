@@ -197,7 +197,7 @@ void fuzz_small_calls(Input& in) {
       break;
     }
     case 1: {
-      const auto op = static_cast<tpcoll_op_t>(in.take(1) % 4);
+      const auto op = static_cast<tpcoll_op_t>(in.take(1) % 6);  // the five ops and one that is none
       const auto dtype = dtype_of(in);
       const int ndim = static_cast<int>(in.take(1) % 12) - 1;
       std::vector<std::int64_t> shape(TPCOLL_MAX_DIMS);

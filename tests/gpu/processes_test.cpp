@@ -3,8 +3,9 @@
 // GPU (then under MPS). Every rank recomputes every rank's input locally and
 // checks its own result bit for bit: the all-reduce against the numeric
 // contract for fp32, fp16 and bf16, one-shot and two-shot, odd and chunked
-// sizes, eagerly and from a replayed CUDA graph; the all-gather along the last
-// dim against the concatenation. Exit 0 pass, 1 fail, 77 without a CUDA device.
+// sizes, eagerly and from a replayed CUDA graph; the reduce-scatter's share
+// against the same contract; the all-gather along the last dim against the
+// concatenation. Exit 0 pass, 1 fail, 77 without a CUDA device.
 #include "common/numerics.hpp"
 
 #include <tpcoll/tpcoll.hpp>
@@ -121,6 +122,29 @@ bool check_all_reduce(tpcoll::Communicator& comm, cudaStream_t stream, DType dty
   return ok;
 }
 
+// This rank's share of the all-reduce's contract, through IPC buffers:
+// low-latency and staged, whole vectors and element-wide.
+bool check_reduce_scatter(tpcoll::Communicator& comm, cudaStream_t stream, DType dtype, std::size_t per_rank,
+                          bool graph) {
+  const std::size_t elem = dtype == DType::kFloat32 ? 4 : 2, count = per_rank * comm.world_size();
+  const std::size_t first = per_rank * comm.rank();
+  std::vector<std::byte> host(count * elem), expected(per_rank * elem), lane(elem);
+  for (std::size_t i = 0; i < count; ++i) store(dtype, host, i, input(comm.rank(), i, 23));
+  for (std::size_t i = 0; i < per_rank; ++i) {
+    store(dtype, lane, 0, input(0, first + i, 23));
+    float acc = load(dtype, lane, 0);
+    for (int r = 1; r < comm.world_size(); ++r) {
+      store(dtype, lane, 0, input(r, first + i, 23));
+      acc += load(dtype, lane, 0);
+    }
+    store(dtype, expected, i, acc);
+  }
+  char what[96];
+  std::snprintf(what, sizeof what, "reduce_scatter dtype %d share %zu", static_cast<int>(dtype), per_rank);
+  return check_op(comm, stream, host, expected, graph, what,
+                  [&](void* in, void* out) { comm.reduce_scatter(in, out, count, dtype, stream); });
+}
+
 // [rows, cols] int8 per rank along dim 1: row o of the output holds every
 // rank's row o in rank order.
 bool check_all_gather(tpcoll::Communicator& comm, cudaStream_t stream, std::int64_t rows, std::int64_t cols,
@@ -158,6 +182,9 @@ int main() {
       for (std::size_t count : {std::size_t{1}, std::size_t{999}, std::size_t{1} << 16, (std::size_t{5} << 20) + 7})
         for (auto algo : {tpcoll::Algo::kOneShot, tpcoll::Algo::kTwoShot})
           for (bool graph : {false, true}) ok = check_all_reduce(comm, stream, dtype, count, algo, graph) && ok;
+    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16})
+      for (std::size_t per_rank : {std::size_t{1}, std::size_t{1000}, std::size_t{1} << 16, (std::size_t{1} << 20) + 5})
+        for (bool graph : {false, true}) ok = check_reduce_scatter(comm, stream, dtype, per_rank, graph) && ok;
     for (bool graph : {false, true}) {
       ok = check_all_gather(comm, stream, 3, 1000, graph) && ok;         // low-latency
       ok = check_all_gather(comm, stream, 300, 50001, graph) && ok;      // staged, 1-byte words, chunked

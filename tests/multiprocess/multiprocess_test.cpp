@@ -435,6 +435,84 @@ TEST_P(Fused, RowsWiderThanHalfTheStagingGoUnfused) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, Fused, ::testing::ValuesIn(kReducible),
                          [](const auto& info) { return std::string(name(info.param)); });
 
+// ---- reduce-scatter ----
+
+// This rank's share of `all`, a whole op's bytes split into `world` shares.
+Bytes share_of(const Bytes& all, int world, int rank) {
+  const std::size_t share = all.size() / static_cast<std::size_t>(world);
+  return Bytes(all.begin() + static_cast<std::ptrdiff_t>(share * rank),
+               all.begin() + static_cast<std::ptrdiff_t>(share * (rank + 1)));
+}
+
+class ReduceScatter : public Mp, public ::testing::WithParamInterface<DType> {};
+
+TEST_P(ReduceScatter, ShareIsTheAllReduceShareBitForBit) {
+  const DType d = GetParam();
+  // Per-rank shares of 1 to 40000 elements: the largest take many steps
+  // through the 4 KiB and 64 KiB staging buffers of np3, np2 and np4.
+  for (const std::size_t per_rank : {1u, 7u, 1000u, 40000u}) {
+    const std::size_t count = per_rank * static_cast<std::size_t>(world_);
+    const std::uint64_t salt = count * 5 + static_cast<std::uint64_t>(d);
+    const Bytes in = rank_input(d, salt, rank_, count);
+    comm().force_algo(std::nullopt);
+    Bytes reduced(in.size());
+    comm().all_reduce(in.data(), reduced.data(), count, d);
+    const Bytes expected = share_of(reduced, world_, rank_);
+    EXPECT_TRUE(same_bytes(expected, share_of(reference_sum(d, salt, world_, count), world_, rank_), esize(d)));
+    for (const auto& algo : std::vector<std::optional<Algo>>{std::nullopt, Algo::kFallback}) {
+      comm().force_algo(algo);
+      const std::string what = std::string(name(d)) + " count " + std::to_string(count) + " " + algo_label(algo);
+      Bytes out(expected.size(), std::byte{0x7e});
+      comm().reduce_scatter(in.data(), out.data(), count, d);
+      EXPECT_TRUE(same_bytes(out, expected, esize(d))) << what << ", out of place";
+      Bytes inplace = in;
+      std::byte* mine = inplace.data() + expected.size() * static_cast<std::size_t>(rank_);
+      comm().reduce_scatter(inplace.data(), mine, count, d);
+      EXPECT_TRUE(same_bytes(Bytes(mine, mine + expected.size()), expected, esize(d))) << what << ", in place";
+    }
+  }
+}
+
+TEST_P(ReduceScatter, FusedEqualsTheFullFusedOpsRows) {
+  const DType d = GetParam();
+  const float eps = 1e-6f;
+  for (const std::size_t per_rank : {1u, 3u}) {
+    for (const std::size_t hidden : {8u, 2880u, 7u}) {
+      const std::size_t tokens = per_rank * static_cast<std::size_t>(world_), n = tokens * hidden;
+      const std::size_t share = per_rank * hidden * esize(d);
+      const std::uint64_t salt = n * 17 + hidden + static_cast<std::uint64_t>(d);
+      const Bytes x = rank_input(d, salt, rank_, n);
+      const Bytes residual = shared_values(d, salt + 1, n);
+      const Bytes weight = shared_values(d, salt + 2, hidden);
+      for (const bool with_residual : {false, true}) {
+        comm().force_algo(std::nullopt);
+        Bytes full_out(n * esize(d)), full_res(n * esize(d));
+        comm().fused_allreduce_residual_rmsnorm(x.data(), with_residual ? residual.data() : nullptr, weight.data(),
+                                                full_out.data(), full_res.data(), tokens, hidden, d, eps);
+        const Bytes my_residual = share_of(residual, world_, rank_);
+        for (const auto& algo : std::vector<std::optional<Algo>>{std::nullopt, Algo::kFallback}) {
+          comm().force_algo(algo);
+          const std::string what = std::string(name(d)) + " " + std::to_string(tokens) + "x" + std::to_string(hidden) +
+                                   (with_residual ? " residual " : " ") + algo_label(algo);
+          Bytes out(share, std::byte{0x44}), res_out(share, std::byte{0x33});
+          comm().fused_reduce_scatter_residual_rmsnorm(x.data(), with_residual ? my_residual.data() : nullptr,
+                                                       weight.data(), out.data(), res_out.data(), tokens, hidden, d,
+                                                       eps);
+          EXPECT_TRUE(same_bytes(out, share_of(full_out, world_, rank_), esize(d))) << what << ": out";
+          if (with_residual) {
+            EXPECT_TRUE(same_bytes(res_out, share_of(full_res, world_, rank_), esize(d))) << what << ": residual_out";
+          } else {
+            EXPECT_TRUE(same_bytes(res_out, Bytes(share, std::byte{0x33}), esize(d))) << what << ": residual_out written";
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, ReduceScatter, ::testing::ValuesIn(kReducible),
+                         [](const auto& info) { return std::string(name(info.param)); });
+
 // ---- plan ----
 
 TEST_F(Mp, PlanExplainsItselfAndIsTheSameOnEveryRank) {
@@ -553,6 +631,28 @@ TEST_F(Mismatch, DifferentOpsWithTheSameElementCount) {
             comm().all_gather(in.data(), out.data(), DType::kFloat32, shape, 0);
         },
         {"all_reduce", "all_gather"}, out, before);
+  }
+}
+
+TEST_F(Mismatch, ReduceScatterAgainstAnotherCountOrAnAllReduce) {
+  for (const auto& algo : std::vector<std::optional<Algo>>{std::nullopt, Algo::kFallback}) {
+    comm().force_algo(algo);
+    const std::size_t count = 100 * static_cast<std::size_t>(world_);
+    const std::size_t other = 101 * static_cast<std::size_t>(world_);
+    std::vector<float> in(other, 1.0f);
+    Bytes out(other * 4, std::byte{0x42});
+    const Bytes before = out;
+    expect_mismatch([&] { comm().reduce_scatter(in.data(), out.data(), rank_ == 0 ? count : other, DType::kFloat32); },
+                    {"reduce_scatter", "[" + std::to_string(count) + "]", "[" + std::to_string(other) + "]"}, out,
+                    before);
+    expect_mismatch(
+        [&] {
+          if (rank_ == 0)
+            comm().reduce_scatter(in.data(), out.data(), count, DType::kFloat32);
+          else
+            comm().all_reduce(in.data(), out.data(), count, DType::kFloat32);
+        },
+        {"reduce_scatter", "all_reduce"}, out, before);
   }
 }
 

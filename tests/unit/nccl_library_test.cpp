@@ -43,6 +43,7 @@ TEST(NcclLibrary, LoadsTheToolkitsNccl) {
   EXPECT_GE(lib.version, 20000);
   EXPECT_NE(std::string(lib.get_error_string(ncclInvalidArgument)), "");
   EXPECT_NE(lib.all_reduce, nullptr);
+  EXPECT_NE(lib.reduce_scatter, nullptr);
 #else
   GTEST_SKIP() << "the build found no libnccl to load";
 #endif

@@ -354,3 +354,38 @@ TEST(TuneTable, BuiltinTableCoversEveryOpDtypeAndWorld) {
 }
 
 }  // namespace
+
+namespace {
+
+// The scatter ops against both built-in tables: one algorithm each, pieces of
+// every share per step that are 64-byte multiples and fit the staging buffer.
+TEST(PlanScatter, OneAlgorithmEachAndWholePiecesPerStep) {
+  EXPECT_TRUE(tpcoll::algo_applies(TPCOLL_OP_REDUCE_SCATTER, TPCOLL_ALGO_ONESHOT));
+  EXPECT_FALSE(tpcoll::algo_applies(TPCOLL_OP_REDUCE_SCATTER, TPCOLL_ALGO_TWOSHOT));
+  EXPECT_FALSE(tpcoll::algo_applies(TPCOLL_OP_REDUCE_SCATTER, TPCOLL_ALGO_UNFUSED));
+  EXPECT_TRUE(tpcoll::algo_applies(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, TPCOLL_ALGO_UNFUSED));
+  EXPECT_FALSE(tpcoll::algo_applies(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, TPCOLL_ALGO_ONESHOT));
+  EXPECT_TRUE(tpcoll::algo_applies(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, TPCOLL_ALGO_FALLBACK));
+
+  const std::int64_t count[] = {3 * 1000000};
+  const tpcoll::Call scatter = tpcoll::validate_plan_request(TPCOLL_OP_REDUCE_SCATTER, TPCOLL_BFLOAT16, 1, count, 0);
+  const std::int64_t rows[] = {6, 4096};
+  const tpcoll::Call fused =
+      tpcoll::validate_plan_request(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, TPCOLL_FLOAT32, 2, rows, 0);
+  for (const tpcoll::TuneTable* table : {&tpcoll::builtin_cpu_table(), &tpcoll::builtin_cuda_table()}) {
+    tpcoll::PlanContext c = context(3, 65536);
+    c.table = table;
+    const tpcoll::Plan p = tpcoll::make_plan(scatter, c, true);
+    EXPECT_EQ(p.algo, TPCOLL_ALGO_ONESHOT) << table->name << ": " << p.reason;
+    // 65536 / 3 rounded down to 64 bytes: 21824 B of each share per step.
+    EXPECT_EQ(p.chunk_bytes, 3u * 21824) << table->name;
+    EXPECT_EQ(p.steps, (2000000u + 21823) / 21824) << table->name;  // a share is 2,000,000 B
+    EXPECT_EQ(tpcoll::make_plan(fused, c, true).algo, TPCOLL_ALGO_UNFUSED) << table->name;
+    c.forced = TPCOLL_ALGO_TWOSHOT;  // does not apply: the table decides
+    EXPECT_EQ(tpcoll::make_plan(scatter, c, false).algo, TPCOLL_ALGO_ONESHOT) << table->name;
+    c.forced = TPCOLL_ALGO_FALLBACK;
+    EXPECT_EQ(tpcoll::make_plan(fused, c, false).algo, TPCOLL_ALGO_FALLBACK) << table->name;
+  }
+}
+
+}  // namespace

@@ -244,6 +244,32 @@ TEST_F(ValidateRmsNorm, BadSizesAndEps) {
   EXPECT_TRUE(throws_error([&] { run(good(false), 3, 5, TPCOLL_FLOAT64); }, kInvalid, {"dtype", "float64"}));
 }
 
+TEST_F(Validate, ReduceScatterSharesAndPlacement) {
+  const tpcoll::Call call = tpcoll::validate_reduce_scatter(in(), out(), 1000, TPCOLL_BFLOAT16);
+  EXPECT_EQ(call.op, TPCOLL_OP_REDUCE_SCATTER);
+  EXPECT_EQ(call.count, 1000u);
+  EXPECT_EQ(call.bytes, 2000u);
+  tpcoll::require_equal_shares(call, 4);
+  EXPECT_TRUE(throws_error([&] { tpcoll::require_equal_shares(call, 3); }, kInvalid,
+                           {"reduce_scatter", "count 1000", "multiple of the world size 3"}));
+  // Out of the input entirely, or exactly this rank's share of it (500 B at world 4).
+  tpcoll::require_share_placement(call, in(), out(), 4, 2);
+  tpcoll::require_share_placement(call, in(), a_.at(1000), 4, 2);
+  EXPECT_TRUE(throws_error([&] { tpcoll::require_share_placement(call, in(), a_.at(500), 4, 2); }, kInvalid,
+                           {"overlaps the input", "rank 2's share", "input + 1000 B"}));
+  EXPECT_TRUE(throws_error([&] { tpcoll::require_share_placement(call, a_.at(100), in(), 4, 0); }, kInvalid,
+                           {"overlaps the input"}));  // ends inside the input
+  EXPECT_TRUE(throws_error([&] { tpcoll::validate_reduce_scatter(in(), out(), 8, TPCOLL_INT8); }, kInvalid,
+                           {"reduce_scatter does not support dtype int8"}));
+
+  const tpcoll::Call fused = tpcoll::validate_rmsnorm(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM,
+                                                      {in(), nullptr, c_.at(0), out(), nullptr}, 6, 8, TPCOLL_FLOAT32,
+                                                      1e-6f);
+  tpcoll::require_equal_shares(fused, 3);
+  EXPECT_TRUE(throws_error([&] { tpcoll::require_equal_shares(fused, 4); }, kInvalid,
+                           {"fused_reduce_scatter_residual_rmsnorm", "tokens 6", "world size 4"}));
+}
+
 TEST_F(Validate, PlanRequests) {
   const std::int64_t one[] = {1024};
   const tpcoll::Call r = tpcoll::validate_plan_request(TPCOLL_OP_ALL_REDUCE, TPCOLL_FLOAT32, 1, one, 0);

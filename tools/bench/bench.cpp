@@ -50,6 +50,15 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline, const Row
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens)
             for (Fp8Scaling s : kFp8Scalings) add(harness.fused_fp8(d, t, h, s));
+    if (op == Op::kReduceScatter)
+      for (DType d : o.dtypes)
+        for (std::size_t b : sweep_sizes(o))
+          if (const std::size_t count = whole_shares_down(b / dtype_size(d), comm.world_size()); count > 0)
+            add(harness.reduce_scatter(d, count));
+    if (op == Op::kFusedReduceScatterRmsNorm)
+      for (DType d : o.dtypes)
+        for (std::size_t h : o.hidden)
+          for (std::size_t t : o.tokens) add(harness.fused_reduce_scatter(d, whole_shares_up(t, comm.world_size()), h));
   }
 
   const int rc = summarize(info, rows, o.json_path, printer);

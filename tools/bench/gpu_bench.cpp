@@ -179,6 +179,39 @@ class GpuJob {
                                                             tokens, hidden, static_cast<tpcoll_dtype_t>(dtype),
                                                             kFusedEps, g.stream));
   }
+  // The reduce-scatter on every rank driven here, its share into `scratch`.
+  void reduce_scatter(std::size_t count, DType dtype) {
+    for (GpuRank& g : ranks_)
+      tpcoll::check(tpcoll_reduce_scatter(g.comm, g.in, g.scratch, count, static_cast<tpcoll_dtype_t>(dtype), g.stream));
+  }
+  // The fused reduce-scatter: rank r's rows of `residual` in, its rows of
+  // out into `scratch` and of residual_out into `residual_out`.
+  void fused_reduce_scatter(DType dtype, std::size_t tokens, std::size_t hidden) {
+    const std::size_t share = tokens / world_ * hidden * dtype_size(dtype);
+    for (GpuRank& g : ranks_) {
+      const std::size_t offset = share * static_cast<std::size_t>(g.rank);
+      tpcoll::check(tpcoll_fused_reduce_scatter_residual_rmsnorm(
+          g.comm, g.in, static_cast<std::byte*>(g.residual) + offset, g.weight, g.scratch,
+          static_cast<std::byte*>(g.residual_out) + offset, tokens, hidden, static_cast<tpcoll_dtype_t>(dtype),
+          kFusedEps, g.stream));
+    }
+  }
+  // The first rank driven here whose share of `expected` (rank r's r-th
+  // slice) differs from what `buffer` holds at its start, or at the same
+  // offset when `at_rank_offset`; -1 if none.
+  int first_differing_share(void* GpuRank::*buffer, bool at_rank_offset, const std::vector<std::byte>& expected) {
+    const std::size_t share = expected.size() / static_cast<std::size_t>(world_);
+    std::vector<std::byte> got(share);
+    for (GpuRank& g : ranks_) {
+      const std::size_t offset = share * static_cast<std::size_t>(g.rank);
+      check(cudaMemcpy(got.data(), static_cast<std::byte*>(g.*buffer) + (at_rank_offset ? offset : 0), share,
+                       cudaMemcpyDeviceToHost),
+            "download");
+      if (std::memcmp(got.data(), expected.data() + offset, share) != 0) return g.rank;
+    }
+    return -1;
+  }
+
   // Its parts: the all-reduce into `out`, then the add + RMSNorm in place.
   void all_reduce_then_norm(DType dtype, std::size_t tokens, std::size_t hidden) {
     const auto d = static_cast<tpcoll_dtype_t>(dtype);
@@ -559,6 +592,117 @@ Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidd
   return row;
 }
 
+// The reduce-scatter, checked bit for bit against the contract on the host
+// and against the same elements of our all-reduce on every rank, then timed
+// against that all-reduce in the same run (the target: no slower).
+Row run_reduce_scatter(GpuJob& job, DType dtype, std::size_t count, int replays) {
+  const int world = job.world();
+  const std::size_t bytes = count * dtype_size(dtype);
+  Row row = start_row("reduce_scatter", dtype, count, world);
+  row.baseline = "tpcoll all_reduce";
+  const std::uint64_t seed = mix(count * 137 + static_cast<std::uint64_t>(dtype));
+  std::vector<std::byte> host(bytes), expected(bytes);
+  for (GpuRank& g : job.ranks()) {
+    fill_floats(dtype, host.data(), count, seed, g.rank);
+    check(cudaMemcpy(g.in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemset(g.scratch, 0xff, bytes), "memset");
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    float acc = rounded_sample(dtype, seed, 0, i);
+    for (int r = 1; r < world; ++r) acc += rounded_sample(dtype, seed, r, i);
+    store_float(dtype, expected.data(), i, acc);
+  }
+  check(cudaDeviceSynchronize(), "sync before reduce_scatter");
+  job.all_reduce(count, dtype);
+  job.reduce_scatter(count, dtype);
+  check(cudaDeviceSynchronize(), "sync after reduce_scatter");
+  std::string failure;
+  if (const int r = job.first_differing_rank(&GpuRank::out, expected); r >= 0)
+    failure = fmt::format("all_reduce on rank {} differs from the contract", r);
+  else if (const int s = job.first_differing_share(&GpuRank::scratch, false, expected); s >= 0)
+    failure = fmt::format("share of rank {} differs from all_reduce", s);
+  job.set_check(row, failure);
+
+  tpcoll_plan_info_t plan{};
+  const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
+  tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_REDUCE_SCATTER, static_cast<tpcoll_dtype_t>(dtype), 1,
+                            shape, 0, &plan));
+  row.algo = plan.algorithm;
+  const int calls = calls_per_replay(bytes);
+  row.time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.reduce_scatter(count, dtype);
+      },
+      calls, replays);
+  row.baseline_time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.all_reduce(count, dtype);
+      },
+      calls, replays);
+  row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
+  row.busbw = row.algbw * (world - 1) / world;
+  return row;
+}
+
+// The fused reduce-scatter, checked bit for bit against the CPU kernels'
+// full fused op (rank r's rows) on every rank, then timed against our full
+// fused op in the same run.
+Row run_fused_reduce_scatter(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, int replays) {
+  const int world = job.world();
+  const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
+  Row row = start_row("fused_rs_rmsnorm", dtype, count, world);
+  row.baseline = "tpcoll fused_allreduce";
+  row.tokens = tokens;
+  row.hidden = hidden;
+  job.allocate_norm_operands();
+
+  const std::uint64_t seed = fused_seed(dtype, tokens, hidden);
+  std::vector<std::vector<std::byte>> xs(world, std::vector<std::byte>(bytes));
+  std::vector<std::byte> residual(bytes), weight(hidden * elem);
+  for (int r = 0; r < world; ++r) fill_floats(dtype, xs[r].data(), count, seed, r);
+  fill_floats(dtype, residual.data(), count, seed, kResidualSeedRank);
+  fill_floats(dtype, weight.data(), hidden, seed, kWeightSeedRank);
+  for (GpuRank& g : job.ranks()) {
+    check(cudaMemcpy(g.in, xs[g.rank].data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(g.residual, residual.data(), bytes, cudaMemcpyHostToDevice), "upload");
+    check(cudaMemcpy(g.weight, weight.data(), weight.size(), cudaMemcpyHostToDevice), "upload");
+  }
+  std::vector<const void*> sources;
+  for (const auto& x : xs) sources.push_back(x.data());
+  std::vector<std::byte> sum(bytes), expected_out(bytes), expected_residual(bytes);
+  cpu::reduce(static_cast<tpcoll_dtype_t>(dtype), sources.data(), world, sum.data(), count);
+  cpu::add_rmsnorm(static_cast<tpcoll_dtype_t>(dtype), RmsNormRows{sum.data(), residual.data(), weight.data(),
+                                                                   expected_out.data(), expected_residual.data(),
+                                                                   tokens, hidden, kFusedEps});
+  check(cudaDeviceSynchronize(), "sync before the fused reduce-scatter");
+  job.fused_reduce_scatter(dtype, tokens, hidden);
+  check(cudaDeviceSynchronize(), "sync after the fused reduce-scatter");
+  int differs = job.first_differing_share(&GpuRank::scratch, false, expected_out);
+  if (differs < 0) differs = job.first_differing_share(&GpuRank::residual_out, true, expected_residual);
+  job.set_check(row, differs < 0 ? "" : fmt::format("rank {}'s rows differ from the full fused op", differs));
+  row.max_error = fused_max_error(dtype, seed, world, residual.data(), weight.data(), expected_out.data(), tokens, hidden);
+
+  tpcoll_plan_info_t plan{};
+  const std::int64_t shape[2] = {static_cast<std::int64_t>(tokens), static_cast<std::int64_t>(hidden)};
+  tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM,
+                            static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
+  row.algo = plan.algorithm;
+  const int calls = calls_per_replay(bytes);
+  row.time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.fused_reduce_scatter(dtype, tokens, hidden);
+      },
+      calls, replays);
+  row.baseline_time_us = job.time_graph(
+      [&] {
+        for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
+      },
+      calls, replays);
+  row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
+  row.busbw = row.algbw * (world - 1) / world;
+  return row;
+}
+
 }  // namespace
 
 bool gpu_available() {
@@ -677,6 +821,17 @@ int run_gpu(const Options& o) {
           for (std::size_t t : o.tokens)
             for (Fp8Scaling s : kFp8Scalings)
               if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused_fp8(*job, d, t, h, s, replays));
+    if (op == Op::kReduceScatter)
+      for (DType d : o.dtypes)
+        for (std::size_t b : sweep_sizes(o))
+          if (const std::size_t count = whole_shares_down(b / dtype_size(d), world); count > 0)
+            add(run_reduce_scatter(*job, d, count, replays));
+    if (op == Op::kFusedReduceScatterRmsNorm)
+      for (DType d : o.dtypes)
+        for (std::size_t h : o.hidden)
+          for (std::size_t t : o.tokens)
+            if (const std::size_t tokens = whole_shares_up(t, world); tokens * h * dtype_size(d) <= o.max_bytes)
+              add(run_fused_reduce_scatter(*job, d, tokens, h, replays));
   }
   const int rc = summarize(info, rows, printer ? o.json_path : std::string(), printer);
   if (o.tune && printer && rc == 0) {

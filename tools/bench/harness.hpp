@@ -43,8 +43,8 @@ struct Row {
   int world = 0;
   std::string algo;
   std::string shape;      // all-gather: "[a, b] dim d"
-  std::size_t tokens = 0; // fused only
-  std::size_t hidden = 0; // fused only
+  std::size_t tokens = 0; // fused ops only (of the whole x)
+  std::size_t hidden = 0; // fused ops only
   double time_us = 0;     // median over iterations of the slowest rank
   double algbw = 0;       // GB/s
   double busbw = 0;       // GB/s
@@ -65,6 +65,9 @@ class Harness {
   Row all_gather(DType dtype, std::size_t count, int dim_kind);
   Row fused(DType dtype, std::size_t tokens, std::size_t hidden);
   Row fused_fp8(DType dtype, std::size_t tokens, std::size_t hidden, Fp8Scaling scaling);
+  // count and tokens: the whole input's, multiples of the world size.
+  Row reduce_scatter(DType dtype, std::size_t count);
+  Row fused_reduce_scatter(DType dtype, std::size_t tokens, std::size_t hidden);
 
  private:
   Row start_row(const char* op, DType dtype, std::size_t count) const;

@@ -33,6 +33,11 @@ struct Options {
   std::string tune_path;   // where; empty: TPCOLL_TUNE_FILE or this machine's cache path
 };
 
+// The scatter ops' inputs split into equal shares: a whole input of `units`
+// elements (or tokens) rounded down (up) to a multiple of the world size.
+inline std::size_t whole_shares_down(std::size_t units, int world) { return units / world * world; }
+inline std::size_t whole_shares_up(std::size_t units, int world) { return (units + world - 1) / world * world; }
+
 // The per-rank sizes -b, -e and -f describe.
 inline std::vector<std::size_t> sweep_sizes(const Options& o) {
   std::vector<std::size_t> out;

@@ -75,3 +75,9 @@ class Communicator:
         """(out_fp8 as torch.float8_e4m3fn, row_scales, s): static scaling with
         `scale`, else per token (see torch.ops.tpcoll.fused_allreduce_residual_rmsnorm_fp8)."""
         return ops.fused_allreduce_residual_rmsnorm_fp8(x, residual, weight, self.handle, eps, scale)
+
+    def reduce_scatter(self, x):
+        return ops.reduce_scatter(x, self.handle)
+
+    def fused_reduce_scatter_residual_rmsnorm(self, x, residual, weight, eps=1e-6):
+        return ops.fused_reduce_scatter_residual_rmsnorm(x, residual, weight, self.handle, eps)

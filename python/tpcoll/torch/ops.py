@@ -19,6 +19,14 @@ def _gathered_shape(x, comm, dim):
     return shape
 
 
+def _share_shape(x, comm):
+    shape = list(x.shape)
+    world_size = lookup(comm).world_size
+    if shape and shape[0] % world_size == 0:  # else the call names the problem
+        shape[0] //= world_size
+    return shape
+
+
 @torch.library.custom_op("tpcoll::all_reduce", mutates_args=())
 def all_reduce(x: torch.Tensor, comm: int) -> torch.Tensor:
     """Sum over the ranks of communicator handle `comm`, in rank order."""
@@ -63,7 +71,6 @@ def _(x, residual, weight, comm, eps):
             torch.empty_like(residual, memory_format=torch.contiguous_format))
 
 
-
 def _fp8_results(x, scale):
     """out_fp8 and row_scales (empty for a static scale) of a call on x."""
     row_scales = x.new_empty(tuple(x.shape[:-1]) if scale is None else (0,), dtype=torch.float32)
@@ -91,3 +98,34 @@ def fused_allreduce_residual_rmsnorm_fp8(x: torch.Tensor, residual: torch.Tensor
 def _(x, residual, weight, comm, eps, scale):
     out_fp8, row_scales = _fp8_results(x, scale)
     return out_fp8, row_scales, torch.empty_like(residual, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("tpcoll::reduce_scatter", mutates_args=())
+def reduce_scatter(x: torch.Tensor, comm: int) -> torch.Tensor:
+    """This rank's share along dim 0 of the sum over the ranks (the same bits
+    as those rows of all_reduce)."""
+    x = x.contiguous()
+    out = x.new_empty(_share_shape(x, comm))
+    lookup(comm)._reduce_scatter(x, out, _stream(x))
+    return out
+
+
+@reduce_scatter.register_fake
+def _(x, comm):
+    return x.new_empty(_share_shape(x, comm))
+
+
+@torch.library.custom_op("tpcoll::fused_reduce_scatter_residual_rmsnorm", mutates_args=())
+def fused_reduce_scatter_residual_rmsnorm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, comm: int,
+                                          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = reduce_scatter(x) + residual (this rank's rows); returns
+    (rmsnorm(s) * weight, s)."""
+    x, residual, weight = x.contiguous(), residual.contiguous(), weight.contiguous()
+    out, residual_out = x.new_empty(_share_shape(x, comm)), torch.empty_like(residual)
+    lookup(comm)._fused_reduce_scatter_residual_rmsnorm(x, residual, weight, out, residual_out, eps, _stream(x))
+    return out, residual_out
+
+
+@fused_reduce_scatter_residual_rmsnorm.register_fake
+def _(x, residual, weight, comm, eps):
+    return x.new_empty(_share_shape(x, comm)), torch.empty_like(residual, memory_format=torch.contiguous_format)

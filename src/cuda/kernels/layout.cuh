@@ -106,6 +106,13 @@ struct AllReduceArgs : PeerArgs {
   std::size_t chunk_count;  // elements per step (fits the staging; whole vectors)
 };
 
+struct ReduceScatterArgs : PeerArgs {
+  const void* in;
+  void* out;
+  std::size_t share;        // elements of each rank's share of the input (and of out)
+  std::size_t piece_count;  // elements of each share per step (fits the staging; whole vectors)
+};
+
 // A gather moves bytes: the input is [outer, inner] bytes, the output
 // [outer, world, inner], and steps are flat byte ranges of the input.
 struct AllGatherArgs : PeerArgs {

@@ -1,0 +1,112 @@
+// Reduce-scatter: the first half of the two-shot all-reduce. Rank r owns
+// share r of the input (elements [r * share, (r + 1) * share)); every rank
+// pushes share p of its input to rank p, which reduces it in rank order into
+// its output. A step takes the same piece of every share, so a rank's
+// staging for one sender holds one piece. In place, out is this rank's own
+// share of the input, which only this rank reads (each element before it
+// is written).
+//
+// Small shares travel in low-latency units instead (low_latency.cuh), in one
+// step, as the small all-reduce does.
+#pragma once
+
+#include "cuda/kernels/all_reduce.cuh"
+#include "cuda/kernels/low_latency.cuh"
+
+namespace tpcoll::cuda {
+
+// One step: Chunk's in and out point at the step's piece of share 0 of the
+// input and at its place in the output; share p's piece lies a.share
+// elements further per rank. Pieces are whole vectors: the 16-byte kernel
+// runs only where a share is (so its last piece is too), and full pieces are
+// 64-byte multiples.
+template <typename E, int kBytes, typename Protocol>
+__device__ bool reduce_scatter_step(const ReduceScatterArgs& a, Protocol& proto, const Chunk& c) {
+  using V = Vec<E, kBytes>;
+  const Range mine = split_clipped(c.full_vectors, c.count / V::kLanes, gridDim.x, blockIdx.x);
+  const auto piece = [&](int owner) {
+    return reinterpret_cast<const V*>(static_cast<const typename E::Storage*>(c.in) + owner * a.share);
+  };
+
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    const V* src = piece(p);
+    V* dst = buffer_at<V>(a, p, a.layout.recv(proto.slot(), a.rank));
+    pipelined(mine, [&](std::size_t i) { return src[i]; }, [&](std::size_t i, const V& v) { dst[i] = v; });
+  }
+  proto.raise(&Signals::arrived);
+  if (!proto.await(&Signals::arrived)) return false;
+
+  const auto source = [&](int r) {
+    return r == a.rank ? piece(a.rank) : buffer_at<const V>(a, a.rank, a.layout.recv(proto.slot(), r));
+  };
+  V* out = static_cast<V*>(c.out);
+  pipelined(
+      mine, [&](std::size_t i) { return reduce_ranks<E, kBytes>(source, a.world, i); },
+      [&](std::size_t i, const V& v) { out[i] = v; });
+  return true;
+}
+
+template <typename E, int kBytes, Scope kScope>
+__global__ void __launch_bounds__(kThreads) reduce_scatter_kernel(const ReduceScatterArgs a) {
+  using S = typename E::Storage;
+  wait_for_previous_kernel();
+  Protocol<kScope> proto(a);
+  if (blockIdx.x == 0 && threadIdx.x == 0) proto.publish_call();
+  const std::size_t steps = (a.share + a.piece_count - 1) / a.piece_count;
+  for (std::size_t step = 0; step < steps; ++step) {
+    proto.begin_step(step);
+    const std::size_t first = step * a.piece_count;
+    const Chunk c{static_cast<const S*>(a.in) + first, static_cast<S*>(a.out) + first,
+                  min(a.piece_count, a.share - first), a.piece_count / Vec<E, kBytes>::kLanes, /*has_tail=*/false};
+    if (!reduce_scatter_step<E, kBytes>(a, proto, c)) break;  // reported; the communicator is unusable from here
+  }
+  allow_next_kernel();
+  proto.finish(steps);
+}
+
+// The whole op in one step of low-latency units: unit i of share p goes to
+// rank p, which polls each peer's unit i and reduces it (shares are whole
+// 16-byte vectors and both buffers 16-byte aligned, so units never straddle
+// two shares).
+template <typename E, Scope kScope>
+__global__ void __launch_bounds__(kThreads) low_latency_reduce_scatter(const ReduceScatterArgs a) {
+  using S = typename E::Storage;
+  constexpr int kLanes = 8 / sizeof(S);
+  wait_for_previous_kernel();
+  const std::size_t bytes = a.share * sizeof(S);
+  const Range mine = split((bytes + 7) / 8, gridDim.x, blockIdx.x);
+  const auto share = [&](int owner) { return static_cast<const std::byte*>(a.in) + owner * bytes; };
+  Protocol<kScope> proto(a);
+  proto.begin_step(0);
+  const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
+
+  for (int p = 0; p < a.world; ++p) {
+    if (p == a.rank) continue;
+    uint4* dst = buffer_at<uint4>(a, p, a.layout.low_latency(proto.slot(), a.rank));
+    for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
+      store_unit(dst + i, read_unit(share(p), i, bytes), flag);
+  }
+  std::uint32_t failure = 0;
+  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi && failure == 0; i += blockDim.x) {
+    float acc[kLanes];
+    for (int r = 0; r < a.world && failure == 0; ++r) {
+      const uint2 data = r == a.rank ? read_unit(share(r), i, bytes) : receive_unit(a, proto, r, i, flag, failure);
+      S lanes[kLanes];
+      memcpy(lanes, &data, sizeof data);
+#pragma unroll
+      for (int l = 0; l < kLanes; ++l) acc[l] = r == 0 ? E::load(lanes[l]) : __fadd_rn(acc[l], E::load(lanes[l]));
+    }
+    if (failure) break;
+    S out[kLanes];
+    narrow<E>(acc, out);
+    uint2 packed;
+    memcpy(&packed, out, sizeof packed);
+    write_unit(a.out, i, bytes, packed);
+  }
+  if (failure) proto.report(failure);
+  allow_next_kernel();
+  proto.finish(1);
+}
+
+}  // namespace tpcoll::cuda
