@@ -98,10 +98,6 @@ if command -v nvidia-cuda-mps-control >/dev/null 2>&1 || [ -x /usr/local/nvidia/
   nvidia-cuda-mps-control -d && mps_started=1
 fi
 stop_mps() { [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control; }
-# Ranks in different processes on one GPU: a kernel that a library loads
-# lazily at its first launch can wait for every process's kernels, a peer's
-# waiting collective included (see the README).
-export CUDA_MODULE_LOADING=${CUDA_MODULE_LOADING:-EAGER}
 trap stop_mps EXIT
 if part native; then
   for n in 2 3 4 8; do

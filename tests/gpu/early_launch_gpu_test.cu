@@ -144,6 +144,12 @@ int main() {
   cuda(cudaMemset(wrong, 0, sizeof(unsigned)), "cudaMemset");
   cudaStream_t streams[kWorld];
   for (cudaStream_t& s : streams) cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  // Loaded now: under CUDA's lazy loading the consumer's first launch would
+  // wait for running kernels, rank 0's first op among them, which waits for
+  // rank 1's, which this thread has not launched yet (a 60 s timeout on an
+  // H100 before this line).
+  cudaFuncAttributes consumer{};
+  cuda(cudaFuncGetAttributes(&consumer, consume), "loading the consumer kernel");
 
   for (int i = 0; i < kPairs; ++i) {
     const int k = i % kKinds, set = (i / kKinds) % 2;
