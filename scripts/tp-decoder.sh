@@ -13,12 +13,16 @@ if [ -x "$build/tpcoll" ] && [ -d "$build/python/tpcoll" ]; then
   launcher=$build/tpcoll
   export PYTHONPATH=$PWD/$build/python${PYTHONPATH:+:$PYTHONPATH}
 fi
-# Ranks sharing a GPU load every CUDA module at start-up: one loaded lazily
-# at its first launch can wait for the other processes' kernels, a peer's
-# waiting collective included (see the README).
-if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -lt 4 ]; then export CUDA_MODULE_LOADING=${CUDA_MODULE_LOADING:-EAGER}; fi
+# Ranks sharing a GPU as processes (MPS) each get their share of its SMs:
+# otherwise the ranks' waiting collectives can hold the SMs that one
+# process's GEMM needs, until they time out (see the README).
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 status=0
 for tp in 1 2 4; do
-  "$launcher" run -n "$tp" -- python3 examples/tp_decoder/run.py "$@" || status=1
+  share=()
+  if [ "$gpus" -gt 0 ] && [ "$gpus" -lt "$tp" ] && [ -z "${CUDA_MPS_ACTIVE_THREAD_PERCENTAGE:-}" ]; then
+    share=(env CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$((100 * gpus / tp)))
+  fi
+  "${share[@]}" "$launcher" run -n "$tp" -- python3 examples/tp_decoder/run.py "$@" || status=1
 done
 exit $status

@@ -73,12 +73,9 @@ bool aligned_to(std::size_t width, const void* in, const void* out) {
   return reinterpret_cast<std::uintptr_t>(in) % width == 0 && reinterpret_cast<std::uintptr_t>(out) % width == 0;
 }
 
-// CUDA_MODULE_LOADING=EAGER: every module loads at start-up, not at a
-// kernel's first launch (lazy, the default since CUDA 12.2).
-bool modules_load_eagerly() {
-  const char* mode = std::getenv("CUDA_MODULE_LOADING");
-  return mode != nullptr && std::string(mode) == "EAGER";
-}
+// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: the share of the GPU's SMs an MPS
+// client may use (all of them when unset).
+bool mps_share_limited() { return std::getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE") != nullptr; }
 
 }  // namespace
 
@@ -228,14 +225,15 @@ CudaBackend::CudaBackend(Bootstrap& bootstrap, int device, std::size_t chunk_byt
         "rank {}: ranks in different processes share a GPU but the MPS daemon is not running: each wait "
         "will take milliseconds. Start it with `nvidia-cuda-mps-control -d`",
         rank_);
-  // Seen on an H100 under MPS: the decoder example's first GEMM of a new
-  // shape held its process on the host (cuBLAS loading its kernel) until the
-  // other ranks' collectives, which waited for that process, timed out.
-  if (processes_share_gpu && !modules_load_eagerly())
+  // Seen on an H100 under MPS (the decoder example at TP=4, 128 tokens):
+  // one process's GEMM did not run while the other ranks' collectives, which
+  // waited for it, held the SMs, until they timed out; with each process
+  // limited to a quarter of the SMs every check passed.
+  if (processes_share_gpu && !mps_share_limited())
     log(LogLevel::kWarn, "init",
-        "rank {}: ranks in different processes share a GPU with lazy module loading: a library's kernel loaded at "
-        "its first launch (cuBLAS, PyTorch) can wait for the kernels of every process on the GPU, a peer's "
-        "waiting collective included, and stall the ranks until the timeout. Set CUDA_MODULE_LOADING=EAGER",
+        "rank {}: ranks in different processes share a GPU with no CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: a peer's "
+        "collective waiting for this process can hold the SMs its other kernels need (a GEMM), until the "
+        "timeout. Give each process its share, e.g. CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=100/(ranks per GPU)",
         rank_);
   log(LogLevel::kInfo, "init", "rank {}: cuda backend on device {} ({}), {}", rank_, device_, prop.name, placement);
   bootstrap.barrier();  // every mapping is open before anyone launches
