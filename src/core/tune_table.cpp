@@ -14,7 +14,7 @@ namespace {
 constexpr std::size_t kAny = std::numeric_limits<std::size_t>::max();
 
 // Measured with `tpcoll tune` at 2 and 4 ranks on the 2-core development
-// machine and generated from its tables (scripts/cpu_defaults.py; a ctest
+// machine and generated from its tables (scripts/builtin_tables.py; a ctest
 // checks that the rows are what the tables give). A gather has one algorithm.
 constexpr TableRow kCpuRows[] = {
 #include "core/cpu_defaults.inc"
@@ -24,21 +24,12 @@ constexpr TableRow kCpuRows[] = {
     TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
-// Measured with `tpcoll bench --backend cuda` at 2 ranks sharing an H100
-// (bench/results/h100-shared-streams-x2-*.json, TPCOLL_ALGO per run): one-shot
-// is faster up to 1 MiB and level at 4 MiB; above, two-shot, which moves
-// less data per rank, wins (16 MiB: 61 us vs 79 us).
-constexpr std::array kCudaRows{
-    TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, 2 * 1024 * 1024, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_ALL_REDUCE, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_TWOSHOT},
+// Measured with `tpcoll tune --backend cuda` at 2 and 4 ranks sharing an H100
+// and generated from its tables as the CPU rows are.
+constexpr TableRow kCudaRows[] = {
+#include "core/cuda_defaults.inc"
     // A gather has one algorithm: push to every peer, then copy into place.
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
-    // The fused one-shot is the low-latency kernel (up to its 256 KiB). Above,
-    // our all-reduce + add_rmsnorm: the fused two-shot (TPCOLL_ALGO=twoshot)
-    // measured 0.79-0.94x of it from 512 tokens (2 ranks sharing an H100,
-    // bf16, hidden 2880-8192) and won only at 128 x 2880 (1.09x).
-    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, 256 * 1024, TPCOLL_ALGO_ONESHOT},
-    TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
     // One algorithm each, as on the CPU.
     TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
@@ -51,7 +42,7 @@ const TuneTable& builtin_cpu_table() {
 }
 
 const TuneTable& builtin_cuda_table() {
-  static const TuneTable table{"cuda-builtin", "bench/results/h100-shared-streams-x2", kCudaRows};
+  static const TuneTable table{"cuda-builtin", "bench/results/h100-shared-x{2,4}-tune.json", kCudaRows};
   return table;
 }
 
