@@ -126,6 +126,8 @@ void PyCommunicator::reduce_scatter(const InArray& in, const OutArray& out, std:
 PyCommunicator::NormCall PyCommunicator::check_norm(const InArray& x, const InArray* residual,
                                                     const InArray& weight, const OutArray* out,
                                                     const OutArray* residual_out, bool share) const {
+  if ((residual != nullptr) != (residual_out != nullptr))
+    invalid("residual and residual_out go together: pass both or neither");
   NormCall call{view(x, "x"), 0, 0};
   const Tensor& t = call.x;
   require_device(t, "x", device_);
@@ -148,8 +150,6 @@ void PyCommunicator::fused_allreduce_residual_rmsnorm(const InArray& x, const st
                                                       const std::optional<OutArray>& residual_out, float eps,
                                                       std::uintptr_t stream) {
   Communicator& c = comm();
-  if (residual.has_value() != residual_out.has_value())
-    invalid("residual and residual_out go together: pass both or neither");
   const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, &out,
                                 residual_out ? &*residual_out : nullptr);
   const void* res = residual ? residual->data() : nullptr;
@@ -164,8 +164,6 @@ void PyCommunicator::fused_allreduce_residual_rmsnorm_fp8(
     const std::optional<OutArray>& residual_out, const OutArray& out_fp8, Fp8Scaling scaling, float static_scale,
     const std::optional<OutArray>& row_scales, float eps, std::uintptr_t stream) {
   Communicator& c = comm();
-  if (residual.has_value() != residual_out.has_value())
-    invalid("residual and residual_out go together: pass both or neither");
   const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, out ? &*out : nullptr,
                                 residual_out ? &*residual_out : nullptr);
   // The codes: E4M3 bytes, as float8_e4m3 or (where a framework has no FP8
@@ -197,8 +195,6 @@ void PyCommunicator::fused_reduce_scatter_residual_rmsnorm(const InArray& x, con
                                                            const std::optional<OutArray>& residual_out, float eps,
                                                            std::uintptr_t stream) {
   Communicator& c = comm();
-  if (residual.has_value() != residual_out.has_value())
-    invalid("residual and residual_out go together: pass both or neither");
   const NormCall n = check_norm(x, residual ? &*residual : nullptr, weight, &out,
                                 residual_out ? &*residual_out : nullptr, /*share=*/true);
   const void* res = residual ? residual->data() : nullptr;

@@ -4,6 +4,7 @@
 // two-shot, chunked or not, eager and replayed from a CUDA graph, and bad
 // input refused. Exits 77 (ctest: skipped) without a CUDA device.
 #include "common/numerics.hpp"
+#include "elements.hpp"
 #include "local_job.hpp"
 
 #include <tpcoll/tpcoll.hpp>
@@ -24,22 +25,6 @@ namespace {
 namespace nx = tpcoll::numerics;
 
 #define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
-
-float widen(tpcoll_dtype_t d, const std::byte* p, std::size_t i) {
-  switch (d) {
-    case TPCOLL_FLOAT32: return reinterpret_cast<const float*>(p)[i];
-    case TPCOLL_FLOAT16: return nx::fp16_to_float(reinterpret_cast<const std::uint16_t*>(p)[i]);
-    default: return nx::bf16_to_float(reinterpret_cast<const std::uint16_t*>(p)[i]);
-  }
-}
-
-void narrow(tpcoll_dtype_t d, std::byte* p, std::size_t i, float v) {
-  switch (d) {
-    case TPCOLL_FLOAT32: reinterpret_cast<float*>(p)[i] = v; break;
-    case TPCOLL_FLOAT16: reinterpret_cast<std::uint16_t*>(p)[i] = nx::float_to_fp16(v); break;
-    default: reinterpret_cast<std::uint16_t*>(p)[i] = nx::float_to_bf16(v); break;
-  }
-}
 
 // LocalJob with the all-reduce's inputs and expected results.
 class ReduceJob : public LocalJob {

@@ -15,12 +15,7 @@ Row Harness::fused(DType dtype, std::size_t tokens, std::size_t hidden) {
   row.hidden = hidden;
   const int world = comm_.world_size();
   const std::size_t count = row.count;
-  const std::size_t elem = dtype_size(dtype);
-  const std::uint64_t seed = fused_seed(dtype, tokens, hidden);
-  std::vector<std::byte> x(row.bytes), residual(row.bytes), weight(hidden * elem);
-  fill_floats(dtype, x.data(), count, seed, comm_.rank());
-  fill_floats(dtype, residual.data(), count, seed, kResidualSeedRank);
-  fill_floats(dtype, weight.data(), hidden, seed, kWeightSeedRank);
+  auto [seed, x, residual, weight] = fused_operands(dtype, tokens, hidden, comm_.rank());
 
   // Reference: our all-reduce, then our unfused add + RMSNorm.
   std::vector<std::byte> ref_out(row.bytes), ref_res(row.bytes), out(row.bytes), res(row.bytes);

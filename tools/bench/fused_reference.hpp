@@ -19,6 +19,23 @@ inline std::uint64_t fused_seed(DType dtype, std::size_t tokens, std::size_t hid
   return mix(tokens * 7919 + hidden * 31 + static_cast<std::uint64_t>(dtype));
 }
 
+// Rank `rank`'s operands of a fused row: its own x, and the residual and
+// weight every rank shares, from the row's seed.
+struct FusedOperands {
+  std::uint64_t seed;
+  std::vector<std::byte> x, residual, weight;
+};
+
+inline FusedOperands fused_operands(DType dtype, std::size_t tokens, std::size_t hidden, int rank) {
+  const std::size_t count = tokens * hidden, elem = dtype_size(dtype);
+  FusedOperands f{fused_seed(dtype, tokens, hidden), std::vector<std::byte>(count * elem),
+                  std::vector<std::byte>(count * elem), std::vector<std::byte>(hidden * elem)};
+  fill_floats(dtype, f.x.data(), count, f.seed, rank);
+  fill_floats(dtype, f.residual.data(), count, f.seed, kResidualSeedRank);
+  fill_floats(dtype, f.weight.data(), hidden, f.seed, kWeightSeedRank);
+  return f;
+}
+
 // Largest |out - fp64 reference| over up to 64 evenly spaced rows of `out`.
 inline double fused_max_error(DType dtype, std::uint64_t seed, int world, const void* residual, const void* weight,
                               const void* out, std::size_t tokens, std::size_t hidden) {

@@ -51,14 +51,9 @@ Row Harness::fused_reduce_scatter(DType dtype, std::size_t tokens, std::size_t h
   row.tokens = tokens;
   row.hidden = hidden;
   const int world = comm_.world_size();
-  const std::size_t count = row.count, elem = dtype_size(dtype);
   const std::size_t share = row.bytes / static_cast<std::size_t>(world);
   const std::size_t rank_offset = share * static_cast<std::size_t>(comm_.rank());
-  const std::uint64_t seed = fused_seed(dtype, tokens, hidden);
-  std::vector<std::byte> x(row.bytes), residual(row.bytes), weight(hidden * elem);
-  fill_floats(dtype, x.data(), count, seed, comm_.rank());
-  fill_floats(dtype, residual.data(), count, seed, kResidualSeedRank);
-  fill_floats(dtype, weight.data(), hidden, seed, kWeightSeedRank);
+  auto [seed, x, residual, weight] = fused_operands(dtype, tokens, hidden, comm_.rank());
   const std::byte* my_residual = residual.data() + rank_offset;
 
   // Reference: the full fused op, whose rows of this rank the share must be.

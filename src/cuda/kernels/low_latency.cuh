@@ -166,10 +166,35 @@ __device__ __forceinline__ uint2 receive_unit(const PeerArgs& a, const Protocol&
   return out[0];
 }
 
+// Unit i of the sum over ranks 0..n-1, in order (fp32, one rounding): this
+// rank's own unit (own(i)) and each peer's as it arrives, written to unit i
+// of `out`, a message of `bytes` bytes. False, with `failure` set, if a peer
+// failed (nothing is written).
+template <typename E, typename Protocol, typename Own>
+__device__ __forceinline__ bool reduce_unit(const PeerArgs& a, const Protocol& proto, std::size_t i, std::uint32_t flag,
+                                            Own&& own, void* out, std::size_t bytes, std::uint32_t& failure) {
+  using S = typename E::Storage;
+  constexpr int kLanes = 8 / sizeof(S);
+  float acc[kLanes];
+  for (int r = 0; r < a.world && failure == 0; ++r) {
+    const uint2 data = r == a.rank ? own(i) : receive_unit(a, proto, r, i, flag, failure);
+    S lanes[kLanes];
+    memcpy(lanes, &data, sizeof data);
+#pragma unroll
+    for (int l = 0; l < kLanes; ++l) acc[l] = r == 0 ? E::load(lanes[l]) : __fadd_rn(acc[l], E::load(lanes[l]));
+  }
+  if (failure) return false;
+  S result[kLanes];
+  narrow<E>(acc, result);
+  uint2 packed;
+  memcpy(&packed, result, sizeof packed);
+  write_unit(out, i, bytes, packed);
+  return true;
+}
+
 template <typename E, Scope kScope>
 __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllReduceArgs a) {
   using S = typename E::Storage;
-  constexpr int kLanes = 8 / sizeof(S);
   wait_for_previous_kernel();
   const std::size_t bytes = a.count * sizeof(S);
   const Range mine = split((bytes + 7) / 8, gridDim.x, blockIdx.x);
@@ -184,22 +209,8 @@ __global__ void __launch_bounds__(kThreads) low_latency_all_reduce(const AllRedu
 
   push_units(a, proto, first, mine.hi, flag, own_unit);
   std::uint32_t failure = 0;
-  for (std::size_t i = first; i < mine.hi && failure == 0; i += blockDim.x) {
-    float acc[kLanes];
-    for (int r = 0; r < a.world && failure == 0; ++r) {
-      const uint2 data = r == a.rank ? own_unit(i) : receive_unit(a, proto, r, i, flag, failure);
-      S lanes[kLanes];
-      memcpy(lanes, &data, sizeof data);
-#pragma unroll
-      for (int l = 0; l < kLanes; ++l) acc[l] = r == 0 ? E::load(lanes[l]) : __fadd_rn(acc[l], E::load(lanes[l]));
-    }
-    if (failure) break;
-    S out[kLanes];
-    narrow<E>(acc, out);
-    uint2 packed;
-    memcpy(&packed, out, sizeof packed);
-    write_unit(a.out, i, bytes, packed);
-  }
+  for (std::size_t i = first; i < mine.hi; i += blockDim.x)
+    if (!reduce_unit<E>(a, proto, i, flag, own_unit, a.out, bytes, failure)) break;
   if (failure) proto.report(failure);
   allow_next_kernel();
   proto.finish(1);

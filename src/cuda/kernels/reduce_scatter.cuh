@@ -72,7 +72,6 @@ __global__ void __launch_bounds__(kThreads) reduce_scatter_kernel(const ReduceSc
 template <typename E, Scope kScope>
 __global__ void __launch_bounds__(kThreads) low_latency_reduce_scatter(const ReduceScatterArgs a) {
   using S = typename E::Storage;
-  constexpr int kLanes = 8 / sizeof(S);
   wait_for_previous_kernel();
   const std::size_t bytes = a.share * sizeof(S);
   const Range mine = split((bytes + 7) / 8, gridDim.x, blockIdx.x);
@@ -88,22 +87,9 @@ __global__ void __launch_bounds__(kThreads) low_latency_reduce_scatter(const Red
       store_unit(dst + i, read_unit(share(p), i, bytes), flag);
   }
   std::uint32_t failure = 0;
-  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi && failure == 0; i += blockDim.x) {
-    float acc[kLanes];
-    for (int r = 0; r < a.world && failure == 0; ++r) {
-      const uint2 data = r == a.rank ? read_unit(share(r), i, bytes) : receive_unit(a, proto, r, i, flag, failure);
-      S lanes[kLanes];
-      memcpy(lanes, &data, sizeof data);
-#pragma unroll
-      for (int l = 0; l < kLanes; ++l) acc[l] = r == 0 ? E::load(lanes[l]) : __fadd_rn(acc[l], E::load(lanes[l]));
-    }
-    if (failure) break;
-    S out[kLanes];
-    narrow<E>(acc, out);
-    uint2 packed;
-    memcpy(&packed, out, sizeof packed);
-    write_unit(a.out, i, bytes, packed);
-  }
+  const auto own_unit = [&](std::size_t i) { return read_unit(share(a.rank), i, bytes); };
+  for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
+    if (!reduce_unit<E>(a, proto, i, flag, own_unit, a.out, bytes, failure)) break;
   if (failure) proto.report(failure);
   allow_next_kernel();
   proto.finish(1);
