@@ -12,10 +12,11 @@ CPU backend runs a small layer. Checks, per token count:
   - every rank has the same logits, bit for bit;
   - on a GPU, CUDA graph replays of the step's collectives (on stand-in
     inputs) give the bits of the same calls made eagerly;
-  - on a GPU, a replay of the whole step matches an eager step on the
-    capture stream to within the same bound, its difference printed: it need
-    not be zero, as cuBLAS may pick other GEMM algorithms under capture
-    (seen at TP=1 too, where the collectives only add and normalise).
+  - on a GPU, a replay of the whole step gives the bits of an eager step on
+    the capture stream. That needs PyTorch's deterministic algorithms, which
+    the script turns on: without them the attention's kernel at 32 and 128
+    tokens gave other bits from one eager call to the next (up to 5.7e-3 of
+    the largest logit on an H100, TP=1 included), with or without graphs.
 Every rank runs every check, so that collectives stay in step; all exit 1
 if a check failed on any rank.
 """
@@ -83,7 +84,6 @@ def graph_checks(layer, step, hidden, logits, dtype):
     capture stream, the step's graph, the graph of its collectives alone)."""
     graph, replayed, eager = capture_graph(step)
     graph.replay()
-    deviation = relative_deviation(replayed, eager)
     # Filled stand-ins: uninitialised memory may hold NaNs, which equal nothing.
     partial = torch.randn_like(hidden)
     logits_shard = torch.randn(logits.shape[0], logits.shape[1] // layer.tp, device=logits.device).to(dtype)
@@ -91,8 +91,7 @@ def graph_checks(layer, step, hidden, logits, dtype):
     comm_graph.replay()
     return [("CUDA graph replay of the collectives bit-identical to eager",
              all(torch.equal(r, e) for r, e in zip(comm_replayed, comm_eager))),
-            (f"CUDA graph replay of the step vs eager, max |diff| / max |logit| = {deviation:.2e} "
-             f"(bound {BOUNDS[dtype]:.0e})", deviation <= BOUNDS[dtype])], graph, comm_graph
+            ("CUDA graph replay of the step bit-identical to eager", torch.equal(replayed, eager))], graph, comm_graph
 
 
 def agree(checks, world):
@@ -133,6 +132,10 @@ def main():
     # A rank that the launcher stops (a peer failed) prints where it was.
     faulthandler.register(signal.SIGTERM, all_threads=False, chain=True)
     args = parse()
+    # Same inputs, same bits, eager or replayed (see the checks above).
+    # cuBLAS reads its workspace setting when its first handle is made.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
     rank, world, local_rank, init = launch()
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if on_gpu:
