@@ -111,7 +111,9 @@ int main(int argc, char** argv) {
   b->add_option("--baseline", baseline, "none or mpi (MPI_Allreduce/MPI_Allgather, same ranks)")
       ->check(CLI::IsMember({"none", "mpi"}));
   b->add_option("--json", bench.json_path, "write the rows as JSON");
-  b->add_flag("--all-algos", bench.all_algos, "also time every candidate algorithm, forced, beside the dispatched one");
+  b->add_flag("--all-algos", bench.all_algos,
+              "also time every candidate algorithm, forced, beside the dispatched one; the fused op's default "
+              "--tokens and --hidden are then tune's");
   std::string backend = "auto";
   b->add_option("--backend", backend, "auto (CUDA when a GPU is visible), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
@@ -127,10 +129,11 @@ int main(int argc, char** argv) {
   std::string tune_max_bytes = "16M";
   add_sweep_options(t, tune_max_bytes);  // the all_reduce sizes
   t->add_option("--dtype", dtypes, "dtypes (default: fp32 fp16 bf16)");
-  std::vector<std::size_t> tune_tokens{1, 2, 4, 8, 16, 32, 64, 128, 256};
-  std::size_t tune_hidden = 4096;
-  t->add_option("--tokens", tune_tokens, "token counts of the fused op, ascending");
-  t->add_option("--hidden", tune_hidden, "the fused op's one hidden size (the table's grid is per-rank bytes)")
+  std::vector<std::size_t> tune_tokens = tpcoll::bench::kTuneTokens, tune_hidden = tpcoll::bench::kTuneHidden;
+  t->add_option("--tokens", tune_tokens, "token counts of the fused op, ascending (default 1 8 32 128 512 2048)")
+      ->check(CLI::PositiveNumber);
+  t->add_option("--hidden", tune_hidden,
+                "hidden sizes of the fused op, ascending: one table row each (default 2880 4096 5120 7168 8192)")
       ->check(CLI::PositiveNumber);
   t->add_option("-o,--output", bench.tune_path, "table file (default: TPCOLL_TUNE_FILE, else "
                                                 "$XDG_CACHE_HOME/tpcoll/<key>.json)");
@@ -181,6 +184,8 @@ int main(int argc, char** argv) {
       }
       if (!dtypes.empty()) bench.dtypes = parse_dtypes(dtypes);
       if (!gather_dtypes.empty()) bench.gather_dtypes = parse_dtypes(gather_dtypes);
+      if (bench.all_algos && b->count("--tokens") == 0) bench.tokens = tpcoll::bench::kTuneTokens;
+      if (bench.all_algos && b->count("--hidden") == 0) bench.hidden = tpcoll::bench::kTuneHidden;
       bench.baseline = baseline == "mpi" ? tpcoll::bench::BaselineKind::kMpi : tpcoll::bench::BaselineKind::kNone;
       bench.backend = backend == "cpu"    ? tpcoll::bench::BackendKind::kCpu
                       : backend == "cuda" ? tpcoll::bench::BackendKind::kCuda
@@ -192,13 +197,15 @@ int main(int argc, char** argv) {
     }
     if (t->parsed()) {
       parse_sweep(tune_max_bytes);
-      if (!std::is_sorted(tune_tokens.begin(), tune_tokens.end()) ||
-          std::adjacent_find(tune_tokens.begin(), tune_tokens.end()) != tune_tokens.end())
-        throw CLI::ValidationError("--tokens", "must grow: the table's grid points must");
+      const auto grows = [](const std::vector<std::size_t>& v) {
+        return std::is_sorted(v.begin(), v.end()) && std::adjacent_find(v.begin(), v.end()) == v.end();
+      };
+      if (!grows(tune_tokens)) throw CLI::ValidationError("--tokens", "must grow: the table's grid points must");
+      if (!grows(tune_hidden)) throw CLI::ValidationError("--hidden", "must grow: one table row per hidden size");
       bench.ops = {Op::kAllReduce, Op::kFusedAllReduceRmsNorm};
       if (!dtypes.empty()) bench.dtypes = parse_dtypes(dtypes);
       bench.tokens = tune_tokens;
-      bench.hidden = {tune_hidden};
+      bench.hidden = tune_hidden;
       bench.backend = tune_backend == "cuda" ? tpcoll::bench::BackendKind::kCuda : tpcoll::bench::BackendKind::kCpu;
       bench.all_algos = true;
       bench.tune = true;

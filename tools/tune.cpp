@@ -24,6 +24,11 @@ std::string table_op(const std::string& bench_op) {
   return bench_op == "fused_allreduce_rmsnorm" ? "fused_allreduce_residual_rmsnorm" : bench_op;
 }
 
+// The table row a bench row belongs to: op x dtype, and the fused op's hidden.
+std::string table_key(const bench::Row& row) {
+  return row.tokens ? fmt::format("{} {} hidden {}", row.op, row.dtype, row.hidden) : row.op + " " + row.dtype;
+}
+
 }  // namespace
 
 void write_tune_table(const std::string& path, const TuneKey& key, const std::vector<bench::Row>& rows) {
@@ -34,11 +39,15 @@ void write_tune_table(const std::string& path, const TuneKey& key, const std::ve
       {"source", fmt::format("tpcoll tune, {}, commit {}", bench::describe_run().date, bench::describe_run().commit)},
       {"rows", nlohmann::json::array()}};
   nlohmann::json* current = nullptr;
+  std::string current_key;
   for (const bench::Row& r : rows) {
     if (r.candidates.size() < 2) continue;  // one candidate: nothing to choose
-    const std::string op = table_op(r.op);
-    if (!current || (*current)["op"] != op || (*current)["dtype"] != r.dtype) {
-      table["rows"].push_back({{"op", op}, {"dtype", r.dtype}, {"points", nlohmann::json::array()}});
+    if (table_key(r) != current_key) {
+      current_key = table_key(r);
+      nlohmann::json row = {{"op", table_op(r.op)}, {"dtype", r.dtype}};
+      if (r.tokens) row["hidden"] = r.hidden;  // a fused row: its points are token counts at this hidden
+      row["points"] = nlohmann::json::array();
+      table["rows"].push_back(std::move(row));
       current = &table["rows"].back();
     }
     nlohmann::json times = nlohmann::json::object();
@@ -54,26 +63,31 @@ void write_tune_table(const std::string& path, const TuneKey& key, const std::ve
 
 void print_wins(const std::vector<bench::Row>& rows) {
   std::string line, last_key, last_algo;
-  std::size_t from = 0, to = 0;
+  const bench::Row* from = nullptr;
+  const bench::Row* to = nullptr;
+  // A fused row's range in tokens, the others' in bytes.
   const auto close_run = [&] {
-    if (!last_algo.empty()) line += fmt::format(" {} {}-{} B;", last_algo, from, to);
+    if (last_algo.empty()) return;
+    if (from->tokens)
+      line += fmt::format(" {} {}-{} tokens;", last_algo, from->tokens, to->tokens);
+    else
+      line += fmt::format(" {} {}-{} B;", last_algo, from->bytes, to->bytes);
   };
   for (const bench::Row& r : rows) {
     if (r.candidates.size() < 2) continue;
-    const std::string key = r.op + " " + r.dtype;
-    if (key != last_key) {
+    if (table_key(r) != last_key) {
       close_run();
       if (!line.empty()) fmt::print("{}\n", line);
-      line = "# wins: " + key + ":";
-      last_key = key;
+      line = "# wins: " + table_key(r) + ":";
+      last_key = table_key(r);
       last_algo.clear();
     }
     if (winner(r) != last_algo) {
       close_run();
       last_algo = winner(r);
-      from = r.bytes;
+      from = &r;
     }
-    to = r.bytes;
+    to = &r;
   }
   close_run();
   if (!line.empty()) fmt::print("{}\n", line);

@@ -98,6 +98,8 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
   }
   if (!rows_fit) return finish(TPCOLL_ALGO_UNFUSED, row_reason);
 
+  // The fused ops' tables may have a row per measured hidden size.
+  const std::size_t hidden = is_fused(call.op) ? call.hidden() : kAnyHidden;
   for (const TuneTable* table : {ctx.table, ctx.defaults}) {
     if (table == nullptr) continue;
     // The table rules even where the fused two-shot leaves ranks without a
@@ -105,9 +107,9 @@ Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
     // faster than one-shot at 1 token and 4 ranks (bench/results/
     // cpu-2core-acceptance-x4.txt); a backend whose kernel cannot split the
     // rows so runs them unfused.
-    if (const auto choice = lookup(*table, call.op, call.dtype, ctx.world, call.bytes)) {
+    if (const auto choice = lookup(*table, call.op, call.dtype, ctx.world, call.bytes, hidden)) {
       return within_one_shot(choice->algo, [&] {
-        std::string reason = tpcoll::explain(*table, *choice, call.dtype, ctx.world, call.bytes);
+        std::string reason = tpcoll::explain(*table, *choice, call.dtype, ctx.world, call.bytes, hidden);
         if (ctx.forced) reason += fmt::format(" ({} does not apply to {})", algo_name(*ctx.forced), op_name(call.op));
         return reason;
       });

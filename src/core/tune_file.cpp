@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace tpcoll {
@@ -127,15 +129,29 @@ tpcoll_algo_t parse_point(const Json& point, tpcoll_op_t op, const std::string& 
   return algo;
 }
 
+// What a row is for: a table has one row per op x dtype (x hidden).
+struct RowKey {
+  std::string op, dtype;
+  std::uint64_t hidden;  // kAnyHidden: every hidden
+  bool operator<(const RowKey& o) const { return std::tie(op, dtype, hidden) < std::tie(o.op, o.dtype, o.hidden); }
+};
+
 // Each grid point becomes a table row (so plan() can name the points around
 // a size), and one more row gives the last point's winner every larger size.
-void parse_row(const Json& row, const std::string& where, int world, std::vector<TableRow>& out) {
+RowKey parse_row(const Json& row, const std::string& where, int world, std::vector<TableRow>& out) {
   if (!row.is_object()) reject("{} is {}, expected an object", where, row.type_name());
-  only_fields(row, where, {"op", "dtype", "points"});
+  only_fields(row, where, {"op", "dtype", "hidden", "points"});
   const tpcoll_op_t op = by_name(text_field(row, where, "op"), kOps, op_name, where + ".op", "op");
   const tpcoll_dtype_t dtype = by_name(text_field(row, where, "dtype"), kDtypes, dtype_name, where + ".dtype", "dtype");
   if (op != TPCOLL_OP_ALL_GATHER && !is_reducible(dtype))
     reject("{}: {} cannot reduce {}", where, op_name(op), dtype_name(dtype));
+  // The fused op's rows may be measured at one hidden size: their points are
+  // then whole rows of it (token counts), which a hand edit may break.
+  std::uint64_t hidden = kAnyHidden;
+  if (row.contains("hidden")) {
+    if (!is_fused(op)) reject("{}: \"hidden\" is for the fused ops' rows, not {}", where, op_name(op));
+    hidden = count_field(row, where, "hidden");
+  }
   const Json& points = typed(row, where, "points", Json::value_t::array, "an array");
   if (points.empty()) reject("{}.points is empty", where);
   std::uint64_t previous = 0;
@@ -144,10 +160,14 @@ void parse_row(const Json& row, const std::string& where, int world, std::vector
     const tpcoll_algo_t algo = parse_point(points[i], op, at);
     const std::uint64_t bytes = count_field(points[i], at, "bytes");
     if (bytes <= previous) reject("{}.bytes is {}, not above the previous point's {}: the grid must grow", at, bytes, previous);
+    // (The first test keeps hidden x the element size from overflowing.)
+    if (hidden != kAnyHidden && (bytes / dtype_size(dtype) < hidden || bytes % (hidden * dtype_size(dtype)) != 0))
+      reject("{}.bytes is {}, not whole rows of hidden {} {}", at, bytes, hidden, dtype_name(dtype));
     previous = bytes;
-    out.push_back(TableRow{op, dtype, world, world, static_cast<std::size_t>(bytes), algo});
+    out.push_back(TableRow{op, dtype, world, world, static_cast<std::size_t>(bytes), algo, hidden});
   }
-  out.push_back(TableRow{op, dtype, world, world, kAnyBytes, out.back().algo});
+  out.push_back(TableRow{op, dtype, world, world, kAnyBytes, out.back().algo, hidden});
+  return RowKey{op_name(op), dtype_name(dtype), hidden};
 }
 
 }  // namespace
@@ -171,12 +191,20 @@ LoadedTable parse_tune_table(std::string_view text) {
 
   const Json& rows = typed(doc, "table", "rows", Json::value_t::array, "an array");
   if (rows.empty()) reject("rows is empty");
-  std::set<std::pair<std::string, std::string>> seen;
+  std::set<RowKey> seen;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const std::string where = fmt::format("rows[{}]", i);
-    parse_row(rows[i], where, table.key.world, table.rows);
-    if (!seen.emplace(rows[i]["op"].get<std::string>(), rows[i]["dtype"].get<std::string>()).second)
-      reject("{}: a second row for {} {}", where, rows[i]["op"].get<std::string>(), rows[i]["dtype"].get<std::string>());
+    const RowKey row = parse_row(rows[i], where, table.key.world, table.rows);
+    if (!seen.insert(row).second)
+      reject("{}: a second row for {} {}{}", where, row.op, row.dtype,
+             row.hidden == kAnyHidden ? std::string() : fmt::format(" at hidden {}", row.hidden));
+    // A row for every hidden beside rows for given ones would never serve
+    // (lookup takes a measured hidden wherever there is one): a hand edit.
+    const auto first = seen.lower_bound(RowKey{row.op, row.dtype, kAnyHidden});  // kAnyHidden sorts first
+    const auto second = std::next(first);
+    if (first->hidden == kAnyHidden && second != seen.end() && second->op == row.op && second->dtype == row.dtype)
+      reject("{}: {} {} has a row for every hidden beside rows for given hidden sizes; the first would never serve",
+             where, row.op, row.dtype);
   }
   return table;
 }

@@ -8,10 +8,19 @@
 //    "key": {"backend": "cpu-shm", "device": "...", "world": 2, "topology": "2 cores", "version": "..."},
 //    "source": "where the figures come from",
 //    "rows": [{"op": "all_reduce", "dtype": "float32",
-//              "points": [{"bytes": 1024, "algo": "oneshot", "us": {"oneshot": 2.1, "twoshot": 3.4}}, ...]}]}
+//              "points": [{"bytes": 1024, "algo": "oneshot", "us": {"oneshot": 2.1, "twoshot": 3.4}}, ...]},
+//             {"op": "fused_allreduce_residual_rmsnorm", "dtype": "bfloat16", "hidden": 8192,
+//              "points": [{"bytes": 16384, "algo": "unfused", "us": {...}}, ...]}, ...]}
 //
 // A size takes the winner of the first grid point at or above it; sizes past
-// the last point take the last point's winner.
+// the last point take the last point's winner. A fused op's row may carry
+// "hidden": its points are then whole rows of that hidden (token counts), and
+// a call takes the rows of the first measured hidden at or above its own,
+// else of the largest (tune_table.cpp says why). A row without "hidden"
+// serves every hidden, as in the tables written before hidden rows existed
+// (the format is still tpcoll-tune/1: the field is optional, and a reader
+// older than it refuses it by name). One row per op x dtype x hidden, and an
+// op x dtype has either one row for every hidden or rows for given ones.
 #pragma once
 
 #include "core/tune_table.hpp"

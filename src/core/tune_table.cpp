@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <limits>
 
@@ -46,31 +47,58 @@ const TuneTable& builtin_cuda_table() {
   return table;
 }
 
-std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world,
-                                  std::size_t bytes) {
+namespace {
+
+bool serves(const TableRow& row, tpcoll_op_t op, tpcoll_dtype_t dtype, int world) {
+  return row.op == op && (row.dtype == kAnyDtype || row.dtype == dtype) && world >= row.min_world &&
+         world <= row.max_world;
+}
+
+// The measured hidden whose rows serve a fused call of `hidden`: the first at
+// or above it, else the largest; kAnyHidden where no row has one. Upward,
+// because the fused kernels' limits are longest rows (the CUDA one-shot takes
+// rows of up to 4096 elements, every fused kernel rows of up to half the
+// staging buffer): the winner at a larger hidden runs at this one too, while
+// a smaller hidden's winner may not run here at all, and plan() would then
+// run an algorithm that was never timed against the others. It is also the
+// sizes' own rule (the first grid point at or above). Above the largest
+// measured hidden nothing better is known than the largest.
+std::size_t row_hidden(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world, std::size_t hidden) {
+  std::size_t above = kAnyHidden, largest = kAnyHidden;
   for (const TableRow& row : table.rows) {
-    if (row.op != op || (row.dtype != kAnyDtype && row.dtype != dtype) || world < row.min_world ||
-        world > row.max_world || bytes > row.max_bytes)
+    if (row.hidden == kAnyHidden || !serves(row, op, dtype, world)) continue;
+    largest = std::max(largest, row.hidden);
+    if (row.hidden >= hidden && (above == kAnyHidden || row.hidden < above)) above = row.hidden;
+  }
+  return above != kAnyHidden ? above : largest;
+}
+
+// The bound of the row before `row` that serves the same op, dtype, world
+// and hidden: with `row`'s own bound, the grid points a size lies between.
+std::optional<std::size_t> lower_bound_of(const TuneTable& table, const TableRow& row, tpcoll_dtype_t dtype, int world) {
+  std::optional<std::size_t> lower;
+  for (const TableRow& r : table.rows) {
+    if (&r == &row) break;
+    if (serves(r, row.op, dtype, world) && r.hidden == row.hidden) lower = r.max_bytes;
+  }
+  return lower;
+}
+
+}  // namespace
+
+std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world,
+                                  std::size_t bytes, std::size_t hidden) {
+  const std::size_t wanted = hidden == kAnyHidden ? kAnyHidden : row_hidden(table, op, dtype, world, hidden);
+  for (const TableRow& row : table.rows) {
+    if (!serves(row, op, dtype, world) || bytes > row.max_bytes || (row.hidden != kAnyHidden && row.hidden != wanted))
       continue;
     return TableChoice{row.algo, &row};
   }
   return std::nullopt;
 }
 
-// The bound of the row before `row` that serves the same op, dtype and world:
-// with `row`'s own bound, the grid points a size lies between.
-std::optional<std::size_t> lower_bound_of(const TuneTable& table, const TableRow& row, tpcoll_dtype_t dtype, int world) {
-  std::optional<std::size_t> lower;
-  for (const TableRow& r : table.rows) {
-    if (&r == &row) break;
-    if (r.op == row.op && (r.dtype == kAnyDtype || r.dtype == dtype) && world >= r.min_world && world <= r.max_world)
-      lower = r.max_bytes;
-  }
-  return lower;
-}
-
 std::string explain(const TuneTable& table, const TableChoice& choice, tpcoll_dtype_t dtype, int world,
-                    std::size_t bytes) {
+                    std::size_t bytes, std::size_t hidden) {
   const std::size_t max = choice.row->max_bytes;
   const std::optional<std::size_t> min = lower_bound_of(table, *choice.row, dtype, world);
   std::string where;
@@ -82,9 +110,18 @@ std::string explain(const TuneTable& table, const TableChoice& choice, tpcoll_dt
     where = fmt::format("lies at or below the first grid point, {} B", max);
   else
     where = "takes the one row for any size";
+  std::string measured_at;  // the fused op's hidden row, where the table has them
+  if (const std::size_t h = choice.row->hidden; h != kAnyHidden) {
+    if (h == hidden)
+      measured_at = fmt::format("hidden {} row, ", h);
+    else if (h > hidden)
+      measured_at = fmt::format("hidden {} row (the next measured above {}), ", h, hidden);
+    else
+      measured_at = fmt::format("hidden {} row (the largest measured, below {}), ", h, hidden);
+  }
   const char* which = choice.row->dtype == kAnyDtype ? "any dtype" : dtype_name(dtype);
-  return fmt::format("{}: table {}, {} B of {} per rank at world {} {} ({} row)", algo_name(choice.algo), table.name,
-                     bytes, dtype_name(dtype), world, where, which);
+  return fmt::format("{}: table {}, {}{} B of {} per rank at world {} {} ({} row)", algo_name(choice.algo), table.name,
+                     measured_at, bytes, dtype_name(dtype), world, where, which);
 }
 
 }  // namespace tpcoll

@@ -1,6 +1,7 @@
 // The algorithm table: data, not code. A row says which algorithm wins for an
-// op and world-size range up to a per-rank message size. Tables are written by
-// measurement (bench/results/); the built-in one ships with the library.
+// op and world-size range up to a per-rank message size (for the fused op,
+// optionally at one measured hidden size). Tables are written by measurement
+// (bench/results/); the built-in one ships with the library.
 #pragma once
 
 #include <tpcoll/tpcoll.h>
@@ -13,6 +14,7 @@
 namespace tpcoll {
 
 inline constexpr int kAnyDtype = -1;
+inline constexpr std::size_t kAnyHidden = 0;
 
 struct TableRow {
   tpcoll_op_t op;
@@ -21,6 +23,9 @@ struct TableRow {
   int max_world;
   std::size_t max_bytes;  // per-rank input bytes, inclusive
   tpcoll_algo_t algo;
+  // The fused op: the hidden size the row was measured at (its sizes are then
+  // token counts at that hidden), or kAnyHidden: a row for every hidden.
+  std::size_t hidden = kAnyHidden;
 };
 
 struct TuneTable {
@@ -38,11 +43,15 @@ struct TableChoice {
 const TuneTable& builtin_cpu_table();
 const TuneTable& builtin_cuda_table();
 
-// The first row matching op, dtype and world whose max_bytes >= bytes.
+// The first row matching op, dtype and world whose max_bytes >= bytes. Where
+// such rows were measured at given hidden sizes, a fused call of `hidden`
+// takes those of the first measured hidden at or above it, else of the
+// largest (see row_hidden in tune_table.cpp for why); ops without a hidden
+// pass kAnyHidden.
 std::optional<TableChoice> lookup(const TuneTable& table, tpcoll_op_t op, tpcoll_dtype_t dtype, int world,
-                                  std::size_t bytes);
+                                  std::size_t bytes, std::size_t hidden = kAnyHidden);
 // Why `choice` was made, in words (off the hot path: it formats).
 std::string explain(const TuneTable& table, const TableChoice& choice, tpcoll_dtype_t dtype, int world,
-                    std::size_t bytes);
+                    std::size_t bytes, std::size_t hidden = kAnyHidden);
 
 }  // namespace tpcoll

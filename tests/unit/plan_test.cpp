@@ -331,6 +331,38 @@ TEST(TuneTable, LookupTakesTheFirstMatchingRow) {
   EXPECT_EQ(tpcoll::make_plan(reduce_call(1000), ctx, false).algo, TPCOLL_ALGO_ONESHOT);  // no row: default
 }
 
+TEST(TuneTable, AFusedCallTakesTheRowOfItsHiddenAndPlanNamesIt) {
+  // World 2: float32 measured at hidden 4096 (one-shot up to 32 KiB, then
+  // two-shot) and 8192 (unfused); world 3 and up: one row for every hidden.
+  constexpr std::array rows{
+      tpcoll::TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, TPCOLL_FLOAT32, 1, 2, 32768, TPCOLL_ALGO_ONESHOT, 4096},
+      tpcoll::TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, TPCOLL_FLOAT32, 1, 2, kAnyBytes, TPCOLL_ALGO_TWOSHOT, 4096},
+      tpcoll::TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, TPCOLL_FLOAT32, 1, 2, kAnyBytes, TPCOLL_ALGO_UNFUSED, 8192},
+      tpcoll::TableRow{TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, tpcoll::kAnyDtype, 1, 64, kAnyBytes, TPCOLL_ALGO_ONESHOT},
+  };
+  const tpcoll::TuneTable table{"grid-table", "tests", rows};
+  auto ctx = context(2);
+  ctx.table = &table;
+  const auto plan = [&](std::int64_t tokens, std::int64_t hidden, tpcoll_dtype_t dtype = TPCOLL_FLOAT32) {
+    return tpcoll::make_plan(fused_call(tokens, hidden, dtype), ctx, true);
+  };
+  EXPECT_EQ(plan(2, 4096).algo, TPCOLL_ALGO_ONESHOT);  // 32 KiB
+  EXPECT_EQ(plan(3, 4096).algo, TPCOLL_ALGO_TWOSHOT);
+  EXPECT_EQ(plan(2, 2880).algo, TPCOLL_ALGO_ONESHOT);  // the 4096 row
+  EXPECT_EQ(plan(2, 7168).algo, TPCOLL_ALGO_UNFUSED);  // the 8192 row
+  EXPECT_EQ(plan(2, 16384).algo, TPCOLL_ALGO_UNFUSED);  // above all: the largest
+  EXPECT_TRUE(tpcoll::test::message_has(plan(2, 7168).reason,
+                                        {"unfused: table grid-table, hidden 8192 row (the next measured above 7168)",
+                                         "57344 B of float32 per rank at world 2"}));
+  EXPECT_TRUE(tpcoll::test::message_has(plan(3, 4096).reason,
+                                        {"hidden 4096 row, 49152 B", "lies above the 32768 B grid point"}));
+  // Rows for every hidden serve where no hidden was measured.
+  EXPECT_EQ(plan(2, 7168, TPCOLL_BFLOAT16).algo, TPCOLL_ALGO_ONESHOT);
+  ctx.world = 4;
+  EXPECT_EQ(plan(4, 7168).algo, TPCOLL_ALGO_ONESHOT);
+  EXPECT_FALSE(tpcoll::test::message_has(plan(4, 7168).reason, {"hidden"})) << plan(4, 7168).reason;
+}
+
 TEST(TuneTable, BuiltinTableCoversEveryOpDtypeAndWorld) {
   // The figures are measurements and may change; these properties may not.
   const tpcoll::TuneTable& t = tpcoll::builtin_cpu_table();
@@ -342,7 +374,9 @@ TEST(TuneTable, BuiltinTableCoversEveryOpDtypeAndWorld) {
       if (op != TPCOLL_OP_ALL_GATHER && d > TPCOLL_BFLOAT16) continue;  // not reducible
       for (int world = 1; world <= TPCOLL_MAX_RANKS; ++world) {
         for (const std::size_t bytes : {std::size_t{1}, std::size_t{32768}, std::size_t{32769}, std::size_t{1} << 40}) {
-          const auto choice = tpcoll::lookup(t, op, dtype, world, bytes);
+          // The fused op's rows may be per measured hidden: a call has one.
+          const std::size_t hidden = op == TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM ? 4096 : tpcoll::kAnyHidden;
+          const auto choice = tpcoll::lookup(t, op, dtype, world, bytes, hidden);
           ASSERT_TRUE(choice) << tpcoll::op_name(op) << " " << tpcoll_dtype_name(dtype) << " world " << world;
           // The table only names algorithms that apply to the op.
           if (op == TPCOLL_OP_ALL_GATHER) { EXPECT_TRUE(choice->algo == TPCOLL_ALGO_ONESHOT || choice->algo == TPCOLL_ALGO_FALLBACK); }

@@ -29,12 +29,30 @@ const std::string kTable = R"({
   ]
 })";
 
-// kTable with `from` replaced by `to` (which must be there: a test that edits
-// nothing would pass for the wrong reason).
-std::string edited(const std::string& from, const std::string& to) {
-  const std::size_t at = kTable.find(from);
+// The fused op measured at two hidden sizes (2 tokens a point: 4096 x 4 B x 2
+// = 32 KiB, 8192 x 4 B x 2 = 64 KiB): one-shot then two-shot at 4096,
+// unfused at 8192; float16 has one row for every hidden.
+const std::string kHiddenTable = R"({
+  "format": "tpcoll-tune/1",
+  "key": {"backend": "cpu-shm", "device": "Test CPU 9000", "world": 2, "topology": "2 cores", "version": "tpcoll 0.1"},
+  "source": "tune_file_test.cpp",
+  "rows": [
+    {"op": "fused_allreduce_residual_rmsnorm", "dtype": "float32", "hidden": 4096, "points": [
+      {"bytes": 32768, "algo": "oneshot", "us": {"oneshot": 5.0, "twoshot": 6.0, "unfused": 7.0}},
+      {"bytes": 131072, "algo": "twoshot", "us": {"oneshot": 9.0, "twoshot": 8.0, "unfused": 10.0}}]},
+    {"op": "fused_allreduce_residual_rmsnorm", "dtype": "float32", "hidden": 8192, "points": [
+      {"bytes": 65536, "algo": "unfused", "us": {"twoshot": 9.0, "unfused": 7.0}}]},
+    {"op": "fused_allreduce_residual_rmsnorm", "dtype": "float16", "points": [
+      {"bytes": 4096, "algo": "twoshot", "us": {"oneshot": 9.0, "twoshot": 8.0}}]}
+  ]
+})";
+
+// `table` with `from` replaced by `to` (which must be there: a test that
+// edits nothing would pass for the wrong reason).
+std::string edited(const std::string& from, const std::string& to, const std::string& table = kTable) {
+  const std::size_t at = table.find(from);
   EXPECT_NE(at, std::string::npos) << "the test table lacks " << from;
-  std::string text = kTable;
+  std::string text = table;
   return at == std::string::npos ? text : text.replace(at, from.size(), to);
 }
 
@@ -121,6 +139,70 @@ TEST(TuneFile, ASecondRowForOneOpAndDtypeIsRefused) {
   EXPECT_TRUE(refused(edited(R"("op": "fused_allreduce_residual_rmsnorm", "dtype": "bfloat16")",
                              R"("op": "all_reduce", "dtype": "float32")"),
                       {"rows[1]", "a second row for all_reduce float32"}));
+}
+
+TEST(TuneFile, HiddenRowsServeTheFirstMeasuredHiddenAtOrAboveTheCalls) {
+  const tpcoll::LoadedTable loaded = tpcoll::parse_tune_table(kHiddenTable);
+  const tpcoll::TuneTable table = loaded.view();
+  const auto at = [&](std::size_t bytes, std::size_t hidden, tpcoll_dtype_t dtype = TPCOLL_FLOAT32) {
+    return tpcoll::lookup(table, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM, dtype, 2, bytes, hidden);
+  };
+  // Exactly measured: the row of that hidden, by bytes.
+  EXPECT_EQ(at(32768, 4096)->algo, TPCOLL_ALGO_ONESHOT);
+  EXPECT_EQ(at(32769, 4096)->algo, TPCOLL_ALGO_TWOSHOT);
+  EXPECT_EQ(at(std::size_t{1} << 30, 4096)->algo, TPCOLL_ALGO_TWOSHOT);
+  EXPECT_EQ(at(16384, 8192)->algo, TPCOLL_ALGO_UNFUSED);
+  // Between or below: the next measured hidden above; above all: the largest.
+  EXPECT_EQ(at(16384, 2880)->row->hidden, 4096u);
+  EXPECT_EQ(at(16384, 4097)->row->hidden, 8192u);
+  EXPECT_EQ(at(16384, 5120)->algo, TPCOLL_ALGO_UNFUSED);
+  EXPECT_EQ(at(16384, 16384)->row->hidden, 8192u);
+  // A row without hidden serves every hidden, as before hidden rows.
+  EXPECT_EQ(at(16384, 5120, TPCOLL_FLOAT16)->algo, TPCOLL_ALGO_TWOSHOT);
+  EXPECT_EQ(at(16384, 5120, TPCOLL_FLOAT16)->row->hidden, tpcoll::kAnyHidden);
+
+  const auto explained = [&](std::size_t bytes, std::size_t hidden) {
+    return tpcoll::explain(table, *at(bytes, hidden), TPCOLL_FLOAT32, 2, bytes, hidden);
+  };
+  EXPECT_EQ(explained(65536, 4096),
+            "twoshot: table cpu-shm-Test CPU 9000-x2, hidden 4096 row, 65536 B of float32 per rank at world 2 lies "
+            "between the 32768 B and 131072 B grid points (float32 row)");
+  EXPECT_TRUE(tpcoll::test::message_has(explained(40960, 5120), {"unfused: table", "hidden 8192 row (the next measured above 5120)",
+                                                                 "40960 B of float32", "at or below the first grid point, 65536 B"}));
+  EXPECT_TRUE(tpcoll::test::message_has(explained(40960, 10240), {"hidden 8192 row (the largest measured, below 10240)"}));
+}
+
+TEST(TuneFile, AHiddenThatIsNotAPositiveIntegerIsRefused) {
+  for (const char* bad : {R"("hidden": 0,)", R"("hidden": -4096,)", R"("hidden": 4096.5,)", R"("hidden": "4096",)"})
+    EXPECT_TRUE(refused(edited(R"("hidden": 4096,)", bad, kHiddenTable), {"rows[0].hidden", "positive integer"})) << bad;
+}
+
+TEST(TuneFile, AHiddenOnAnOpWithoutOneIsRefused) {
+  EXPECT_TRUE(refused(edited(R"("op": "all_reduce", "dtype": "float32",)",
+                             R"("op": "all_reduce", "dtype": "float32", "hidden": 4096,)"),
+                      {"rows[0]", "\"hidden\" is for the fused ops' rows, not all_reduce"}));
+}
+
+TEST(TuneFile, PointsThatAreNotWholeRowsOfTheHiddenAreRefused) {
+  // 8192 float32 elements a row are 32768 B: 65536 is 2 rows, 49152 is 1.5.
+  EXPECT_TRUE(refused(edited(R"("bytes": 65536, "algo": "unfused")", R"("bytes": 49152, "algo": "unfused")",
+                             kHiddenTable),
+                      {"rows[1].points[0].bytes is 49152", "not whole rows of hidden 8192 float32"}));
+  // Less than one row, including a hidden so large that a row's bytes overflow.
+  EXPECT_TRUE(refused(edited(R"("hidden": 8192,)", R"("hidden": 4611686018427387904,)", kHiddenTable),
+                      {"rows[1].points[0].bytes is 65536", "not whole rows"}));
+}
+
+TEST(TuneFile, ASecondRowForOneOpDtypeAndHiddenIsRefused) {
+  EXPECT_TRUE(refused(edited(R"("hidden": 8192,)", R"("hidden": 4096,)", kHiddenTable),
+                      {"rows[1]", "a second row for fused_allreduce_residual_rmsnorm float32 at hidden 4096"}));
+}
+
+TEST(TuneFile, ARowForEveryHiddenBesideRowsForGivenOnesIsRefused) {
+  // It would never serve: lookup takes a measured hidden wherever there is one.
+  EXPECT_TRUE(refused(edited(R"("dtype": "float16", "points")", R"("dtype": "float32", "points")", kHiddenTable),
+                      {"rows[2]", "fused_allreduce_residual_rmsnorm float32 has a row for every hidden beside rows "
+                                  "for given hidden sizes"}));
 }
 
 TEST(TuneFile, AKeyOfAnotherMachineIsRefusedNamingTheField) {

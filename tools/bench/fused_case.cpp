@@ -41,7 +41,7 @@ Row Harness::fused(DType dtype, std::size_t tokens, std::size_t hidden) {
   const std::int64_t shape[2] = {static_cast<std::int64_t>(tokens), static_cast<std::int64_t>(hidden)};
   row.algo = comm_.plan(Op::kFusedAllReduceRmsNorm, dtype, shape).algorithm;
   measure(
-      row, {Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused},
+      row, runnable({Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, Op::kFusedAllReduceRmsNorm, dtype, shape),
       [&] {
         comm_.fused_allreduce_residual_rmsnorm(x.data(), residual.data(), weight.data(), out.data(), res.data(), tokens,
                                                hidden, dtype, kFusedEps);

@@ -50,7 +50,8 @@ Row Harness::fused_fp8(DType dtype, std::size_t tokens, std::size_t hidden, Fp8S
 
   const std::int64_t shape[2] = {static_cast<std::int64_t>(tokens), static_cast<std::int64_t>(hidden)};
   row.algo = comm_.plan(Op::kFusedAllReduceRmsNormFp8, dtype, shape).algorithm;
-  measure(row, {Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, [&] { run(nullptr); }, [] {});
+  measure(row, runnable({Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, Op::kFusedAllReduceRmsNormFp8, dtype, shape),
+          [&] { run(nullptr); }, [] {});
   row.baseline = "fused (no fp8), same run";
   row.baseline_time_us = time_us([&] {
     comm_.fused_allreduce_residual_rmsnorm(x.data(), residual.data(), weight.data(), out.data(), res.data(), tokens,

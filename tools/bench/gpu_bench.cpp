@@ -55,6 +55,23 @@ std::string process_placement(int world) {
                      mps);
 }
 
+// The largest per-rank input of the run: -e bounds the size sweeps, the
+// fused ops' inputs are --tokens x --hidden (the fused reduce-scatter's
+// tokens rounded up to whole shares), so that a tune of the fused grid is
+// not cut short by the all-reduce's largest size.
+std::size_t largest_input(const Options& o, int world) {
+  std::size_t bytes = o.max_bytes;
+  const bool fused = std::any_of(o.ops.begin(), o.ops.end(), [](Op op) {
+    return op == Op::kFusedAllReduceRmsNorm || op == Op::kFusedAllReduceRmsNormFp8 ||
+           op == Op::kFusedReduceScatterRmsNorm;
+  });
+  if (fused)
+    for (DType d : o.dtypes)
+      for (std::size_t h : o.hidden)
+        for (std::size_t t : o.tokens) bytes = std::max(bytes, whole_shares_up(t, world) * h * dtype_size(d));
+  return bytes;
+}
+
 }  // namespace
 
 int run_gpu(const Options& o) {
@@ -97,8 +114,9 @@ int run_gpu(const Options& o) {
     tpcoll::check(tpcoll_comm_create_local(world, devices.data(), comms.data()));
     for (tpcoll_comm_t c : comms) tpcoll_comm_destroy(c);
   });
-  const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, o.max_bytes)
-                                               : std::make_unique<GpuJob>(world, config.device, o.max_bytes);
+  const std::size_t buffer_bytes = largest_input(o, world);
+  const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, buffer_bytes)
+                                               : std::make_unique<GpuJob>(world, config.device, buffer_bytes);
   std::vector<Row> rows;
   const auto add = [&](Row row) {
     if (printer) print_row(row);
@@ -130,14 +148,12 @@ int run_gpu(const Options& o) {
     if (op == Op::kFusedAllReduceRmsNorm)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
-          for (std::size_t t : o.tokens)
-            if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused(*job, d, t, h, copy_bw, replays, o.all_algos));
+          for (std::size_t t : o.tokens) add(run_fused(*job, d, t, h, copy_bw, replays, o.all_algos));
     if (op == Op::kFusedAllReduceRmsNormFp8)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens)
-            for (Fp8Scaling s : kFp8Scalings)
-              if (t * h * dtype_size(d) <= o.max_bytes) add(run_fused_fp8(*job, d, t, h, s, replays));
+            for (Fp8Scaling s : kFp8Scalings) add(run_fused_fp8(*job, d, t, h, s, replays));
     if (op == Op::kReduceScatter)
       for (DType d : o.dtypes)
         for (std::size_t b : sweep_sizes(o))
@@ -146,9 +162,7 @@ int run_gpu(const Options& o) {
     if (op == Op::kFusedReduceScatterRmsNorm)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
-          for (std::size_t t : o.tokens)
-            if (const std::size_t tokens = whole_shares_up(t, world); tokens * h * dtype_size(d) <= o.max_bytes)
-              add(run_fused_reduce_scatter(*job, d, tokens, h, replays));
+          for (std::size_t t : o.tokens) add(run_fused_reduce_scatter(*job, d, whole_shares_up(t, world), h, replays));
   }
   const int rc = summarize(info, rows, printer ? o.json_path : std::string(), printer);
   if (o.tune && printer && rc == 0) {

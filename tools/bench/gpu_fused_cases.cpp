@@ -83,7 +83,11 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
     for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
   };
   row.time_us = job.time_graph(body, calls, replays);
-  if (candidates) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, body, calls, replays);
+  if (candidates)
+    time_candidates(job, row,
+                    job.runnable({Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
+                                 dtype, {shape[0], shape[1]}),
+                    body, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   if (world == 1) {

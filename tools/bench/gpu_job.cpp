@@ -77,7 +77,7 @@ Row start_row(const char* op, DType dtype, std::size_t count, int world) {
   return row;
 }
 
-void time_candidates(GpuJob& job, Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& body,
+void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& body,
                      int calls, int replays) {
   for (Algo algo : candidates) {
     job.force(algo);

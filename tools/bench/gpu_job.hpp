@@ -96,6 +96,24 @@ class GpuJob {
       tpcoll::check(tpcoll_comm_force_algo(g.comm, algo ? static_cast<int>(*algo) : TPCOLL_ALGO_AUTO));
   }
 
+  // Of `candidates`, those that run as themselves for this call: a forced
+  // algorithm that plan() turns into another (the fused one-shot past its
+  // longest row goes unfused) is not a candidate here, and its time would be
+  // the other's.
+  std::vector<Algo> runnable(std::initializer_list<Algo> candidates, tpcoll_op_t op, DType dtype,
+                             const std::vector<std::int64_t>& shape) {
+    std::vector<Algo> out;
+    for (Algo algo : candidates) {
+      force(algo);
+      tpcoll_plan_info_t plan{};
+      tpcoll::check(tpcoll_plan(ranks_.front().comm, op, static_cast<tpcoll_dtype_t>(dtype),
+                                static_cast<int>(shape.size()), shape.data(), 0, &plan));
+      if (plan.algo == static_cast<tpcoll_algo_t>(algo)) out.push_back(algo);
+    }
+    force(std::nullopt);
+    return out;
+  }
+
   // One all-reduce on every rank driven here, each on its own stream.
   void all_reduce(std::size_t count, DType dtype) {
     for (GpuRank& g : ranks_)
@@ -225,7 +243,7 @@ inline int calls_per_replay(std::size_t bytes) { return bytes <= (1u << 20) ? 20
 
 // --all-algos: the row's candidates, each forced and timed like the
 // dispatched call (`calls` ops of `body` per replay).
-void time_candidates(GpuJob& job, Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& body,
+void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& body,
                      int calls, int replays);
 
 }  // namespace tpcoll::bench::gpu

@@ -48,7 +48,18 @@ double Harness::time_us(const std::function<void()>& op) {
   return times[times.size() / 2];
 }
 
-void Harness::measure(Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& op,
+std::vector<Algo> Harness::runnable(std::initializer_list<Algo> candidates, Op op, DType dtype,
+                                    std::span<const std::int64_t> shape) {
+  std::vector<Algo> out;
+  for (Algo algo : candidates) {
+    comm_.force_algo(algo);
+    if (comm_.plan(op, dtype, shape).algo == algo) out.push_back(algo);
+  }
+  comm_.force_algo(std::nullopt);
+  return out;
+}
+
+void Harness::measure(Row& row, const std::vector<Algo>& candidates, const std::function<void()>& op,
                       const std::function<void()>& baseline_op) {
   row.time_us = time_us(op);
   if (options_.all_algos) {

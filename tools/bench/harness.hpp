@@ -12,6 +12,7 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -76,9 +77,15 @@ class Harness {
   bool agree(bool local_ok, const void* result, std::size_t bytes);
   // Collective: median over iterations of the slowest rank's time, in us.
   double time_us(const std::function<void()>& op);
+  // Of `candidates`, those that run as themselves for this call: a forced
+  // algorithm that plan() turns into another (a fused row longer than half
+  // the staging buffer goes unfused) is not a candidate here, and its time
+  // would be the other's.
+  std::vector<Algo> runnable(std::initializer_list<Algo> candidates, Op op, DType dtype,
+                             std::span<const std::int64_t> shape);
   // Times `op` as tpcoll (as dispatched, then, with --all-algos, forced to
   // each of `candidates`), and `baseline_op` if a baseline runs.
-  void measure(Row& row, std::initializer_list<Algo> candidates, const std::function<void()>& op,
+  void measure(Row& row, const std::vector<Algo>& candidates, const std::function<void()>& op,
                const std::function<void()>& baseline_op);
 
   Communicator& comm_;

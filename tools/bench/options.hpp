@@ -12,6 +12,12 @@ namespace tpcoll::bench {
 enum class BaselineKind { kNone, kMpi };
 enum class BackendKind { kAuto, kCpu, kCuda };  // auto: CUDA when a GPU is visible
 
+// `tpcoll tune`'s grid of the fused op (decode to prefill batches x the
+// hidden sizes of common models), and `bench --all-algos`'s default: the
+// acceptance check of a tuned table runs where the table was measured.
+inline const std::vector<std::size_t> kTuneTokens{1, 8, 32, 128, 512, 2048};
+inline const std::vector<std::size_t> kTuneHidden{2880, 4096, 5120, 7168, 8192};
+
 struct Options {
   std::size_t min_bytes = 1024;              // -b
   std::size_t max_bytes = 64 * 1024 * 1024;  // -e
