@@ -89,6 +89,7 @@ NcclBackend::NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_b
       device_);
 }
 
+// The members' destructors (NCCL's destroy, then cudaFree) run on this device.
 NcclBackend::~NcclBackend() { cudaSetDevice(device_); }
 
 void NcclBackend::raise_async_error() const { comm_.raise_async_error(); }
