@@ -173,7 +173,8 @@ TPCOLL_API tpcoll_result_t tpcoll_comm_create_local(int world, const int* device
 TPCOLL_API tpcoll_result_t tpcoll_comm_destroy(tpcoll_comm_t comm);
 /*
  * An error that enqueued GPU work reported after its call returned (a peer
- * timed out or ran a different call), like ncclCommGetAsyncError: *result is
+ * timed out or ran a different call; NCCL's own errors on the NCCL path),
+ * like ncclCommGetAsyncError: *result is
  * TPCOLL_SUCCESS if none, else the error, whose message tpcoll_last_error()
  * then holds. Such an error also fails every later call on the communicator.
  */
@@ -188,8 +189,11 @@ TPCOLL_API tpcoll_result_t tpcoll_comm_get_async_error(tpcoll_comm_t comm, tpcol
  * fails; only tpcoll_comm_destroy remains, once the in-flight call returned.
  * On a CUDA communicator every rank's tpcoll kernel that waits for a peer,
  * now or later, stops within microseconds and reports TPCOLL_ABORTED through
- * tpcoll_comm_get_async_error; an op on the NCCL path stops at NCCL's own
- * timeout.
+ * tpcoll_comm_get_async_error. On the NCCL path this rank's NCCL
+ * communicator is aborted (ncclCommAbort): its NCCL work stops, an op waiting
+ * for NCCL fails with TPCOLL_ABORTED, and tpcoll_comm_get_async_error reports
+ * TPCOLL_ABORTED (work enqueued before may not have run); the peers' NCCL
+ * work waits until they abort too, as NCCL cannot reach it from here.
  */
 TPCOLL_API tpcoll_result_t tpcoll_comm_abort(tpcoll_comm_t comm);
 TPCOLL_API tpcoll_result_t tpcoll_comm_rank(tpcoll_comm_t comm, int* rank);

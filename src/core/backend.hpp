@@ -33,9 +33,10 @@ class Backend {
   // Throws an error that enqueued (asynchronous) work reported; synchronous
   // backends report at the call and have none.
   virtual void raise_async_error() const {}
-  // Called from any thread: makes every rank's waiting and later run() fail
-  // with TPCOLL_ABORTED (the CUDA kernels: asynchronously). A backend that
-  // cannot reach its peers' waits (NCCL) leaves them to their timeout.
+  // Called from any thread, maybe more than once: makes every rank's
+  // waiting and later run() fail with TPCOLL_ABORTED (the CUDA kernels:
+  // asynchronously). A backend that cannot reach its peers' waits (NCCL)
+  // stops this rank's alone; the peers wait until they abort too.
   virtual void abort() {}
 };
 

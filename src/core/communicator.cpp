@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -428,14 +429,27 @@ Plan Communicator::plan(tpcoll_op_t op, tpcoll_dtype_t dtype, int ndim, const st
 }
 
 void Communicator::raise_async_error() const {
+  // Both engines of a CUDA communicator enqueue work whose errors come late
+  // (NCCL's through ncclCommGetAsyncError).
   if (fast_) fast_->raise_async_error();
+  if (fallback_) fallback_->raise_async_error();
 }
 
 void Communicator::abort() {
   aborted_.store(true, std::memory_order_release);
   log(LogLevel::kWarn, "abort", "rank {}: aborting the communicator", rank_);
-  if (fast_) fast_->abort();
-  if (fallback_) fallback_->abort();
+  // Both engines even if the first fails: a CUDA error must not leave NCCL's
+  // work waiting.
+  std::exception_ptr first;
+  for (Backend* backend : {fast_.get(), fallback_.get()}) {
+    if (backend == nullptr) continue;
+    try {
+      backend->abort();
+    } catch (const Error&) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
 }
 
 void Communicator::force_algo(std::optional<tpcoll_algo_t> algo) { context_.forced = algo ? algo : env_forced_; }

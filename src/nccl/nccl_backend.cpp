@@ -58,38 +58,43 @@ const Library& agreed_library(Bootstrap& bootstrap, int device) {
   return *lib;
 }
 
+// Rank 0's unique id, on every rank; `device` made current for the NCCL
+// initialisation that follows.
+ncclUniqueId agreed_id(Bootstrap& bootstrap, const Library& lib, int device) {
+  ncclUniqueId id{};
+  if (bootstrap.rank() == 0) lib.check(lib.get_unique_id(&id), "ncclGetUniqueId");
+  std::vector<ncclUniqueId> ids(bootstrap.world());
+  bootstrap.all_gather(&id, ids.data(), sizeof id);
+  cuda::check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  return ids[0];
+}
+
 }  // namespace
+
+NcclBackend::Scratch::Scratch(int device, std::size_t bytes) {
+  cuda::check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  cuda::check_cuda(cudaMalloc(&data_, bytes), "allocating the NCCL gather scratch");
+}
+
+NcclBackend::Scratch::~Scratch() { cudaFree(data_); }
 
 NcclBackend::NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_bytes)
     : lib_(agreed_library(bootstrap, device)),
       world_(bootstrap.world()),
       device_(device),
-      scratch_bytes_(staging_bytes) {
-  ncclUniqueId id{};
-  if (bootstrap.rank() == 0) lib_.check(lib_.get_unique_id(&id), "ncclGetUniqueId");
-  std::vector<ncclUniqueId> ids(world_);
-  bootstrap.all_gather(&id, ids.data(), sizeof id);
-  cuda::check_cuda(cudaSetDevice(device_), "cudaSetDevice");
-  cuda::check_cuda(cudaMalloc(&scratch_, scratch_bytes_), "allocating the NCCL gather scratch");
-  lib_.check(lib_.comm_init_rank(&comm_, world_, ids[0], bootstrap.rank()), "ncclCommInitRank");
+      scratch_bytes_(staging_bytes),
+      scratch_(device, staging_bytes),
+      comm_(lib_, world_, agreed_id(bootstrap, lib_, device), bootstrap.rank()) {
   log(LogLevel::kInfo, "init", "rank {}: NCCL {} from {} on device {}", bootstrap.rank(), lib_.version, lib_.path,
       device_);
 }
 
-NcclBackend::~NcclBackend() {
-  cudaSetDevice(device_);
-  ncclResult_t state = ncclSuccess;
-  lib_.comm_get_async_error(comm_, &state);
-  // A communicator with an error may never finish its work: abort it.
-  (state == ncclSuccess ? lib_.comm_destroy : lib_.comm_abort)(comm_);
-  cudaFree(scratch_);
-}
+// The members' destructors (NCCL's destroy, then cudaFree) run on this device.
+NcclBackend::~NcclBackend() { cudaSetDevice(device_); }
 
-void NcclBackend::raise_async_error() const {
-  ncclResult_t state = ncclSuccess;
-  lib_.check(lib_.comm_get_async_error(comm_, &state), "ncclCommGetAsyncError");
-  if (state != ncclSuccess && state != ncclInProgress) lib_.check(state, "NCCL reported an asynchronous error");
-}
+void NcclBackend::raise_async_error() const { comm_.raise_async_error(); }
+
+void NcclBackend::abort() { comm_.abort(); }
 
 void NcclBackend::run(const Call& call, const Plan&, const Buffers& buffers) {
   raise_async_error();
@@ -97,17 +102,19 @@ void NcclBackend::run(const Call& call, const Plan&, const Buffers& buffers) {
   const auto stream = static_cast<cudaStream_t>(buffers.stream);
   switch (call.op) {
     case TPCOLL_OP_ALL_REDUCE:
-      lib_.check(lib_.all_reduce(buffers.in, buffers.out, call.count, reduce_type(call.dtype), ncclSum, comm_, stream),
-                 "ncclAllReduce");
+      comm_.call("ncclAllReduce", [&](ncclComm_t comm) {
+        return lib_.all_reduce(buffers.in, buffers.out, call.count, reduce_type(call.dtype), ncclSum, comm, stream);
+      });
       return;
     case TPCOLL_OP_ALL_GATHER:
       all_gather(call, buffers);
       return;
     case TPCOLL_OP_REDUCE_SCATTER:
       // NCCL's own order of summation: the fallback engine promises no bits.
-      lib_.check(lib_.reduce_scatter(buffers.in, buffers.out, call.count / world_, reduce_type(call.dtype), ncclSum,
-                                     comm_, stream),
-                 "ncclReduceScatter");
+      comm_.call("ncclReduceScatter", [&](ncclComm_t comm) {
+        return lib_.reduce_scatter(buffers.in, buffers.out, call.count / world_, reduce_type(call.dtype), ncclSum, comm,
+                                   stream);
+      });
       return;
     default:
       fail(TPCOLL_UNSUPPORTED, "{} is not yet implemented on the CUDA backend", op_name(call.op));
@@ -118,13 +125,14 @@ void NcclBackend::run(const Call& call, const Plan&, const Buffers& buffers) {
 // gathers along an inner dim go through the scratch in pieces (whole rows
 // when world rows fit, else column ranges of one row, which are contiguous in
 // the input) and are scattered into place by 2-D copies.
-void NcclBackend::all_gather(const Call& call, const Buffers& buffers) const {
+void NcclBackend::all_gather(const Call& call, const Buffers& buffers) {
   const auto stream = static_cast<cudaStream_t>(buffers.stream);
   const auto* in = static_cast<const std::byte*>(buffers.in);
   auto* out = static_cast<std::byte*>(buffers.out);
   const std::size_t inner = call.inner_bytes;
   if (call.outer == 1 || call.bytes == 0) {
-    lib_.check(lib_.all_gather(in, out, call.bytes, ncclUint8, comm_, stream), "ncclAllGather");
+    comm_.call("ncclAllGather",
+               [&](ncclComm_t comm) { return lib_.all_gather(in, out, call.bytes, ncclUint8, comm, stream); });
     return;
   }
   const std::size_t per_rank = scratch_bytes_ / world_;
@@ -135,11 +143,12 @@ void NcclBackend::all_gather(const Call& call, const Buffers& buffers) const {
     for (std::size_t column = 0; column < inner; column += width) {
       const std::size_t w = std::min(width, inner - column);
       const std::size_t piece = height * w;
-      lib_.check(lib_.all_gather(in + row * inner + column, scratch_, piece, ncclUint8, comm_, stream),
-                 "ncclAllGather");
+      comm_.call("ncclAllGather", [&](ncclComm_t comm) {
+        return lib_.all_gather(in + row * inner + column, scratch_.data(), piece, ncclUint8, comm, stream);
+      });
       for (int r = 0; r < world_; ++r)
         cuda::check_cuda(cudaMemcpy2DAsync(out + (row * world_ + r) * inner + column, world_ * inner,
-                                           static_cast<const std::byte*>(scratch_) + r * piece, w, w, height,
+                                           static_cast<const std::byte*>(scratch_.data()) + r * piece, w, w, height,
                                            cudaMemcpyDeviceToDevice, stream),
                          "scattering the gathered rows");
     }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "core/backend.hpp"
+#include "nccl/nccl_comm.hpp"
 #include "nccl/nccl_library.hpp"
 
 #include <cstddef>
@@ -27,16 +28,34 @@ class NcclBackend final : public Backend {
 
   void run(const Call& call, const Plan& plan, const Buffers& buffers) override;
   void raise_async_error() const override;
+  // ncclCommAbort (once): this rank's NCCL work stops, and every later call
+  // on it fails with TPCOLL_ABORTED (nccl_comm.hpp).
+  void abort() override;
 
  private:
-  void all_gather(const Call& call, const Buffers& buffers) const;
+  // Device memory on `device` for the communicator's lifetime.
+  class Scratch {
+   public:
+    Scratch(int device, std::size_t bytes);
+    ~Scratch();
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    void* data() const { return data_; }
+
+   private:
+    void* data_ = nullptr;
+  };
+
+  void all_gather(const Call& call, const Buffers& buffers);
 
   const Library& lib_;
   int world_;
   int device_;
   std::size_t scratch_bytes_;
-  void* scratch_ = nullptr;  // world x part of a row chunk, for gathers along an inner dim
-  ncclComm_t comm_ = nullptr;
+  // world x part of a row chunk, for gathers along an inner dim. Before
+  // comm_: freed after it, once no NCCL work can still write it.
+  Scratch scratch_;
+  Comm comm_;
 };
 
 }  // namespace tpcoll::nccl

@@ -25,17 +25,19 @@ Library open_library() {
   if (handle == nullptr)
     fail(TPCOLL_UNSUPPORTED, "cannot load NCCL ({}); set TPCOLL_NCCL_LIB to its path", dlerror());
   resolve(handle, lib, "ncclGetVersion", lib.get_version);
+  resolve(handle, lib, "ncclGetErrorString", lib.get_error_string);
+  lib.check(lib.get_version(&lib.version), "ncclGetVersion");
+  if (lib.version < kMinVersion)
+    fail(TPCOLL_UNSUPPORTED, "{} is NCCL version code {}; tpcoll needs NCCL 2.14 or newer ({})", lib.path,
+         lib.version, kMinVersion);
   resolve(handle, lib, "ncclGetUniqueId", lib.get_unique_id);
-  resolve(handle, lib, "ncclCommInitRank", lib.comm_init_rank);
+  resolve(handle, lib, "ncclCommInitRankConfig", lib.comm_init_rank_config);
   resolve(handle, lib, "ncclCommDestroy", lib.comm_destroy);
   resolve(handle, lib, "ncclCommAbort", lib.comm_abort);
   resolve(handle, lib, "ncclCommGetAsyncError", lib.comm_get_async_error);
-  resolve(handle, lib, "ncclGetErrorString", lib.get_error_string);
   resolve(handle, lib, "ncclAllReduce", lib.all_reduce);
   resolve(handle, lib, "ncclAllGather", lib.all_gather);
   resolve(handle, lib, "ncclReduceScatter", lib.reduce_scatter);
-  lib.check(lib.get_version(&lib.version), "ncclGetVersion");
-  if (lib.version < 20000) fail(TPCOLL_UNSUPPORTED, "{} is NCCL version code {}; tpcoll needs NCCL 2", lib.path, lib.version);
   return lib;
 }
 

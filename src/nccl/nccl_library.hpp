@@ -15,7 +15,7 @@ struct Library {
 
   decltype(&ncclGetVersion) get_version = nullptr;
   decltype(&ncclGetUniqueId) get_unique_id = nullptr;
-  decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&ncclCommInitRankConfig) comm_init_rank_config = nullptr;
   decltype(&ncclCommDestroy) comm_destroy = nullptr;
   decltype(&ncclCommAbort) comm_abort = nullptr;
   decltype(&ncclCommGetAsyncError) comm_get_async_error = nullptr;
@@ -28,9 +28,14 @@ struct Library {
   void check(ncclResult_t result, const char* what) const;
 };
 
+// The oldest NCCL with non-blocking communicators (ncclCommInitRankConfig),
+// which tpcoll_comm_abort needs (nccl_comm.hpp says why).
+constexpr int kMinVersion = NCCL_VERSION(2, 14, 0);
+
 // Loaded once per process (never unloaded: NCCL keeps threads); throws
 // TPCOLL_UNSUPPORTED naming the path and the loader's message if the library
-// or one of its functions is missing.
+// or one of its functions is missing, or naming its version if older than
+// kMinVersion.
 const Library& load_library();
 
 }  // namespace tpcoll::nccl

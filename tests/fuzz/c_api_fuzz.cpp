@@ -2,15 +2,19 @@
 // points of a one-rank CPU communicator (created once).
 //
 // The input is read as a call: which entry point, dtype, counts or shape,
-// which pointers are NULL, misaligned or aliased, eps. Buffers are exactly as
+// which pointers are NULL, misaligned, aliased or overlapping, eps, and for
+// the FP8 op its scaling, static scale and row scales. Buffers are exactly as
 // large as a valid call needs, so a check that lets a bad call through shows
 // up as an AddressSanitizer report. Oracles: every result is SUCCESS or
 // INVALID_ARGUMENT (UNSUPPORTED for forcing an algorithm a call cannot use),
-// a failure leaves a message in tpcoll_last_error() and the output untouched,
-// sizes past 2^48 bytes are always refused, and a successful one-rank
-// all-reduce or all-gather returns its input.
+// a failure leaves a message in tpcoll_last_error() and every buffer
+// untouched, sizes past 2^48 bytes are always refused, a successful one-rank
+// all-reduce, reduce-scatter or all-gather returns its input, a reduce-scatter
+// whose output partly overlaps its input never succeeds, and the norm ops of
+// zeros (with a normal eps) give zeros, in FP8 too.
 #include <tpcoll/tpcoll.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -154,35 +158,147 @@ void fuzz_all_gather(Input& in) {
   }
 }
 
-void fuzz_rmsnorm(Input& in, bool fused) {
+// Reduce-scatter at one rank: the share is the whole input, so out may be in
+// itself (in place), and any other overlap with it is refused.
+void fuzz_reduce_scatter(Input& in) {
+  const auto dtype = dtype_of(in);
+  const std::uint64_t count = in.count();
+  const std::uint64_t how_in = in.take(1), how_out = in.take(1);
+  const std::uint64_t placement = in.take(1) % 4;  // apart, in place, out after in, in after out
+  const std::uint64_t shift_choice = in.take(2);
+  const std::size_t size = elem(dtype);
+  if (size == 0 || count > kMaxBufferBytes / size) {
+    // Too large, or a dtype that is none: refused before any pointer is used.
+    alignas(8) static std::uint8_t dummy[8];
+    if (size == 0 || count > (std::uint64_t{1} << 48) / size)
+      require(tpcoll_reduce_scatter(communicator(), dummy, dummy, count, dtype, nullptr) == TPCOLL_INVALID_ARGUMENT);
+    const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
+    tpcoll_plan_info_t plan;
+    require_result(tpcoll_plan(communicator(), TPCOLL_OP_REDUCE_SCATTER, dtype, 1, shape, 0, &plan));
+    return;
+  }
+  const std::size_t bytes = count * size;
+  if (placement == 0) {
+    Buffer a(bytes, how_in, 0x3c), b(bytes, how_out, 0xa5);
+    const std::vector<std::uint8_t> in_before(a.storage), out_before(b.storage);
+    const tpcoll_result_t r = tpcoll_reduce_scatter(communicator(), a.ptr, b.ptr, count, dtype, nullptr);
+    require_result(r);
+    require(a.storage == in_before);
+    if (r == TPCOLL_SUCCESS)
+      require(std::memcmp(b.ptr, in_before.data() + (static_cast<std::uint8_t*>(a.ptr) - a.storage.data()), bytes) == 0);
+    else
+      require(b.storage == out_before);
+    return;
+  }
+  // One block holds both: out at in + shift, or in at out + shift (shift 0:
+  // in place; shift == bytes: adjacent, no overlap; else a partial overlap).
+  const std::size_t shift = placement == 1 || bytes == 0 ? 0 : 1 + shift_choice % bytes;
+  Buffer block(bytes + shift, how_in, 0x3c);
+  std::uint8_t* base = static_cast<std::uint8_t*>(block.ptr);
+  const void* src = base == nullptr ? nullptr : base + (placement == 3 ? shift : 0);
+  void* dst = base == nullptr ? nullptr : base + (placement == 2 ? shift : 0);
+  const std::vector<std::uint8_t> before(block.storage);
+  const tpcoll_result_t r = tpcoll_reduce_scatter(communicator(), src, dst, count, dtype, nullptr);
+  require_result(r);
+  if (r == TPCOLL_SUCCESS) require(shift == 0 || shift == bytes);
+  // Refused: nothing written; done: one rank's sum of 0x3c.. elements is 0x3c..
+  require(block.storage == before);
+}
+
+enum class NormOp { kAddRmsnorm, kFused, kFusedReduceScatter, kFusedFp8 };
+
+// The norm ops on zeros in every dtype (no NaN traps anything); the outputs
+// start as a 0xa5 pattern, so that a write is seen. `alias` puts out on x
+// (allowed for the fused ops), residual_out on residual (allowed), or out on
+// x + shift bytes inside one block (the fused reduce-scatter refuses a
+// partial overlap; the others are only memory-checked).
+void fuzz_rmsnorm(Input& in, NormOp op) {
   const auto dtype = dtype_of(in);
   const std::uint64_t tokens = in.count(), hidden = in.count();
-  std::uint32_t eps_bits = static_cast<std::uint32_t>(in.take(4));
+  const std::uint32_t eps_bits = static_cast<std::uint32_t>(in.take(4));
   float eps;
   std::memcpy(&eps, &eps_bits, sizeof eps);
-  const std::uint64_t how[5] = {in.take(1), in.take(1), in.take(1), in.take(1), in.take(1)};
+  const std::uint64_t how[7] = {in.take(1), in.take(1), in.take(1), in.take(1), in.take(1), in.take(1), in.take(1)};
+  const std::uint64_t alias = in.take(1) % 4;  // none, out = x, residual_out = residual, out = x + shift
+  const std::uint64_t shift_choice = in.take(2);
+  // FP8 only: scaling (both enumerators; another value would be undefined
+  // behaviour here, see dtype_of), any float as the static scale.
+  const auto scaling = static_cast<tpcoll_fp8_scaling_t>(in.take(1) & 1);
+  const std::uint32_t scale_bits = static_cast<std::uint32_t>(in.take(4));
+  float static_scale;
+  std::memcpy(&static_scale, &scale_bits, sizeof static_scale);
+
   const std::size_t size = elem(dtype);
   const bool small = size != 0 && tokens <= kMaxBufferBytes && hidden <= kMaxBufferBytes &&
                      tokens * hidden <= kMaxBufferBytes / size;
+  const auto call = [&](const void* x, const void* residual, const void* weight, void* out, void* residual_out,
+                        void* out_fp8, float* row_scales) {
+    switch (op) {
+      case NormOp::kAddRmsnorm:
+        return tpcoll_add_rmsnorm(communicator(), x, residual, weight, out, residual_out, tokens, hidden, dtype, eps,
+                                  nullptr);
+      case NormOp::kFused:
+        return tpcoll_fused_allreduce_residual_rmsnorm(communicator(), x, residual, weight, out, residual_out, tokens,
+                                                       hidden, dtype, eps, nullptr);
+      case NormOp::kFusedReduceScatter:
+        return tpcoll_fused_reduce_scatter_residual_rmsnorm(communicator(), x, residual, weight, out, residual_out,
+                                                            tokens, hidden, dtype, eps, nullptr);
+      case NormOp::kFusedFp8:
+        break;
+    }
+    return tpcoll_fused_allreduce_residual_rmsnorm_fp8(communicator(), x, residual, weight, out, residual_out, out_fp8,
+                                                       scaling, static_scale, row_scales, tokens, hidden, dtype, eps,
+                                                       nullptr);
+  };
   if (!small) {
     alignas(8) static std::uint8_t dummy[8];
-    if (size != 0 && tokens != 0 && hidden != 0 &&
-        (tokens > (std::uint64_t{1} << 48) || tokens > (std::uint64_t{1} << 48) / hidden))
-      require(tpcoll_add_rmsnorm(communicator(), dummy, nullptr, dummy, dummy, nullptr, tokens, hidden, dtype, eps,
-                                 nullptr) == TPCOLL_INVALID_ARGUMENT);
+    alignas(8) static float dummy_scales[2];
+    // Too large, or a dtype that is none: refused before any pointer is used.
+    if (size == 0 || (tokens != 0 && hidden != 0 &&
+                      (tokens > (std::uint64_t{1} << 48) || tokens > (std::uint64_t{1} << 48) / hidden)))
+      require(call(dummy, nullptr, dummy, dummy, nullptr, dummy, dummy_scales) == TPCOLL_INVALID_ARGUMENT);
     return;
   }
   const std::size_t row_bytes = hidden * size, bytes = tokens * row_bytes;
-  Buffer x(bytes, how[0], 0), residual(bytes, how[1], 0), weight(row_bytes, how[2], 0), out(bytes, how[3], 0),
-      residual_out(bytes, how[4], 0);
-  // Zeros in every dtype: the result is finite and no NaN traps anything.
-  const tpcoll_result_t r =
-      fused ? tpcoll_fused_allreduce_residual_rmsnorm(communicator(), x.ptr, residual.ptr, weight.ptr, out.ptr,
-                                                      residual_out.ptr, tokens, hidden, dtype, eps, nullptr)
-            : tpcoll_add_rmsnorm(communicator(), x.ptr, residual.ptr, weight.ptr, out.ptr, residual_out.ptr, tokens,
-                                 hidden, dtype, eps, nullptr);
+  const std::size_t shift = alias == 3 && bytes != 0 ? 1 + shift_choice % bytes : 0;
+  Buffer x(bytes + shift, how[0], 0), residual(bytes, how[1], 0), weight(row_bytes, how[2], 0),
+      out(bytes, how[3], 0xa5), residual_out(bytes, how[4], 0xa5), out_fp8(tokens * hidden, how[5], 0xa5),
+      row_scales(tokens * sizeof(float), how[6], 0xa5);
+  void* out_ptr = out.ptr;
+  void* residual_out_ptr = residual_out.ptr;
+  if (alias == 1) out_ptr = x.ptr;
+  if (alias == 2) residual_out_ptr = residual.ptr;
+  if (alias == 3) out_ptr = x.ptr == nullptr ? nullptr : static_cast<std::uint8_t*>(x.ptr) + shift;
+  const std::vector<std::vector<std::uint8_t>> before = {x.storage, residual.storage, out.storage,
+                                                         residual_out.storage, out_fp8.storage, row_scales.storage};
+  const tpcoll_result_t r = call(x.ptr, residual.ptr, weight.ptr, out_ptr, residual_out_ptr, out_fp8.ptr,
+                                 static_cast<float*>(row_scales.ptr));
   require_result(r);
-  if (r == TPCOLL_SUCCESS) require(eps >= 0.0f && std::isfinite(eps));
+  if (r != TPCOLL_SUCCESS) {
+    const std::vector<std::vector<std::uint8_t>> after = {x.storage, residual.storage, out.storage,
+                                                          residual_out.storage, out_fp8.storage, row_scales.storage};
+    require(after == before);
+    return;
+  }
+  require(eps >= 0.0f && std::isfinite(eps));
+  if (op == NormOp::kFusedReduceScatter) require(shift == 0 || shift == bytes);
+  if (op == NormOp::kFusedFp8) {
+    require(out_fp8.ptr != nullptr);
+    if (scaling == TPCOLL_FP8_STATIC) require(static_scale > 0.0f && std::isfinite(static_scale));
+    else require(row_scales.ptr != nullptr && how[6] % 8 != 1);
+  }
+  // Zeros in, zeros out: s = 0, and 0 * rsqrt(eps) * 0 = +0 for a normal eps
+  // (a subnormal one may be flushed, and 0 * inf is NaN).
+  if (!std::isnormal(eps) || alias == 3) return;
+  const auto all_zero = [](const void* p, std::size_t n) {
+    const auto* b = static_cast<const std::uint8_t*>(p);
+    return std::all_of(b, b + n, [](std::uint8_t v) { return v == 0; });
+  };
+  if (out_ptr != nullptr) require(all_zero(out_ptr, bytes));
+  if (op == NormOp::kFusedFp8) {
+    require(all_zero(out_fp8.ptr, tokens * hidden));
+    if (scaling == TPCOLL_FP8_PER_TOKEN) require(all_zero(row_scales.ptr, tokens * sizeof(float)));
+  }
 }
 
 void fuzz_small_calls(Input& in) {
@@ -197,7 +313,7 @@ void fuzz_small_calls(Input& in) {
       break;
     }
     case 1: {
-      const auto op = static_cast<tpcoll_op_t>(in.take(1) % 6);  // the five ops and one that is none
+      const auto op = static_cast<tpcoll_op_t>(in.take(1) % 8);  // the six ops and two that are none
       const auto dtype = dtype_of(in);
       const int ndim = static_cast<int>(in.take(1) % 12) - 1;
       std::vector<std::int64_t> shape(TPCOLL_MAX_DIMS);
@@ -239,11 +355,14 @@ void fuzz_small_calls(Input& in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Input in(data, size);
-  switch (in.take(1) % 5) {
+  switch (in.take(1) % 8) {
     case 0: fuzz_all_reduce(in); break;
     case 1: fuzz_all_gather(in); break;
-    case 2: fuzz_rmsnorm(in, /*fused=*/true); break;
-    case 3: fuzz_rmsnorm(in, /*fused=*/false); break;
+    case 2: fuzz_rmsnorm(in, NormOp::kFused); break;
+    case 3: fuzz_rmsnorm(in, NormOp::kAddRmsnorm); break;
+    case 4: fuzz_reduce_scatter(in); break;
+    case 5: fuzz_rmsnorm(in, NormOp::kFusedReduceScatter); break;
+    case 6: fuzz_rmsnorm(in, NormOp::kFusedFp8); break;
     default: fuzz_small_calls(in); break;
   }
   return 0;
