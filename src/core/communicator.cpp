@@ -378,6 +378,7 @@ void Communicator::fused_allreduce_residual_rmsnorm_fp8(const Buffers& b, const 
 }
 
 void Communicator::reduce_scatter(const void* in, void* out, std::size_t count, tpcoll_dtype_t dtype, void* stream) {
+  const OpGuard guard(*this);
   require_usable(stream);
   const Call call = validate_reduce_scatter(in, out, count, dtype);
   require_equal_shares(call, world_);
@@ -387,6 +388,7 @@ void Communicator::reduce_scatter(const void* in, void* out, std::size_t count, 
 
 void Communicator::fused_reduce_scatter_residual_rmsnorm(const Buffers& b, std::size_t tokens, std::size_t hidden,
                                                          tpcoll_dtype_t dtype, float eps, void* stream) {
+  const OpGuard guard(*this);
   require_usable(stream);
   const Call call = validate_rmsnorm(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM,
                                      RmsNormBuffers{b.in, b.residual, b.weight, b.out, b.residual_out}, tokens, hidden,

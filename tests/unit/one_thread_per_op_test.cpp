@@ -27,6 +27,15 @@ TEST(OneThreadPerOp, SecondThreadInAnOpGetsAnErrorAtTheCall) {
   EXPECT_EQ(tpcoll_all_reduce(comms[0], in0.data(), stray.data(), 256, TPCOLL_FLOAT32, nullptr),
             TPCOLL_INVALID_ARGUMENT);
   EXPECT_TRUE(tpcoll::test::message_has(tpcoll_last_error(), {"another thread", "one thread at a time"}));
+  // Every op that talks to the peers is refused alike.
+  EXPECT_EQ(tpcoll_reduce_scatter(comms[0], in0.data(), stray.data(), 256, TPCOLL_FLOAT32, nullptr),
+            TPCOLL_INVALID_ARGUMENT);
+  EXPECT_TRUE(tpcoll::test::message_has(tpcoll_last_error(), {"another thread", "one thread at a time"}));
+  std::vector<float> weight(128, 1.0f);
+  EXPECT_EQ(tpcoll_fused_reduce_scatter_residual_rmsnorm(comms[0], in0.data(), nullptr, weight.data(), stray.data(),
+                                                         nullptr, 2, 128, TPCOLL_FLOAT32, 1e-6f, nullptr),
+            TPCOLL_INVALID_ARGUMENT);
+  EXPECT_TRUE(tpcoll::test::message_has(tpcoll_last_error(), {"another thread", "one thread at a time"}));
 
   // The first op is untouched by the refused one and completes with rank 1.
   EXPECT_EQ(tpcoll_all_reduce(comms[1], in1.data(), out1.data(), 256, TPCOLL_FLOAT32, nullptr), TPCOLL_SUCCESS)
