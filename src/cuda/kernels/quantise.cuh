@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kQuantiseThreads) quantise_fp8_kernel(const Qu
   float max_abs = 0.0f;
   if (a.fp8.scaling == TPCOLL_FP8_PER_TOKEN)
     for (std::size_t e = threadIdx.x; e < a.hidden; e += blockDim.x) max_abs = fmaxf(max_abs, fabsf(E::load(row[e])));
-  const float divisor = row_divisor(a.fp8, blockIdx.x, max_abs, warp_maxima);
+  const numerics::Divisor divisor = row_divisor(a.fp8, blockIdx.x, max_abs, warp_maxima);
   for (std::size_t e = threadIdx.x; e < a.hidden; e += blockDim.x) codes[e] = fp8::quantise(E::load(row[e]), divisor);
 }
 

@@ -188,7 +188,7 @@ __device__ __forceinline__ void quantise_held_row(const Group<E> (&o)[kPerThread
     for (int k = 0; k < kPerThread; ++k)
       if (holds(groups, k)) max_abs = group_max_abs<E>(o[k].v, max_abs);
   }
-  const float divisor = row_divisor(fp8, row, max_abs, warp_maxima);
+  const numerics::Divisor divisor = row_divisor(fp8, row, max_abs, warp_maxima);
   uint2* codes = static_cast<uint2*>(fp8.out_fp8) + row * groups;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k)
@@ -307,6 +307,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   G* out = static_cast<G*>(a.out) + offset;
   const bool per_token = kFp8 && a.fp8.scaling == TPCOLL_FP8_PER_TOKEN;
   uint2* codes = kFp8 ? static_cast<uint2*>(a.fp8.out_fp8) + offset : nullptr;
+  const numerics::Divisor static_divisor = numerics::divisor(a.fp8.static_scale);  // unused per token
   float max_abs = 0.0f;
   const auto write = [&](std::size_t g, const G& wg) {
     const G o = normalized_group<E>(s[g], inv, wg);
@@ -316,7 +317,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
         s[g] = o;
         max_abs = group_max_abs<E>(o.v, max_abs);
       } else {
-        codes[g] = quantised_group<E>(o.v, a.fp8.static_scale);
+        codes[g] = quantised_group<E>(o.v, static_divisor);
       }
     }
   };
@@ -327,7 +328,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   if constexpr (kFp8) {
     if (per_token) {
       __shared__ float warp_maxima[kNormMaxThreads / 32];
-      const float divisor = row_divisor(a.fp8, blockIdx.x, max_abs, warp_maxima);
+      const numerics::Divisor divisor = row_divisor(a.fp8, blockIdx.x, max_abs, warp_maxima);
       for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) codes[g] = quantised_group<E>(s[g].v, divisor);
     }
   }
@@ -371,7 +372,7 @@ __device__ __forceinline__ void add_rmsnorm_row(const RmsNormRows& a, std::size_
       scale = fp8::per_token_scale(max_abs);
       if (lane == 0) a.fp8.row_scales[row] = scale;
     }
-    const float divisor = fp8::divisor_of(scale);
+    const numerics::Divisor divisor = numerics::divisor(fp8::divisor_of(scale));
     auto* codes = static_cast<std::uint8_t*>(a.fp8.out_fp8) + offset;
     for (std::size_t e = lane; e < a.hidden; e += 32) {
       const S o = E::store(normalized<E>(s[e], inv, weight[e]));
