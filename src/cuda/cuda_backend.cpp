@@ -517,7 +517,8 @@ void CudaBackend::reduce_scatter(const Call& call, const Plan& plan, const Buffe
   choice.early_launch = early_launch_;
 
   ReduceScatterArgs args{};
-  fill_peer_args(args, call, plan, (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u));
+  fill_peer_args(args, call, plan,
+                 launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
   args.in = buffers.in;
   args.out = buffers.out;
   args.share = share;
