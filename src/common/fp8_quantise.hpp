@@ -36,8 +36,17 @@ struct Fp8Output {
   float static_scale = 1.0f;      // static: > 0 and finite (validated)
 };
 
+// 448 with its reciprocal RN(1/448), for numerics::quotient.
+TPCOLL_HOST_DEVICE inline numerics::Divisor e4m3_max_divisor() { return {kE4m3Max, 0x1.24924ap-9f, true}; }
+
+// max / 448: the CPU divides; a GPU row takes the same bits by the
+// reciprocal, one division less between its maximum and its codes.
 TPCOLL_HOST_DEVICE inline float per_token_scale(float row_max_abs) {
+#if defined(__CUDA_ARCH__)
+  return numerics::quotient(row_max_abs, e4m3_max_divisor());
+#else
   return numerics::divided(row_max_abs, kE4m3Max);
+#endif
 }
 
 // What a row is divided by: its scale, or 1 for a scale of 0.

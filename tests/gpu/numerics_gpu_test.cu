@@ -12,7 +12,8 @@
 // midpoint and its neighbours. The kernels' division by a row's divisor
 // (common/division.hpp, by its reciprocal) must give the host's `f / d`
 // bit for bit (NaN: any NaN), for a divisor just below 2 (the reciprocal's
-// hardest significand) and a per-token scale.
+// hardest significand), a per-token scale and 448 (which the per-token scale
+// itself divides by), and so must the per-token scale max / 448.
 //
 // Exit status: 0 pass, 1 fail, 77 no CUDA device (ctest reports "Skipped").
 #include "common/division.hpp"
@@ -45,11 +46,14 @@ struct Narrowed {
   std::uint8_t e4m3_quantise;          // fp8::quantise(f, divisor(1)), as the kernels quantise
   std::uint16_t e4m3_pair;             // e4m3_pair(f, -f)
   std::uint8_t e4m3_portable;          // fp8::float_to_e4m3 compiled for the device
-  std::uint32_t quotient[2];           // numerics::quotient(f, divisor(test_divisor(k))), as bits
+  std::uint32_t quotient[3];           // numerics::quotient(f, divisor(test_divisor(k))), as bits
+  std::uint32_t scale;                 // fp8::per_token_scale(|f|), as bits
 };
 
-// 2 - 2^-23 and 3 / 448.
-__host__ __device__ float test_divisor(int k) { return nx::bits_float(k == 0 ? 0x3fffffffu : 0x3bdb6db7u); }
+// 2 - 2^-23, 3 / 448 and 448.
+__host__ __device__ float test_divisor(int k) {
+  return nx::bits_float(k == 0 ? 0x3fffffffu : k == 1 ? 0x3bdb6db7u : 0x43e00000u);
+}
 
 struct Widened {
   std::uint32_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
@@ -69,8 +73,9 @@ __global__ void narrow_kernel(const float* in, Narrowed* out, std::size_t n) {
     out[i].e4m3_quantise = tpcoll::fp8::quantise(f, nx::divisor(1.0f));
     out[i].e4m3_pair = tpcoll::cuda::e4m3_pair(f, -f);
     out[i].e4m3_portable = tpcoll::fp8::float_to_e4m3(f);
-    for (int k = 0; k < 2; ++k)
+    for (int k = 0; k < 3; ++k)
       out[i].quotient[k] = __float_as_uint(nx::quotient(f, nx::divisor(test_divisor(k))));
+    out[i].scale = __float_as_uint(tpcoll::fp8::per_token_scale(fabsf(f)));
   }
 }
 
@@ -221,11 +226,14 @@ int main() {
     if (r.e4m3_pair != (host_e4m3 | host_neg_e4m3 << 8))
       fail("e4m3_pair vs float_to_e4m3", u, r.e4m3_pair, host_e4m3 | host_neg_e4m3 << 8);
     if (r.e4m3_portable != host_e4m3) fail("device float_to_e4m3 vs host", u, r.e4m3_portable, host_e4m3);
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < 3; ++k) {
       const std::uint32_t want = float_to_bits(f / test_divisor(k));
       if (is_nan_bits(want) ? !is_nan_bits(r.quotient[k]) : r.quotient[k] != want)
         fail("device quotient by the reciprocal vs host f / d", u, r.quotient[k], want);
     }
+    const std::uint32_t host_scale = float_to_bits(tpcoll::fp8::per_token_scale(std::fabs(f)));
+    if (is_nan_bits(host_scale) ? !is_nan_bits(r.scale) : r.scale != host_scale)
+      fail("device per_token_scale vs host", u, r.scale, host_scale);
   }
   for (std::uint32_t h = 0; h <= 0xffffu; ++h) {
     const Widened& w = widen[h];

@@ -6,6 +6,7 @@
 // next to 1 and 2, where the reciprocal's rounding error is largest relative
 // to the divisor).
 #include "common/division.hpp"
+#include "common/fp8_quantise.hpp"
 
 #include <gtest/gtest.h>
 
@@ -141,15 +142,15 @@ TEST(Division, RandomFloatsByRandomDivisors) {
   }
 }
 
-// Every significand of the dividend (at exponent 0 and, for a quotient
-// below 1, -1) by divisors whose significand is next to 2 or 1: the
-// quotients that the reciprocal alone misses by more than an ulp.
+// Every significand of the dividend by divisors whose significand is next to
+// 2 or 1 (the quotients that the reciprocal alone misses by more than an
+// ulp), and by 448 (a GPU row's per-token scale, of any fp32 maximum).
 TEST(Division, EverySignificandByHardDivisors) {
   std::vector<float> values;
   values.reserve(1u << 23);
   for (std::uint32_t m = 0; m < (1u << 23); ++m) values.push_back(f32(0x3f800000u | m));  // [1, 2)
   for (const float d : {f32(0x3fffffffu), f32(0x3ffffffeu), f32(0x3ffffff5u), f32(0x3fc00001u), f32(0x3f800001u),
-                        f32(0x3fb504f3u) /* ~sqrt 2 */}) {
+                        f32(0x3fb504f3u) /* ~sqrt 2 */, 448.0f}) {
     std::string first;
     ASSERT_EQ(mismatches(values, d, first), 0u) << first;
   }
@@ -176,6 +177,11 @@ TEST(Division, ReciprocalPathServesOrdinaryValues) {
   EXPECT_FALSE(nx::corrected_quotient(1.0f, nx::divisor(kMinSubnormal)).exact);
   EXPECT_FALSE(nx::corrected_quotient(1.0f, nx::divisor(kInf)).exact);
   EXPECT_FALSE(nx::corrected_quotient(1.0f, nx::divisor(kMax)).exact);  // its reciprocal is subnormal
+  // The GPU's per-token scale divides by this constant.
+  const nx::Divisor e4m3_max = tpcoll::fp8::e4m3_max_divisor(), computed = nx::divisor(448.0f);
+  EXPECT_EQ(bits32(e4m3_max.value), bits32(computed.value));
+  EXPECT_EQ(bits32(e4m3_max.reciprocal), bits32(computed.reciprocal));
+  EXPECT_EQ(e4m3_max.in_range, computed.in_range);
   EXPECT_EQ(bits32(nx::quotient(-0.0f, nx::divisor(3.0f))), 0x80000000u);
   EXPECT_EQ(bits32(nx::quotient(0.0f, nx::divisor(-3.0f))), 0x80000000u);
 }

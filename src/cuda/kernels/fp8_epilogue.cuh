@@ -75,13 +75,21 @@ __device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[
   return codes;
 }
 
-// What the row is divided by: the static scale, or (per token) its max |out|
-// / 448, which thread 0 writes to row_scales[row]. `max_abs` is this
-// thread's share of the row's maximum; `warp_maxima` as block_max's. Static
-// scaling needs no barrier.
-__device__ __forceinline__ numerics::Divisor row_divisor(const fp8::Fp8Output& fp8, std::size_t row, float max_abs,
-                                                         float* warp_maxima) {
-  if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return numerics::divisor(fp8.static_scale);
+// The static scale's divisor. A kernel forms it first thing, so that the
+// reciprocal's division overlaps the kernel's loads and waits instead of
+// following the row's norm.
+__device__ __forceinline__ numerics::Divisor static_divisor(const fp8::Fp8Output& fp8) {
+  return numerics::divisor(fp8.static_scale);
+}
+
+// What the row is divided by: `static_divisor` (static_divisor(fp8)), or (per
+// token) the row's max |out| / 448, which thread 0 writes to
+// row_scales[row]. `max_abs` is this thread's share of the row's maximum;
+// `warp_maxima` as block_max's. Static scaling needs no barrier.
+__device__ __forceinline__ numerics::Divisor row_divisor(const fp8::Fp8Output& fp8,
+                                                         const numerics::Divisor& static_divisor, std::size_t row,
+                                                         float max_abs, float* warp_maxima) {
+  if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return static_divisor;
   const float scale = fp8::per_token_scale(block_max(max_abs, warp_maxima));
   if (threadIdx.x == 0) fp8.row_scales[row] = scale;
   return numerics::divisor(fp8::divisor_of(scale));
