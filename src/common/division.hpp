@@ -8,15 +8,17 @@
 //
 // Why. The last line is Markstein's correction. His theorem, in the form
 // proved in ACL2 by Russinoff ("markstein-lemma" of the RTL library), for
-// significands a, b in [1, 2) of p = 24 bits: if |1 - b * y| < 2^-p and
-// |a/b - q| < ulp(a/b), then a - b * q is exact and RN(q + (a - b * q) * y)
-// = RN(a/b). Here |1 - b * y| <= b * ulp(1/b) / 2 < 2^-24. q0 alone does not
+// significands a, b in [1, 2) of p = 24 bits and any y: if |1 - b * y| <
+// 2^-p and |a/b - q| < 2^-23 (a > b) or 2^-24 (a <= b), an ulp of a/b, then
+// a - b * q is exact and RN(q + (a - b * q) * y) = RN(a/b). Here |1 - b * y|
+// <= b * ulp(1/b) / 2 < 2^-24 (and 0 for b = 1). q0 alone does not
 // satisfy the second condition: when a < b it can be 1.125 ulp off (b = 2 -
 // 2^-23, a = 1.75 + 2^-23), and then v - d * q0 is not always exact (0.75% of
 // a billion random such pairs). So a first correction comes before it: q0 is
 // within 2^-23 relative of a/b, so the first line's exact operand is within
 // about 2^-46 relative of a/b (the rounding of v - d * q0 included), and its
-// rounding q1 lies within half an ulp plus that, under one ulp.
+// rounding q1 lies within half an ulp plus that, under one ulp. Signs
+// change nothing: every step rounds to nearest, which is symmetric.
 //
 // Range. The theorem is about significands; the same bits come out at any
 // exponents as long as every rounding above sees a normal or zero result,
