@@ -78,12 +78,12 @@ __device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[
 // The static scale's divisor. A kernel forms it first thing, so that the
 // reciprocal's division overlaps the kernel's loads and waits instead of
 // following the row's norm.
-__device__ __forceinline__ numerics::Divisor static_divisor(const fp8::Fp8Output& fp8) {
+__device__ __forceinline__ numerics::Divisor static_scale_divisor(const fp8::Fp8Output& fp8) {
   return numerics::divisor(fp8.static_scale);
 }
 
-// What the row is divided by: `static_divisor` (static_divisor(fp8)), or (per
-// token) the row's max |out| / 448, which thread 0 writes to
+// What the row is divided by: `static_divisor` (static_scale_divisor(fp8)),
+// or (per token) the row's max |out| / 448, which thread 0 writes to
 // row_scales[row]. `max_abs` is this thread's share of the row's maximum;
 // `warp_maxima` as block_max's. Static scaling needs no barrier.
 __device__ __forceinline__ numerics::Divisor row_divisor(const fp8::Fp8Output& fp8,

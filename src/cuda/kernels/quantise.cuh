@@ -19,7 +19,7 @@ template <typename E>
 __global__ void __launch_bounds__(kQuantiseThreads) quantise_fp8_kernel(const QuantiseRows a) {
   using S = typename E::Storage;
   __shared__ float warp_maxima[kQuantiseThreads / 32];
-  const numerics::Divisor fp8_static = static_divisor(a.fp8);
+  const numerics::Divisor fp8_static = static_scale_divisor(a.fp8);
   wait_for_previous_kernel();  // out is the output of the kernel before us
   allow_next_kernel();         // as in the add + RMSNorm kernels
   const std::size_t offset = static_cast<std::size_t>(blockIdx.x) * a.hidden;

@@ -211,7 +211,7 @@ template <typename E, int kPerThread, bool kWeightFirst, bool kFp8 = false>
 __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const RmsNormRows a) {
   using G = Group<E>;
   __shared__ float partials[kPartials];
-  const numerics::Divisor fp8_static = static_divisor(a.fp8);  // unused without kFp8
+  const numerics::Divisor fp8_static = static_scale_divisor(a.fp8);  // unused without kFp8
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   G* s = reinterpret_cast<G*>(shared);
   __shared__ float partials[kPartials];
   __shared__ float inv;
-  const numerics::Divisor fp8_static = static_divisor(a.fp8);  // unused without kFp8
+  const numerics::Divisor fp8_static = static_scale_divisor(a.fp8);  // unused without kFp8
   wait_for_previous_kernel();
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
