@@ -249,7 +249,9 @@ TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm(
  * [tokens, hidden] bytes; it must not alias the other buffers. On CUDA the
  * kernel that ends the op quantises (no extra pass) except after the fused
  * two-shot; with out NULL, a call that reduces through our all-reduce or the
- * two-shot allocates its rows in stream order (cudaMallocAsync, graph-safe).
+ * two-shot stages its rows in a block the communicator holds from creation
+ * (TPCOLL_CUDA_BUFFER_BYTES large), or, for a larger call, allocates them in
+ * stream order (cudaMallocAsync, graph-safe).
  */
 TPCOLL_API tpcoll_result_t tpcoll_fused_allreduce_residual_rmsnorm_fp8(
     tpcoll_comm_t comm, const void* x, const void* residual, const void* weight, void* out,

@@ -5,6 +5,9 @@
 // where out is the fused op's output rounded to its dtype and widened to
 // fp32, the division is IEEE (correctly rounded) on both sides and e4m3() is
 // fp8::float_to_e4m3 (round to nearest even, saturating at +-448, NaN 0x7f).
+// The CPU divides; the GPU kernels reach the same bits through the row
+// divisor's reciprocal (common/division.hpp), which is much cheaper than a
+// division per element.
 // The row maximum ignores NaN (fmax); a row whose maximum is 0 (all +-0, or
 // too small for max / 448 to stay above 0) keeps scale 0 and is divided by 1,
 // so its codes are the e4m3 of the values themselves (+-0) and nothing
@@ -12,6 +15,7 @@
 // values become +-0 and its infinities NaN.
 #pragma once
 
+#include "common/division.hpp"
 #include "common/fp8.hpp"
 
 #include <tpcoll/tpcoll.h>
@@ -32,21 +36,24 @@ struct Fp8Output {
   float static_scale = 1.0f;      // static: > 0 and finite (validated)
 };
 
-TPCOLL_HOST_DEVICE inline float divided(float a, float b) {
+// 448 with its reciprocal RN(1/448), for numerics::quotient.
+TPCOLL_HOST_DEVICE inline numerics::Divisor e4m3_max_divisor() { return {kE4m3Max, 0x1.24924ap-9f, true}; }
+
+// max / 448: the CPU divides; a GPU row takes the same bits by the
+// reciprocal, one division less between its maximum and its codes.
+TPCOLL_HOST_DEVICE inline float per_token_scale(float row_max_abs) {
 #if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
+  return numerics::quotient(row_max_abs, e4m3_max_divisor());
 #else
-  return a / b;
+  return numerics::divided(row_max_abs, kE4m3Max);
 #endif
 }
-
-TPCOLL_HOST_DEVICE inline float per_token_scale(float row_max_abs) { return divided(row_max_abs, kE4m3Max); }
 
 // What a row is divided by: its scale, or 1 for a scale of 0.
 TPCOLL_HOST_DEVICE inline float divisor_of(float scale) { return scale == 0.0f ? 1.0f : scale; }
 
-TPCOLL_HOST_DEVICE inline std::uint8_t quantise(float v, float divisor) {
-  const float q = divided(v, divisor);
+// The code of a quotient.
+TPCOLL_HOST_DEVICE inline std::uint8_t e4m3_code(float q) {
 #if defined(__CUDA_ARCH__)
   // The hardware conversion (cvt.rn.satfinite.e4m3x2.f32 on sm_89+), NaN
   // made canonical as on the host.
@@ -54,6 +61,16 @@ TPCOLL_HOST_DEVICE inline std::uint8_t quantise(float v, float divisor) {
 #else
   return float_to_e4m3(q);
 #endif
+}
+
+// The code of v / divisor: by IEEE division (the CPU) ...
+TPCOLL_HOST_DEVICE inline std::uint8_t quantise(float v, float divisor) {
+  return e4m3_code(numerics::divided(v, divisor));
+}
+
+// ... or, the same bits, by the divisor's reciprocal (the GPU kernels).
+TPCOLL_HOST_DEVICE inline std::uint8_t quantise(float v, const numerics::Divisor& divisor) {
+  return e4m3_code(numerics::quotient(v, divisor));
 }
 
 }  // namespace tpcoll::fp8

@@ -18,9 +18,9 @@ struct Buffers {
   // Fused op on the CUDA backend only: its FP8 output, quantised by the
   // one-shot kernel's epilogue (out may then be NULL); out_fp8 NULL: none.
   fp8::Fp8Output fp8{};
-  // out is the communicator's stream-ordered scratch (cuda::ScratchRows), not
-  // a caller's pointer: not checked, since under graph capture CUDA cannot
-  // describe an allocation before the graph runs.
+  // out is the communicator's scratch rows (cuda::ScratchRows), not a
+  // caller's pointer: not checked, since under graph capture CUDA cannot
+  // describe a stream-ordered allocation before the graph runs.
   bool out_is_scratch = false;
 };
 

@@ -362,14 +362,31 @@ void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, co
              "launching the FP8 quantisation kernel");
 }
 
-ScratchRows::ScratchRows(int device, std::size_t bytes, void* stream) : stream_(stream) {
+ScratchBlock::ScratchBlock(int device, std::size_t bytes) : device_(device), bytes_(bytes) {
   if (bytes == 0) return;
   check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(cudaMalloc(&data_, bytes), "allocating the FP8 scratch block");
+}
+
+ScratchBlock::~ScratchBlock() {
+  if (data_ == nullptr) return;
+  cudaSetDevice(device_);
+  cudaFree(data_);
+}
+
+ScratchRows::ScratchRows(const ScratchBlock& block, std::size_t bytes, void* stream) : stream_(stream) {
+  if (bytes == 0) return;
+  if (bytes <= block.bytes()) {
+    data_ = block.data();
+    return;
+  }
+  check_cuda(cudaSetDevice(block.device()), "cudaSetDevice");
   check_cuda(cudaMallocAsync(&data_, bytes, static_cast<cudaStream_t>(stream)), "cudaMallocAsync (out of an FP8 call)");
+  allocated_ = true;
 }
 
 ScratchRows::~ScratchRows() {
-  if (data_ != nullptr) static_cast<void>(cudaFreeAsync(data_, static_cast<cudaStream_t>(stream_)));
+  if (allocated_) static_cast<void>(cudaFreeAsync(data_, static_cast<cudaStream_t>(stream_)));
 }
 
 void CudaBackend::run(const Call& call, const Plan& plan, const Buffers& buffers) {
@@ -500,7 +517,8 @@ void CudaBackend::reduce_scatter(const Call& call, const Plan& plan, const Buffe
   choice.early_launch = early_launch_;
 
   ReduceScatterArgs args{};
-  fill_peer_args(args, call, plan, (choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u));
+  fill_peer_args(args, call, plan,
+                 launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
   args.in = buffers.in;
   args.out = buffers.out;
   args.share = share;

@@ -41,7 +41,7 @@ bool early_launch_enabled(int device);
 NormLaunch norm_launch_on(int device);
 
 // The local add + RMSNorm on `device` (no communication), enqueued on
-// `stream`. x_is_scratch: x is a cuda::ScratchRows block, not checked (see
+// `stream`. x_is_scratch: x is cuda::ScratchRows memory, not checked (see
 // Buffers::out_is_scratch).
 void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const RmsNormRows& args, void* stream,
                  bool x_is_scratch = false);
@@ -50,12 +50,38 @@ void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, con
 void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
                   std::size_t hidden, const fp8::Fp8Output& fp8, void* stream);
 
-// Device memory of `bytes` (none for 0) for one call, allocated and freed in
-// `stream`'s order: eagerly, and under graph capture as the graph's own
-// allocation nodes, so the same call works both ways.
+// A communicator's device block for the reduced rows of its FP8 calls that
+// pass no out (the all-reduce's output before the add + RMSNorm kernel
+// quantises it, or the fused two-shot's before the quantisation kernel).
+// Allocated once at creation and freed at destruction, never moved in
+// between: a captured graph keeps its address. One block serves every call:
+// a communicator's ops run one after another (StreamOrder orders each after
+// the previous one, whatever its stream), so no two calls use it at once.
+class ScratchBlock {
+ public:
+  // bytes 0: no block (a communicator of one rank stages nothing).
+  ScratchBlock(int device, std::size_t bytes);
+  ~ScratchBlock();
+  ScratchBlock(const ScratchBlock&) = delete;
+  ScratchBlock& operator=(const ScratchBlock&) = delete;
+  int device() const { return device_; }
+  void* data() const { return data_; }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  int device_;
+  std::size_t bytes_;
+  void* data_ = nullptr;
+};
+
+// Device memory of `bytes` (none for 0) for one call: the communicator's
+// block when they fit in it; else allocated and freed in `stream`'s order
+// (eagerly, and under graph capture as the graph's own allocation nodes,
+// which cost a replay about a microsecond each: only calls larger than the
+// block pay that).
 class ScratchRows {
  public:
-  ScratchRows(int device, std::size_t bytes, void* stream);
+  ScratchRows(const ScratchBlock& block, std::size_t bytes, void* stream);
   ~ScratchRows();
   ScratchRows(const ScratchRows&) = delete;
   ScratchRows& operator=(const ScratchRows&) = delete;
@@ -63,6 +89,7 @@ class ScratchRows {
 
  private:
   void* data_ = nullptr;
+  bool allocated_ = false;  // by cudaMallocAsync, freed by the destructor
   void* stream_;
 };
 

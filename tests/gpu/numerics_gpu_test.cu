@@ -9,9 +9,14 @@
 // (NaN: any NaN code), the kernels' quantiser (one value, and a pair at a
 // time: NaN the canonical 0x7f) and float_to_e4m3 compiled for the device
 // must all give the host converter's code; the inputs add every E4M3
-// midpoint and its neighbours.
+// midpoint and its neighbours. The kernels' division by a row's divisor
+// (common/division.hpp, by its reciprocal) must give the host's `f / d`
+// bit for bit (NaN: any NaN), for a divisor just below 2 (the reciprocal's
+// hardest significand), a per-token scale and 448 (which the per-token scale
+// itself divides by), and so must the per-token scale max / 448.
 //
 // Exit status: 0 pass, 1 fail, 77 no CUDA device (ctest reports "Skipped").
+#include "common/division.hpp"
 #include "common/fp8.hpp"
 #include "common/fp8_quantise.hpp"
 #include "common/numerics.hpp"
@@ -38,10 +43,17 @@ struct Narrowed {
   std::uint16_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
   std::uint32_t pair_bf16, pair_fp16;  // store_pair(f, -f)
   std::uint8_t e4m3_hardware;          // __nv_cvt_float_to_fp8, satfinite
-  std::uint8_t e4m3_quantise;          // fp8::quantise(f, 1), as the kernels quantise
-  std::uint16_t e4m3_pair;             // quantised_pair(f, -f, 1)
+  std::uint8_t e4m3_quantise;          // fp8::quantise(f, divisor(1)), as the kernels quantise
+  std::uint16_t e4m3_pair;             // e4m3_pair(f, -f)
   std::uint8_t e4m3_portable;          // fp8::float_to_e4m3 compiled for the device
+  std::uint32_t quotient[3];           // numerics::quotient(f, divisor(test_divisor(k))), as bits
+  std::uint32_t scale;                 // fp8::per_token_scale(|f|), as bits
 };
+
+// 2 - 2^-23, 3 / 448 and 448.
+__host__ __device__ float test_divisor(int k) {
+  return nx::bits_float(k == 0 ? 0x3fffffffu : k == 1 ? 0x3bdb6db7u : 0x43e00000u);
+}
 
 struct Widened {
   std::uint32_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
@@ -58,9 +70,12 @@ __global__ void narrow_kernel(const float* in, Narrowed* out, std::size_t n) {
     out[i].pair_bf16 = tpcoll::cuda::BFloat16::store_pair(f, -f);
     out[i].pair_fp16 = tpcoll::cuda::Float16::store_pair(f, -f);
     out[i].e4m3_hardware = __nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
-    out[i].e4m3_quantise = tpcoll::fp8::quantise(f, 1.0f);
-    out[i].e4m3_pair = tpcoll::cuda::quantised_pair(f, -f, 1.0f);
+    out[i].e4m3_quantise = tpcoll::fp8::quantise(f, nx::divisor(1.0f));
+    out[i].e4m3_pair = tpcoll::cuda::e4m3_pair(f, -f);
     out[i].e4m3_portable = tpcoll::fp8::float_to_e4m3(f);
+    for (int k = 0; k < 3; ++k)
+      out[i].quotient[k] = __float_as_uint(nx::quotient(f, nx::divisor(test_divisor(k))));
+    out[i].scale = __float_as_uint(tpcoll::fp8::per_token_scale(fabsf(f)));
   }
 }
 
@@ -209,8 +224,16 @@ int main() {
     if (!hardware_ok) fail("cvt.rn.satfinite.e4m3 vs float_to_e4m3", u, r.e4m3_hardware, host_e4m3);
     if (r.e4m3_quantise != host_e4m3) fail("device fp8::quantise vs host float_to_e4m3", u, r.e4m3_quantise, host_e4m3);
     if (r.e4m3_pair != (host_e4m3 | host_neg_e4m3 << 8))
-      fail("quantised_pair vs float_to_e4m3", u, r.e4m3_pair, host_e4m3 | host_neg_e4m3 << 8);
+      fail("e4m3_pair vs float_to_e4m3", u, r.e4m3_pair, host_e4m3 | host_neg_e4m3 << 8);
     if (r.e4m3_portable != host_e4m3) fail("device float_to_e4m3 vs host", u, r.e4m3_portable, host_e4m3);
+    for (int k = 0; k < 3; ++k) {
+      const std::uint32_t want = float_to_bits(f / test_divisor(k));
+      if (is_nan_bits(want) ? !is_nan_bits(r.quotient[k]) : r.quotient[k] != want)
+        fail("device quotient by the reciprocal vs host f / d", u, r.quotient[k], want);
+    }
+    const std::uint32_t host_scale = float_to_bits(tpcoll::fp8::per_token_scale(std::fabs(f)));
+    if (is_nan_bits(host_scale) ? !is_nan_bits(r.scale) : r.scale != host_scale)
+      fail("device per_token_scale vs host", u, r.scale, host_scale);
   }
   for (std::uint32_t h = 0; h <= 0xffffu; ++h) {
     const Widened& w = widen[h];

@@ -128,6 +128,7 @@ TEST(Fp8, QuantisationRule) {
   EXPECT_EQ(f8::divisor_of(0.5f), 0.5f);
   EXPECT_EQ(f8::quantise(-0.0f, 1.0f), 0x80);
   EXPECT_EQ(f8::quantise(3.0f, 0.5f), 0x4c);      // 6 = 1.5 * 2^2: exponent 9, mantissa 0b100
+  EXPECT_EQ(f8::quantise(3.0f, tpcoll::numerics::divisor(0.5f)), 0x4c);  // the GPU's way, same code
   EXPECT_EQ(f8::quantise(1000.0f, 1.0f), 0x7e);   // clamped to 448
   EXPECT_EQ(f8::quantise(-1000.0f, 2.0f), 0xfe);
   const float inf = std::numeric_limits<float>::infinity();

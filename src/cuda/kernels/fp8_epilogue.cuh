@@ -1,9 +1,11 @@
 // The device half of the FP8 quantisation (common/fp8_quantise.hpp) as the
 // kernels that end the fused op apply it to the rows they hold: a block-wide
-// max for per-token scales, and 8-element groups converted two at a time
-// with the hardware's paired conversion.
+// max for per-token scales, the row divisor's reciprocal for the quotients
+// (common/division.hpp), and 8-element groups converted two at a time with
+// the hardware's paired conversion.
 #pragma once
 
+#include "common/division.hpp"
 #include "common/fp8_quantise.hpp"
 #include "common/numerics.hpp"
 
@@ -38,37 +40,59 @@ __device__ __forceinline__ float group_max_abs(const typename E::Storage (&v)[nu
   return max_abs;
 }
 
-// Two codes, `lo` in the low byte: cvt.rn.satfinite.e4m3x2.f32 on sm_89+,
-// with NaN made the canonical 0x7f as on the host.
-__device__ __forceinline__ std::uint16_t quantised_pair(float lo, float hi, float divisor) {
-  const float a = __fdiv_rn(lo, divisor), b = __fdiv_rn(hi, divisor);
-  std::uint16_t codes = __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
-  if (isnan(a)) codes = static_cast<std::uint16_t>((codes & 0xff00u) | fp8::kE4m3NaN);
-  if (isnan(b)) codes = static_cast<std::uint16_t>((codes & 0x00ffu) | (fp8::kE4m3NaN << 8));
+// Two codes of quotients, `lo` in the low byte: cvt.rn.satfinite.e4m3x2.f32
+// on sm_89+, with NaN made the canonical 0x7f as on the host.
+__device__ __forceinline__ std::uint16_t e4m3_pair(float lo, float hi) {
+  std::uint16_t codes = __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+  if (isnan(lo)) codes = static_cast<std::uint16_t>((codes & 0xff00u) | fp8::kE4m3NaN);
+  if (isnan(hi)) codes = static_cast<std::uint16_t>((codes & 0x00ffu) | (fp8::kE4m3NaN << 8));
   return codes;
 }
 
-// A group's 8 codes, for one 8-byte store.
+// A group's 8 codes, for one 8-byte store. The 8 quotients by the reciprocal
+// have no branch between them, so they overlap; one branch then divides the
+// rare values outside its range (numerics::corrected_quotient).
 template <typename E>
-__device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup], float divisor) {
+__device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup],
+                                                 const numerics::Divisor& divisor) {
+  float q[numerics::kNormGroup];
+  bool exact = true;
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) {
+    const numerics::Quotient c = numerics::corrected_quotient(E::load(v[e]), divisor);
+    q[e] = c.value;
+    exact = exact && c.exact;
+  }
+  if (!exact) {
+#pragma unroll
+    for (int e = 0; e < numerics::kNormGroup; ++e) q[e] = numerics::quotient(E::load(v[e]), divisor);
+  }
   std::uint16_t pairs[numerics::kNormGroup / 2];
 #pragma unroll
-  for (int p = 0; p < numerics::kNormGroup / 2; ++p)
-    pairs[p] = quantised_pair(E::load(v[2 * p]), E::load(v[2 * p + 1]), divisor);
+  for (int p = 0; p < numerics::kNormGroup / 2; ++p) pairs[p] = e4m3_pair(q[2 * p], q[2 * p + 1]);
   uint2 codes;
   memcpy(&codes, pairs, sizeof codes);
   return codes;
 }
 
-// What the row is divided by: the static scale, or (per token) its max |out|
-// / 448, which thread 0 writes to row_scales[row]. `max_abs` is this
-// thread's share of the row's maximum; `warp_maxima` as block_max's.
-__device__ __forceinline__ float row_divisor(const fp8::Fp8Output& fp8, std::size_t row, float max_abs,
-                                             float* warp_maxima) {
-  if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return fp8.static_scale;
+// The static scale's divisor. A kernel forms it first thing, so that the
+// reciprocal's division overlaps the kernel's loads and waits instead of
+// following the row's norm.
+__device__ __forceinline__ numerics::Divisor static_scale_divisor(const fp8::Fp8Output& fp8) {
+  return numerics::divisor(fp8.static_scale);
+}
+
+// What the row is divided by: `static_divisor` (static_scale_divisor(fp8)),
+// or (per token) the row's max |out| / 448, which thread 0 writes to
+// row_scales[row]. `max_abs` is this thread's share of the row's maximum;
+// `warp_maxima` as block_max's. Static scaling needs no barrier.
+__device__ __forceinline__ numerics::Divisor row_divisor(const fp8::Fp8Output& fp8,
+                                                         const numerics::Divisor& static_divisor, std::size_t row,
+                                                         float max_abs, float* warp_maxima) {
+  if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return static_divisor;
   const float scale = fp8::per_token_scale(block_max(max_abs, warp_maxima));
   if (threadIdx.x == 0) fp8.row_scales[row] = scale;
-  return fp8::divisor_of(scale);
+  return numerics::divisor(fp8::divisor_of(scale));
 }
 
 }  // namespace tpcoll::cuda

@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArg
   using G = Group<E>;
   using Units = HeldUnits<E, kPerThread>;
   __shared__ float partials[2][kPartials];  // alternate rows' (see block_inverse_rms)
+  const numerics::Divisor fp8_static = static_scale_divisor(a.norm.fp8);  // unused without kFp8
   wait_for_previous_kernel();
   const RmsNormRows& n = a.norm;
   const std::size_t groups = n.hidden / numerics::kNormGroup;
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArg
     }
     if constexpr (kFp8) {
       __shared__ float warp_maxima[2][kHeldThreads / 32];  // alternate rows', as partials
-      quantise_held_row<E, kPerThread>(o, groups, row, n.fp8, warp_maxima[parity]);
+      quantise_held_row<E, kPerThread>(o, groups, row, n.fp8, fp8_static, warp_maxima[parity]);
     }
   }
   if (failure) proto.report(failure);
