@@ -484,18 +484,28 @@ void CudaBackend::size_low_latency(std::size_t bytes, int& blocks, int& threads)
   threads = threads_for(units_per_block);
 }
 
+KernelChoice CudaBackend::reduction_choice(const Call& call, const Plan& plan, bool vectorized,
+                                           std::size_t low_latency_bytes) const {
+  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
+  choice.low_latency = vectorized && low_latency_bytes <= low_latency_bytes_;
+  if (choice.low_latency) size_low_latency(low_latency_bytes, choice.blocks, choice.threads);
+  choice.early_launch = early_launch_;
+  return choice;
+}
+
+std::uint64_t CudaBackend::reduction_variant(const KernelChoice& choice) {
+  return launch_variant((choice.low_latency ? 2u : 0u) | (choice.vectorized ? 1u : 0u), choice.blocks, choice.threads);
+}
+
 void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const {
   // Chunks are whole 16-byte vectors (plan.chunk_bytes is a multiple of 64),
   // so 16-byte alignment of the buffers carries over to every chunk.
   const bool vectorized = aligned_to(16, buffers.in, buffers.out);
-  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
-  choice.low_latency = plan.algo == TPCOLL_ALGO_ONESHOT && vectorized && call.bytes <= low_latency_bytes_;
-  if (choice.low_latency) size_low_latency(call.bytes, choice.blocks, choice.threads);
-  choice.early_launch = early_launch_;
+  const KernelChoice choice =
+      reduction_choice(call, plan, vectorized, plan.algo == TPCOLL_ALGO_ONESHOT ? call.bytes : kNoLowLatency);
 
   AllReduceArgs args{};
-  fill_peer_args(args, call, plan,
-                 launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
+  fill_peer_args(args, call, plan, reduction_variant(choice));
   args.in = buffers.in;
   args.out = buffers.out;
   args.count = call.count;
@@ -510,15 +520,11 @@ void CudaBackend::reduce_scatter(const Call& call, const Plan& plan, const Buffe
   // Every share starts 16-byte aligned when the input does and a share is
   // whole vectors; pieces are 64-byte multiples (plan.chunk_bytes / world).
   const bool vectorized = aligned_to(16, buffers.in, buffers.out) && share * elem % 16 == 0;
-  KernelChoice choice{plan.algo, call.dtype, vectorized, one_gpu_, false, blocks_for(plan.chunk_bytes, world_)};
   // A rank's low-latency area takes a share of up to kLowLatencyBytes from each peer.
-  choice.low_latency = vectorized && share * elem <= low_latency_bytes_;
-  if (choice.low_latency) size_low_latency(share * elem, choice.blocks, choice.threads);
-  choice.early_launch = early_launch_;
+  const KernelChoice choice = reduction_choice(call, plan, vectorized, share * elem);
 
   ReduceScatterArgs args{};
-  fill_peer_args(args, call, plan,
-                 launch_variant((choice.low_latency ? 2u : 0u) | (vectorized ? 1u : 0u), choice.blocks, choice.threads));
+  fill_peer_args(args, call, plan, reduction_variant(choice));
   args.in = buffers.in;
   args.out = buffers.out;
   args.share = share;

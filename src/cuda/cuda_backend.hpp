@@ -19,6 +19,8 @@ class Bootstrap;
 
 namespace tpcoll::cuda {
 
+struct KernelChoice;  // launch.hpp
+
 // TPCOLL_DEVICE: unset or "cpu" -> TPCOLL_DEVICE_CPU; "auto" -> the local
 // rank modulo the number of visible GPUs; else an ordinal.
 int device_from_env();
@@ -154,6 +156,13 @@ class CudaBackend final : public Backend {
   // variant (`variant`: bits of its choice that depend on alignment).
   void fill_peer_args(PeerArgs& args, const Call& call, const Plan& plan, std::uint64_t variant) const;
   void size_low_latency(std::size_t bytes, int& blocks, int& threads) const;
+  // The kernel of an all-reduce or reduce-scatter: low-latency units when
+  // the buffers are vectorized and `low_latency_bytes` (kNoLowLatency: never)
+  // fit in the low-latency area, else staged blocks.
+  static constexpr std::size_t kNoLowLatency = static_cast<std::size_t>(-1);
+  KernelChoice reduction_choice(const Call& call, const Plan& plan, bool vectorized, std::size_t low_latency_bytes) const;
+  // Its part of the call tag: ranks must run the same kernel and launch shape.
+  static std::uint64_t reduction_variant(const KernelChoice& choice);
 
   int rank_;
   int world_;

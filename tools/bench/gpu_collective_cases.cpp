@@ -21,6 +21,24 @@ double gather_bytes_touched(std::size_t bytes, int world) {
   return n * (3.0 * n - 1.0) * s;
 }
 
+// Fills every rank's input with its samples of `seed` and returns their sum
+// by the contract, on the host: rank 0's value, plus ranks 1..n-1 in order,
+// one rounding.
+std::vector<std::byte> upload_summands(GpuJob& job, DType dtype, std::size_t count, std::uint64_t seed) {
+  const std::size_t bytes = count * dtype_size(dtype);
+  std::vector<std::byte> host(bytes), sum(bytes);
+  for (GpuRank& g : job.ranks()) {
+    fill_floats(dtype, host.data(), count, seed, g.rank);
+    check(cudaMemcpy(g.in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    float acc = rounded_sample(dtype, seed, 0, i);
+    for (int r = 1; r < job.world(); ++r) acc += rounded_sample(dtype, seed, r, i);
+    store_float(dtype, sum.data(), i, acc);
+  }
+  return sum;
+}
+
 }  // namespace
 
 Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count, double copy_bw) {
@@ -30,18 +48,8 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   Row row = start_row("all_reduce", dtype, count, world);
   row.baseline = "copy-roofline";
 
-  const std::uint64_t seed = mix(count * 131 + static_cast<std::uint64_t>(dtype));
-  std::vector<std::byte> host(bytes), expected(bytes);
-  for (GpuRank& g : job.ranks()) {
-    fill_floats(dtype, host.data(), count, seed, g.rank);
-    check(cudaMemcpy(g.in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
-  }
-  // The contract, on the host: rank 0's value, plus ranks 1..n-1 in order, one rounding.
-  for (std::size_t i = 0; i < count; ++i) {
-    float acc = rounded_sample(dtype, seed, 0, i);
-    for (int r = 1; r < world; ++r) acc += rounded_sample(dtype, seed, r, i);
-    store_float(dtype, expected.data(), i, acc);
-  }
+  const std::vector<std::byte> expected =
+      upload_summands(job, dtype, count, mix(count * 131 + static_cast<std::uint64_t>(dtype)));
   std::string failure;
   for (Algo algo : {Algo::kOneShot, Algo::kTwoShot}) {
     job.force(algo);
@@ -62,11 +70,9 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_REDUCE, static_cast<tpcoll_dtype_t>(dtype), 1, shape, 0, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(bytes), replays = std::max(5, o.iterations);
-  const auto body = [&] {
-    for (int i = 0; i < calls; ++i) job.all_reduce(count, dtype);
-  };
-  row.time_us = job.time_graph(body, calls, replays);
-  if (o.all_algos) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot}, body, calls, replays);
+  const auto call = [&] { job.all_reduce(count, dtype); };
+  row.time_us = job.time_calls(call, calls, replays);
+  if (o.all_algos) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot}, call, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   row.baseline_time_us = bytes_touched(row.algo, bytes, world) / copy_bw * 1e6;
@@ -106,11 +112,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
                             static_cast<int>(shape.size()), shape.data(), dim, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(row.bytes);
-  row.time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.all_gather(dtype, shape, dim);
-      },
-      calls, replays);
+  row.time_us = job.time_calls([&] { job.all_gather(dtype, shape, dim); }, calls, replays);
   row.algbw = static_cast<double>(total) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
   if (baseline == GatherBaseline::kRoofline) {
@@ -120,17 +122,15 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
   }
   row.baseline = "flat-gather+concat";
   const std::vector<std::int64_t> flat{static_cast<std::int64_t>(row.count)};
-  row.baseline_time_us = job.time_graph(
+  row.baseline_time_us = job.time_calls(
       [&] {
-        for (int i = 0; i < calls; ++i) {
-          job.all_gather(dtype, flat, 0, /*into_scratch=*/true);
-          for (GpuRank& g : job.ranks())
-            for (int r = 0; r < world; ++r)
-              check(cudaMemcpy2DAsync(static_cast<std::byte*>(g.out) + r * inner, world * inner,
-                                      static_cast<const std::byte*>(g.scratch) + r * row.bytes, inner, inner, outer,
-                                      cudaMemcpyDeviceToDevice, g.stream),
-                    "concatenation copy");
-        }
+        job.all_gather(dtype, flat, 0, /*into_scratch=*/true);
+        for (GpuRank& g : job.ranks())
+          for (int r = 0; r < world; ++r)
+            check(cudaMemcpy2DAsync(static_cast<std::byte*>(g.out) + r * inner, world * inner,
+                                    static_cast<const std::byte*>(g.scratch) + r * row.bytes, inner, inner, outer,
+                                    cudaMemcpyDeviceToDevice, g.stream),
+                  "concatenation copy");
       },
       calls, replays);
   return row;
@@ -141,18 +141,9 @@ Row run_reduce_scatter(GpuJob& job, DType dtype, std::size_t count, int replays)
   const std::size_t bytes = count * dtype_size(dtype);
   Row row = start_row("reduce_scatter", dtype, count, world);
   row.baseline = "tpcoll all_reduce";
-  const std::uint64_t seed = mix(count * 137 + static_cast<std::uint64_t>(dtype));
-  std::vector<std::byte> host(bytes), expected(bytes);
-  for (GpuRank& g : job.ranks()) {
-    fill_floats(dtype, host.data(), count, seed, g.rank);
-    check(cudaMemcpy(g.in, host.data(), bytes, cudaMemcpyHostToDevice), "upload");
-    check(cudaMemset(g.scratch, 0xff, bytes), "memset");
-  }
-  for (std::size_t i = 0; i < count; ++i) {
-    float acc = rounded_sample(dtype, seed, 0, i);
-    for (int r = 1; r < world; ++r) acc += rounded_sample(dtype, seed, r, i);
-    store_float(dtype, expected.data(), i, acc);
-  }
+  const std::vector<std::byte> expected =
+      upload_summands(job, dtype, count, mix(count * 137 + static_cast<std::uint64_t>(dtype)));
+  for (GpuRank& g : job.ranks()) check(cudaMemset(g.scratch, 0xff, bytes), "memset");
   check(cudaDeviceSynchronize(), "sync before reduce_scatter");
   job.all_reduce(count, dtype);
   job.reduce_scatter(count, dtype);
@@ -170,16 +161,8 @@ Row run_reduce_scatter(GpuJob& job, DType dtype, std::size_t count, int replays)
                             shape, 0, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.reduce_scatter(count, dtype);
-      },
-      calls, replays);
-  row.baseline_time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.all_reduce(count, dtype);
-      },
-      calls, replays);
+  row.time_us = job.time_calls([&] { job.reduce_scatter(count, dtype); }, calls, replays);
+  row.baseline_time_us = job.time_calls([&] { job.all_reduce(count, dtype); }, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
   return row;

@@ -79,15 +79,13 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
                             static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
   row.algo = world == 1 ? "local" : plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  const auto body = [&] {
-    for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
-  };
-  row.time_us = job.time_graph(body, calls, replays);
+  const auto call = [&] { job.fused(dtype, tokens, hidden); };
+  row.time_us = job.time_calls(call, calls, replays);
   if (candidates)
     time_candidates(job, row,
                     job.runnable({Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
                                  dtype, {shape[0], shape[1]}),
-                    body, calls, replays);
+                    call, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   if (world == 1) {
@@ -96,11 +94,7 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
     return row;
   }
   row.baseline = "all_reduce+add_rmsnorm";
-  row.baseline_time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.all_reduce_then_norm(dtype, tokens, hidden);
-      },
-      calls, replays);
+  row.baseline_time_us = job.time_calls([&] { job.all_reduce_then_norm(dtype, tokens, hidden); }, calls, replays);
   return row;
 }
 
@@ -140,19 +134,11 @@ Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidd
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8, d, 2, shape, 0, &plan));
   row.algo = world == 1 ? "local" : plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false);
-      },
-      calls, replays);
+  row.time_us = job.time_calls([&] { job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false); }, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   row.baseline = "fused (no fp8), same run";
-  row.baseline_time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
-      },
-      calls, replays);
+  row.baseline_time_us = job.time_calls([&] { job.fused(dtype, tokens, hidden); }, calls, replays);
   return row;
 }
 
@@ -178,16 +164,8 @@ Row run_fused_reduce_scatter(GpuJob& job, DType dtype, std::size_t tokens, std::
                             static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.fused_reduce_scatter(dtype, tokens, hidden);
-      },
-      calls, replays);
-  row.baseline_time_us = job.time_graph(
-      [&] {
-        for (int i = 0; i < calls; ++i) job.fused(dtype, tokens, hidden);
-      },
-      calls, replays);
+  row.time_us = job.time_calls([&] { job.fused_reduce_scatter(dtype, tokens, hidden); }, calls, replays);
+  row.baseline_time_us = job.time_calls([&] { job.fused(dtype, tokens, hidden); }, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
   return row;

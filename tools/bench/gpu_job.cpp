@@ -77,11 +77,11 @@ Row start_row(const char* op, DType dtype, std::size_t count, int world) {
   return row;
 }
 
-void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& body,
+void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& call,
                      int calls, int replays) {
   for (Algo algo : candidates) {
     job.force(algo);
-    row.candidates.emplace_back(algo_label(algo), job.time_graph(body, calls, replays));
+    row.candidates.emplace_back(algo_label(algo), job.time_calls(call, calls, replays));
   }
   job.force(std::nullopt);
 }

@@ -211,9 +211,14 @@ class GpuJob {
       fmt::print(stderr, "{} {} {} B {}: {}\n", row.op, row.dtype, row.bytes, row.shape, failure);
   }
 
-  double time_graph(const std::function<void()>& body, int calls, int replays) {
+  // Microseconds per call: a graph of `calls` back-to-back calls of `call`
+  // (which drives every rank here), replayed `replays` times.
+  double time_calls(const std::function<void()>& call, int calls, int replays) {
     std::vector<cudaStream_t> streams;
     for (GpuRank& g : ranks_) streams.push_back(g.stream);
+    const auto body = [&] {
+      for (int i = 0; i < calls; ++i) call();
+    };
     return gpu::time_graph(origin_, streams, body, calls, replays);
   }
 
@@ -242,8 +247,8 @@ Row start_row(const char* op, DType dtype, std::size_t count, int world);
 inline int calls_per_replay(std::size_t bytes) { return bytes <= (1u << 20) ? 200 : 5; }
 
 // --all-algos: the row's candidates, each forced and timed like the
-// dispatched call (`calls` ops of `body` per replay).
-void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& body,
+// dispatched call (`calls` calls of `call` per replay).
+void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& call,
                      int calls, int replays);
 
 }  // namespace tpcoll::bench::gpu
