@@ -91,6 +91,11 @@ int main(int argc, char** argv) {
     command->add_option("-f,--stepfactor", bench.factor, "size multiplier")->check(CLI::Range(1.0, 1024.0));
     command->add_option("-n,--iters", bench.iterations, "timed iterations")->check(CLI::Range(1, 1000000));
     command->add_option("-w,--warmup_iters", bench.warmup, "untimed iterations")->check(CLI::Range(0, 1000000));
+    command
+        ->add_option("--min-ms", bench.min_ms,
+                     "time each op for at least this many ms (more iterations than -n where calls are fast; "
+                     "the median of a noisy machine settles)")
+        ->check(CLI::Range(0.0, 600000.0));
     command->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
   };
   const auto parse_sweep = [&](const std::string& max) {

@@ -75,8 +75,14 @@ class Harness {
   // Collective: true when every rank's check passed and every rank holds the
   // same bytes in `result`; otherwise `detail` says what differed.
   bool agree(bool local_ok, const void* result, std::size_t bytes);
-  // Collective: median over iterations of the slowest rank's time, in us.
+  // Collective: for each of `ops`, the median over iterations of the
+  // slowest rank's time of a call, in us.
+  // They take turns, a few calls each; -n calls each, or more to fill
+  // --min-ms (timed_calls).
+  std::vector<double> time_in_turns(const std::vector<std::function<void()>>& ops);
   double time_us(const std::function<void()>& op);
+  // Collective: -n, or enough calls of `warmup_us_per_call` (rank 0's) to fill --min-ms.
+  std::size_t timed_calls(double warmup_us_per_call);
   // Of `candidates`, those that run as themselves for this call: a forced
   // algorithm that plan() turns into another (a fused row longer than half
   // the staging buffer goes unfused) is not a candidate here, and its time

@@ -24,6 +24,7 @@ struct Options {
   double factor = 4.0;                       // -f
   int iterations = 20;                       // -n
   int warmup = 5;                            // -w
+  double min_ms = 0;                         // --min-ms: timed ms per op at least (more than -n calls when fast)
   int ranks = 2;                             // -np
   std::vector<Op> ops{Op::kAllReduce, Op::kAllGather, Op::kFusedAllReduceRmsNorm};
   std::vector<DType> dtypes{DType::kFloat32, DType::kFloat16, DType::kBFloat16};  // all-reduce and fused
