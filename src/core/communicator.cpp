@@ -130,7 +130,7 @@ void Communicator::create_cuda_backend() {
     }
   }
   if (!context_.fast_available || context_.disabled || env_forced_ == TPCOLL_ALGO_FALLBACK)
-    fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes);
+    fallback_ = std::make_unique<nccl::NcclBackend>(*bootstrap_, device_, context_.staging_bytes, timeout_ms_);
   cuda::load_kernels_on(device_);  // the add + RMSNorm kernel serves NCCL-only communicators too
   cuda_norm_launch_ = cuda::norm_launch_on(device_);
   stream_order_ = std::make_unique<cuda::StreamOrder>(rank_, device_);

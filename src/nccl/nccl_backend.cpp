@@ -78,13 +78,13 @@ NcclBackend::Scratch::Scratch(int device, std::size_t bytes) {
 
 NcclBackend::Scratch::~Scratch() { cudaFree(data_); }
 
-NcclBackend::NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_bytes)
+NcclBackend::NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_bytes, std::int64_t timeout_ms)
     : lib_(agreed_library(bootstrap, device)),
       world_(bootstrap.world()),
       device_(device),
       scratch_bytes_(staging_bytes),
       scratch_(device, staging_bytes),
-      comm_(lib_, world_, agreed_id(bootstrap, lib_, device), bootstrap.rank()) {
+      comm_(lib_, world_, agreed_id(bootstrap, lib_, device), bootstrap.rank(), timeout_ms) {
   log(LogLevel::kInfo, "init", "rank {}: NCCL {} from {} on device {}", bootstrap.rank(), lib_.version, lib_.path,
       device_);
 }

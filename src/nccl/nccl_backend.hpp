@@ -21,7 +21,7 @@ class NcclBackend final : public Backend {
  public:
   // Collective over the bootstrap's ranks. staging_bytes bounds the scratch
   // that an all-gather along an inner dimension goes through.
-  NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_bytes);
+  NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_bytes, std::int64_t timeout_ms);
   ~NcclBackend() override;
   NcclBackend(const NcclBackend&) = delete;
   NcclBackend& operator=(const NcclBackend&) = delete;

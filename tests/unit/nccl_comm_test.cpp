@@ -89,6 +89,8 @@ ncclResult_t fake_all_reduce(const void*, void*, size_t, ncclDataType_t, ncclRed
 
 const char* fake_error_string(ncclResult_t) { return "fake NCCL error"; }
 
+constexpr std::int64_t kTimeoutMs = 60000;
+
 class NcclComm : public ::testing::Test {
  protected:
   NcclComm() {
@@ -125,7 +127,7 @@ TEST_F(NcclComm, IsCreatedNonBlockingAndReadyWhenItReturns) {
   state_.init_result = ncclInProgress;
   state_.in_progress_polls = 3;
   {
-    Comm comm(lib_, 2, ncclUniqueId{}, 0);
+    Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
     EXPECT_EQ(state_.init_blocking, 0);
     EXPECT_EQ(state_.queries, 4) << "the constructor returned before NCCL left ncclInProgress";
   }
@@ -137,7 +139,7 @@ TEST_F(NcclComm, AFailedInitIsAbortedNotLeaked) {
   state_.init_result = ncclInProgress;
   state_.state = ncclSystemError;
   try {
-    Comm comm(lib_, 2, ncclUniqueId{}, 0);
+    Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
     FAIL() << "the constructor returned";
   } catch (const tpcoll::Error& e) {
     EXPECT_EQ(e.code(), TPCOLL_SYSTEM_ERROR);
@@ -149,7 +151,7 @@ TEST_F(NcclComm, AFailedInitIsAbortedNotLeaked) {
 
 TEST_F(NcclComm, AbortCallsNcclCommAbortOnceAndDestroyThenLeavesTheHandle) {
   {
-    Comm comm(lib_, 2, ncclUniqueId{}, 0);
+    Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
     EXPECT_EQ(all_reduce(comm), TPCOLL_SUCCESS) << message_;
     comm.abort();
     comm.abort();
@@ -161,7 +163,7 @@ TEST_F(NcclComm, AbortCallsNcclCommAbortOnceAndDestroyThenLeavesTheHandle) {
 }
 
 TEST_F(NcclComm, ManyThreadsAbortingCallNcclCommAbortOnce) {
-  Comm comm(lib_, 2, ncclUniqueId{}, 0);
+  Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
   std::vector<std::thread> threads;
   for (int i = 0; i < 8; ++i) threads.emplace_back([&] { comm.abort(); });
   for (auto& t : threads) t.join();
@@ -170,7 +172,7 @@ TEST_F(NcclComm, ManyThreadsAbortingCallNcclCommAbortOnce) {
 }
 
 TEST_F(NcclComm, CallsAfterAbortFailWithAbortedAndNeverReachNccl) {
-  Comm comm(lib_, 2, ncclUniqueId{}, 0);
+  Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
   comm.abort();
   const int queries = state_.queries;
   EXPECT_EQ(all_reduce(comm), TPCOLL_ABORTED);
@@ -190,7 +192,7 @@ TEST_F(NcclComm, CallsAfterAbortFailWithAbortedAndNeverReachNccl) {
 // another thread aborts. The wait ends with TPCOLL_ABORTED, and ncclCommAbort
 // never overlaps the op's own NCCL calls.
 TEST_F(NcclComm, AbortFromAnotherThreadEndsAWaitInProgress) {
-  Comm comm(lib_, 2, ncclUniqueId{}, 0);
+  Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
   state_.enqueue_result = ncclInProgress;
   state_.in_progress_polls = 1 << 30;
   std::atomic<bool> done{false};
@@ -211,7 +213,7 @@ TEST_F(NcclComm, AbortFromAnotherThreadEndsAWaitInProgress) {
 }
 
 TEST_F(NcclComm, AWaitThatEndsInAnErrorNamesTheCall) {
-  Comm comm(lib_, 2, ncclUniqueId{}, 0);
+  Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
   state_.enqueue_result = ncclInProgress;
   state_.in_progress_polls = 2;
   state_.state = ncclRemoteError;
@@ -221,12 +223,44 @@ TEST_F(NcclComm, AWaitThatEndsInAnErrorNamesTheCall) {
 
 TEST_F(NcclComm, AnAsynchronousErrorIsRaisedAndTheCommunicatorAbortedAtDestroy) {
   {
-    Comm comm(lib_, 2, ncclUniqueId{}, 0);
+    Comm comm(lib_, 2, ncclUniqueId{}, 0, kTimeoutMs);
     comm.raise_async_error();  // none yet
     state_.state = ncclRemoteError;
     EXPECT_THROW(comm.raise_async_error(), tpcoll::Error);
   }
   // Work with an error may never finish, and ncclCommDestroy would wait for it.
+  EXPECT_EQ(state_.aborts, 1);
+  EXPECT_EQ(state_.destroys, 0);
+}
+
+// A peer that never comes: the wait ends at TPCOLL_TIMEOUT_MS, naming the
+// call, and the communicator is aborted (once), so later calls fail at once.
+TEST_F(NcclComm, AWaitPastTheTimeoutAbortsAndFailsWithTimeout) {
+  Comm comm(lib_, 2, ncclUniqueId{}, 0, 50);
+  state_.enqueue_result = ncclInProgress;
+  state_.in_progress_polls = 1 << 30;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(all_reduce(comm), TPCOLL_TIMEOUT) << message_;
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 50ms);
+  EXPECT_NE(message_.find("ncclAllReduce"), std::string::npos) << message_;
+  EXPECT_NE(message_.find("TPCOLL_TIMEOUT_MS"), std::string::npos) << message_;
+  EXPECT_EQ(state_.aborts, 1);
+  EXPECT_EQ(all_reduce(comm), TPCOLL_ABORTED);
+  EXPECT_NE(message_.find("after a timeout"), std::string::npos) << message_;
+  EXPECT_EQ(state_.aborts, 1);
+  EXPECT_FALSE(state_.used_after_free);
+}
+
+TEST_F(NcclComm, AnInitPastTheTimeoutIsAbortedAndFailsWithTimeout) {
+  state_.init_result = ncclInProgress;
+  state_.in_progress_polls = 1 << 30;
+  try {
+    Comm comm(lib_, 2, ncclUniqueId{}, 0, 20);
+    FAIL() << "the constructor returned";
+  } catch (const tpcoll::Error& e) {
+    EXPECT_EQ(e.code(), TPCOLL_TIMEOUT) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ncclCommInitRankConfig"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(state_.aborts, 1);
   EXPECT_EQ(state_.destroys, 0);
 }
