@@ -13,7 +13,11 @@
 // (common/division.hpp, by its reciprocal) must give the host's `f / d`
 // bit for bit (NaN: any NaN), for a divisor just below 2 (the reciprocal's
 // hardest significand), a per-token scale and 448 (which the per-token scale
-// itself divides by), and so must the per-token scale max / 448.
+// itself divides by), and so must the per-token scale max / 448. The
+// kernels' group quantiser (a close quotient, else exact quotients)
+// must give, for groups made of each input, the codes of the host's IEEE
+// quotients by divisors of every kind: power of two (exact products), few
+// significant bits (exact ties), hard significands and per-token scales.
 //
 // Exit status: 0 pass, 1 fail, 77 no CUDA device (ctest reports "Skipped").
 #include "common/division.hpp"
@@ -39,6 +43,8 @@ namespace nx = tpcoll::numerics;
 
 namespace {
 
+constexpr int kGroupDivisors = 8;  // group_divisor(k)
+
 struct Narrowed {
   std::uint16_t tp_bf16, tp_fp16, cuda_bf16, cuda_fp16;
   std::uint32_t pair_bf16, pair_fp16;  // store_pair(f, -f)
@@ -48,7 +54,23 @@ struct Narrowed {
   std::uint8_t e4m3_portable;          // fp8::float_to_e4m3 compiled for the device
   std::uint32_t quotient[3];           // numerics::quotient(f, divisor(test_divisor(k))), as bits
   std::uint32_t scale;                 // fp8::per_token_scale(|f|), as bits
+  uint2 group_codes[kGroupDivisors];   // quantised_group(group_of(f), row_divisor_of(group_divisor(k)))
 };
+
+// A group of 8 values made of f (the lanes of a pair differ in sign and
+// magnitude), as host and device form it.
+__host__ __device__ float group_factor(int e) {
+  constexpr float factors[8] = {1.0f, -1.0f, 2.0f, -0.5f, 3.0f, -0.375f, 1.5f, -448.0f};
+  return factors[e];
+}
+
+// 2 - 2^-23, 3 / 448, 448, 1.5, 1, 2^-20, 0.01 and 2^-70 (outside the
+// close quotient's range: every group takes the exact way).
+__host__ __device__ float group_divisor(int k) {
+  constexpr std::uint32_t bits[kGroupDivisors] = {0x3fffffffu, 0x3bdb6db7u, 0x43e00000u, 0x3fc00000u,
+                                                  0x3f800000u, 0x35800000u, 0x3c23d70au, 0x1c800000u};
+  return nx::bits_float(bits[k]);
+}
 
 // 2 - 2^-23, 3 / 448 and 448.
 __host__ __device__ float test_divisor(int k) {
@@ -76,6 +98,11 @@ __global__ void narrow_kernel(const float* in, Narrowed* out, std::size_t n) {
     for (int k = 0; k < 3; ++k)
       out[i].quotient[k] = __float_as_uint(nx::quotient(f, nx::divisor(test_divisor(k))));
     out[i].scale = __float_as_uint(tpcoll::fp8::per_token_scale(fabsf(f)));
+    float group[8];
+    for (int e = 0; e < 8; ++e) group[e] = __fmul_rn(f, group_factor(e));
+    for (int k = 0; k < kGroupDivisors; ++k)
+      out[i].group_codes[k] =
+          tpcoll::cuda::quantised_group<tpcoll::cuda::Float32>(group, tpcoll::fp8::row_divisor_of(group_divisor(k)));
   }
 }
 
@@ -230,6 +257,14 @@ int main() {
       const std::uint32_t want = float_to_bits(f / test_divisor(k));
       if (is_nan_bits(want) ? !is_nan_bits(r.quotient[k]) : r.quotient[k] != want)
         fail("device quotient by the reciprocal vs host f / d", u, r.quotient[k], want);
+    }
+    for (int k = 0; k < kGroupDivisors; ++k) {
+      std::uint8_t codes[8];
+      std::memcpy(codes, &r.group_codes[k], sizeof codes);
+      for (int e = 0; e < 8; ++e) {
+        const std::uint8_t want = tpcoll::fp8::quantise(f * group_factor(e), group_divisor(k));
+        if (codes[e] != want) fail("device quantised_group vs host e4m3(f / d)", u, codes[e], want);
+      }
     }
     const std::uint32_t host_scale = float_to_bits(tpcoll::fp8::per_token_scale(std::fabs(f)));
     if (is_nan_bits(host_scale) ? !is_nan_bits(r.scale) : r.scale != host_scale)

@@ -6,6 +6,7 @@
 // next to 1 and 2, where the reciprocal's rounding error is largest relative
 // to the divisor).
 #include "common/division.hpp"
+#include "common/fp8.hpp"
 #include "common/fp8_quantise.hpp"
 
 #include <gtest/gtest.h>
@@ -184,6 +185,83 @@ TEST(Division, ReciprocalPathServesOrdinaryValues) {
   EXPECT_EQ(e4m3_max.in_range, computed.in_range);
   EXPECT_EQ(bits32(nx::quotient(-0.0f, nx::divisor(3.0f))), 0x80000000u);
   EXPECT_EQ(bits32(nx::quotient(0.0f, nx::divisor(-3.0f))), 0x80000000u);
+}
+
+// The kernels' way to a code (fp8::quantise by a RowDivisor: the close
+// quotient, else the exact way) against the IEEE quotient's code, for every
+// bf16 and fp16 value by every divisor, the E4M3 midpoints times the divisor
+// (exact ties where the product is exact), edge dividends and random floats.
+std::size_t wrong_codes(const std::vector<float>& values, float d, std::string& first) {
+  const tpcoll::fp8::RowDivisor divisor = tpcoll::fp8::row_divisor_of(d);
+  std::size_t wrong = 0;
+  for (const float v : values) {
+    const std::uint8_t got = tpcoll::fp8::quantise(v, divisor), want = tpcoll::fp8::quantise(v, d);
+    if (got == want) continue;
+    if (wrong++ == 0) {
+      std::ostringstream s;
+      s << std::hexfloat << v << " / " << d << ": code 0x" << std::hex << int{got} << ", want 0x" << int{want};
+      first = s.str();
+    }
+  }
+  return wrong;
+}
+
+TEST(Fp8CloseQuotient, CodesAreTheIeeeQuotientsCodes) {
+  std::vector<float> values = all_16_bit(nx::bf16_to_float);
+  const std::vector<float> fp16 = all_16_bit(nx::fp16_to_float);
+  values.insert(values.end(), fp16.begin(), fp16.end());
+  std::mt19937 rng(13);
+  std::uniform_int_distribution<std::uint32_t> any;
+  for (int i = 0; i < 65536; ++i) values.push_back(f32(any(rng)));
+  std::vector<float> d = divisors();
+  for (const float few_bits : {1.5f, 3.0f, 0.75f, 0.01f, 5.0f / 448.0f}) d.push_back(few_bits);
+  for (const float divisor : d) {
+    std::vector<float> with_edges = values;
+    for (const float limit : {448.0f, 464.0f, 416.0f, std::ldexp(1.0f, -6), std::ldexp(1.0f, -9),
+                              std::ldexp(1.0f, -10), std::ldexp(1.0f, -126), std::ldexp(1.0f, 127)}) {
+      const float v = limit * std::fabs(divisor);
+      if (!std::isfinite(v)) continue;
+      push_with_neighbours(with_edges, v);
+      push_with_neighbours(with_edges, -v);
+    }
+    for (int code = 0; code < 0x7e; ++code) {
+      const float mid = (tpcoll::fp8::e4m3_to_float(static_cast<std::uint8_t>(code)) +
+                         tpcoll::fp8::e4m3_to_float(static_cast<std::uint8_t>(code + 1))) / 2;
+      push_with_neighbours(with_edges, mid * divisor);
+      push_with_neighbours(with_edges, -mid * divisor);
+    }
+    std::string first;
+    ASSERT_EQ(wrong_codes(with_edges, divisor, first), 0u) << first;
+  }
+}
+
+// The close quotient itself is RN(v / d) for every value whose quotient lies
+// where codes differ, so the kernels take the exact way only for NaN and
+// infinities: every significand of [1, 2) by hard divisors and per-token
+// scales, and random bf16 rows by the scales the FP8 op meets.
+TEST(Fp8CloseQuotient, IsTheIeeeQuotientWhereCodesDiffer) {
+  const auto in_window = [](float q) { return std::fabs(q) >= std::ldexp(1.0f, -10) && std::fabs(q) <= 464.0f; };
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> magnitude(0.5f, 8.0f);
+  std::vector<float> d = {f32(0x3fffffffu), f32(0x3f800001u), 1.5f, 0.01f, 448.0f, 1.0f / 448.0f};
+  for (int i = 0; i < 8; ++i) {
+    d.push_back(magnitude(rng) / 448.0f);
+    d.push_back(nx::bf16_to_float(nx::float_to_bf16(magnitude(rng))) / 448.0f);
+  }
+  for (const float divisor : d) {
+    const tpcoll::fp8::RowDivisor rd = tpcoll::fp8::row_divisor_of(divisor);
+    for (std::uint32_t m = 0; m < (1u << 23); m += 7) {
+      for (const float v : {f32(0x3f800000u | m), -f32(0x40800000u | m)}) {
+        const float want = v / divisor;
+        if (!in_window(want)) continue;
+        ASSERT_EQ(bits32(tpcoll::fp8::close_quotient(v, rd)), bits32(want)) << std::hexfloat << v << " / " << divisor;
+      }
+    }
+  }
+  EXPECT_EQ(bits32(tpcoll::fp8::close_quotient(-0.0f, tpcoll::fp8::row_divisor_of(3.0f))), 0x80000000u);
+  EXPECT_EQ(bits32(tpcoll::fp8::close_quotient(0.0f, tpcoll::fp8::row_divisor_of(3.0f))), 0u);
+  EXPECT_TRUE(std::isnan(tpcoll::fp8::close_quotient(1.0f, tpcoll::fp8::row_divisor_of(kMax))));  // out of range
+  EXPECT_TRUE(std::isnan(tpcoll::fp8::close_quotient(1.0f, tpcoll::fp8::row_divisor_of(std::ldexp(1.0f, -70)))));
 }
 
 }  // namespace

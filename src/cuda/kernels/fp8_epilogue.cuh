@@ -1,8 +1,9 @@
 // The device half of the FP8 quantisation (common/fp8_quantise.hpp) as the
 // kernels that end the fused op apply it to the rows they hold: a block-wide
-// max for per-token scales, the row divisor's reciprocal for the quotients
-// (common/division.hpp), and 8-element groups converted two at a time with
-// the hardware's paired conversion.
+// max for per-token scales, and 8-element groups converted two at a time
+// with the hardware's paired conversion, by a quotient that is exact where
+// codes differ (fp8::RowDivisor), else by exact quotients through the
+// reciprocal (common/division.hpp).
 #pragma once
 
 #include "common/division.hpp"
@@ -49,23 +50,30 @@ __device__ __forceinline__ std::uint16_t e4m3_pair(float lo, float hi) {
   return codes;
 }
 
-// A group's 8 codes, for one 8-byte store. The 8 quotients by the reciprocal
-// have no branch between them, so they overlap; one branch then divides the
-// rare values outside its range (numerics::corrected_quotient).
-template <typename E>
-__device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup],
-                                                 const numerics::Divisor& divisor) {
+// A group's values, widened, passed by value (in registers: an array by
+// reference would go through local memory).
+struct GroupFloats {
+  float v[numerics::kNormGroup];
+};
+
+// A group's 8 codes by IEEE-exact quotients, for one 8-byte store. The 8
+// quotients by the reciprocal have no branch between them, so they overlap;
+// one branch then divides the rare values outside its range
+// (numerics::corrected_quotient). Not inlined: quantised_group calls it only
+// for groups holding NaN or infinities, and inlined the compiler may
+// predicate it into every group.
+__device__ __noinline__ inline uint2 exactly_quantised_group(GroupFloats values, numerics::Divisor divisor) {
   float q[numerics::kNormGroup];
   bool exact = true;
 #pragma unroll
   for (int e = 0; e < numerics::kNormGroup; ++e) {
-    const numerics::Quotient c = numerics::corrected_quotient(E::load(v[e]), divisor);
+    const numerics::Quotient c = numerics::corrected_quotient(values.v[e], divisor);
     q[e] = c.value;
     exact = exact && c.exact;
   }
   if (!exact) {
 #pragma unroll
-    for (int e = 0; e < numerics::kNormGroup; ++e) q[e] = numerics::quotient(E::load(v[e]), divisor);
+    for (int e = 0; e < numerics::kNormGroup; ++e) q[e] = numerics::quotient(values.v[e], divisor);
   }
   std::uint16_t pairs[numerics::kNormGroup / 2];
 #pragma unroll
@@ -75,24 +83,53 @@ __device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[
   return codes;
 }
 
+// The hardware's two codes of (lo, hi), `lo` in the low byte, NaN as it
+// gives it.
+__device__ __forceinline__ std::uint16_t raw_e4m3_pair(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+
+// A group's 8 codes, for one 8-byte store: by fp8::close_quotient (a
+// multiplication and three FMAs per value, no range checks: about a third
+// of the exact way's instructions), two conversions at a time; a group with
+// a NaN code (NaN, infinities, overflow) takes the exact way.
+template <typename E>
+__device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup],
+                                                 const fp8::RowDivisor& divisor) {
+  GroupFloats values;
+  float q[numerics::kNormGroup];
+#pragma unroll
+  for (int e = 0; e < numerics::kNormGroup; ++e) {
+    values.v[e] = E::load(v[e]);
+    q[e] = fp8::close_quotient(values.v[e], divisor);
+  }
+  std::uint16_t pairs[numerics::kNormGroup / 2];
+#pragma unroll
+  for (int p = 0; p < numerics::kNormGroup / 2; ++p) pairs[p] = raw_e4m3_pair(q[2 * p], q[2 * p + 1]);
+  uint2 codes;
+  memcpy(&codes, pairs, sizeof codes);
+  if (!fp8::any_nan_code(codes.x) && !fp8::any_nan_code(codes.y)) return codes;
+  return exactly_quantised_group(values, divisor.exact);
+}
+
 // The static scale's divisor. A kernel forms it first thing, so that the
 // reciprocal's division overlaps the kernel's loads and waits instead of
 // following the row's norm.
-__device__ __forceinline__ numerics::Divisor static_scale_divisor(const fp8::Fp8Output& fp8) {
-  return numerics::divisor(fp8.static_scale);
+__device__ __forceinline__ fp8::RowDivisor static_scale_divisor(const fp8::Fp8Output& fp8) {
+  return fp8::row_divisor_of(fp8.static_scale);
 }
 
 // What the row is divided by: `static_divisor` (static_scale_divisor(fp8)),
 // or (per token) the row's max |out| / 448, which thread 0 writes to
 // row_scales[row]. `max_abs` is this thread's share of the row's maximum;
 // `warp_maxima` as block_max's. Static scaling needs no barrier.
-__device__ __forceinline__ numerics::Divisor row_divisor(const fp8::Fp8Output& fp8,
-                                                         const numerics::Divisor& static_divisor, std::size_t row,
-                                                         float max_abs, float* warp_maxima) {
+__device__ __forceinline__ fp8::RowDivisor row_divisor(const fp8::Fp8Output& fp8,
+                                                       const fp8::RowDivisor& static_divisor, std::size_t row,
+                                                       float max_abs, float* warp_maxima) {
   if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return static_divisor;
   const float scale = fp8::per_token_scale(block_max(max_abs, warp_maxima));
   if (threadIdx.x == 0) fp8.row_scales[row] = scale;
-  return numerics::divisor(fp8::divisor_of(scale));
+  return fp8::row_divisor_of(fp8::divisor_of(scale));
 }
 
 }  // namespace tpcoll::cuda

@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArg
   using G = Group<E>;
   using Units = HeldUnits<E, kPerThread>;
   __shared__ float partials[2][kPartials];  // alternate rows' (see block_inverse_rms)
-  const numerics::Divisor fp8_static = static_scale_divisor(a.norm.fp8);  // unused without kFp8
+  const fp8::RowDivisor fp8_static = static_scale_divisor(a.norm.fp8);  // unused without kFp8
   wait_for_previous_kernel();
   const RmsNormRows& n = a.norm;
   const std::size_t groups = n.hidden / numerics::kNormGroup;

@@ -182,7 +182,7 @@ __device__ __forceinline__ float block_inverse_rms(float partial, float* partial
 // row_divisor's.
 template <typename E, int kPerThread>
 __device__ __forceinline__ void quantise_held_row(const Group<E> (&o)[kPerThread], std::size_t groups, std::size_t row,
-                                                  const fp8::Fp8Output& fp8, const numerics::Divisor& static_divisor,
+                                                  const fp8::Fp8Output& fp8, const fp8::RowDivisor& static_divisor,
                                                   float* warp_maxima) {
   float max_abs = 0.0f;
   if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
@@ -190,7 +190,7 @@ __device__ __forceinline__ void quantise_held_row(const Group<E> (&o)[kPerThread
     for (int k = 0; k < kPerThread; ++k)
       if (holds(groups, k)) max_abs = group_max_abs<E>(o[k].v, max_abs);
   }
-  const numerics::Divisor divisor = row_divisor(fp8, static_divisor, row, max_abs, warp_maxima);
+  const fp8::RowDivisor divisor = row_divisor(fp8, static_divisor, row, max_abs, warp_maxima);
   uint2* codes = static_cast<uint2*>(fp8.out_fp8) + row * groups;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k)
@@ -211,7 +211,7 @@ template <typename E, int kPerThread, bool kWeightFirst, bool kFp8 = false>
 __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const RmsNormRows a) {
   using G = Group<E>;
   __shared__ float partials[kPartials];
-  const numerics::Divisor fp8_static = static_scale_divisor(a.fp8);  // unused without kFp8
+  const fp8::RowDivisor fp8_static = static_scale_divisor(a.fp8);  // unused without kFp8
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   G* s = reinterpret_cast<G*>(shared);
   __shared__ float partials[kPartials];
   __shared__ float inv;
-  const numerics::Divisor fp8_static = static_scale_divisor(a.fp8);  // unused without kFp8
+  const fp8::RowDivisor fp8_static = static_scale_divisor(a.fp8);  // unused without kFp8
   wait_for_previous_kernel();
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
@@ -331,7 +331,7 @@ __global__ void __launch_bounds__(kNormMaxThreads) add_rmsnorm_shared_kernel(con
   if constexpr (kFp8) {
     if (per_token) {
       __shared__ float warp_maxima[kNormMaxThreads / 32];
-      const numerics::Divisor divisor = row_divisor(a.fp8, fp8_static, blockIdx.x, max_abs, warp_maxima);
+      const fp8::RowDivisor divisor = row_divisor(a.fp8, fp8_static, blockIdx.x, max_abs, warp_maxima);
       for (std::size_t g = threadIdx.x; g < groups; g += blockDim.x) codes[g] = quantised_group<E>(s[g].v, divisor);
     }
   }
@@ -375,7 +375,7 @@ __device__ __forceinline__ void add_rmsnorm_row(const RmsNormRows& a, std::size_
       scale = fp8::per_token_scale(max_abs);
       if (lane == 0) a.fp8.row_scales[row] = scale;
     }
-    const numerics::Divisor divisor = numerics::divisor(fp8::divisor_of(scale));
+    const fp8::RowDivisor divisor = fp8::row_divisor_of(fp8::divisor_of(scale));
     auto* codes = static_cast<std::uint8_t*>(a.fp8.out_fp8) + offset;
     for (std::size_t e = lane; e < a.hidden; e += 32) {
       const S o = E::store(normalized<E>(s[e], inv, weight[e]));
