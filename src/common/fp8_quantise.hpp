@@ -78,10 +78,9 @@ TPCOLL_HOST_DEVICE inline std::uint8_t quantise(float v, const numerics::Divisor
 // floating-point steps, no range checks, where it decides a code, that is
 // for the quotients E4M3 can tell apart. With y = RN(1 / d), the float
 // z = y or its neighbour below, whichever is at most 1 / d, and
-// low = RN((1 - d * z) * z)
-// (the bracket is exact for a reciprocal within an ulp, and low >= 0, so
-// that v * z and v * low have one sign, zeros too), z + low is 1 / d within
-// 2^-43 relative, so
+// low = RN((1 - d * z) * z) (1 - d * z is exact for a reciprocal within an
+// ulp, and >= 0, so that v * z and v * low have one sign, zeros too),
+// z + low is 1 / d within 2^-43 relative, so
 //   q = RN(v * z + RN(v * low))
 // is within half an ulp and a hair of v / d: faithful. Then t = d * q - v
 // is exact, and Markstein's correction RN(q - t * y) is RN(v / d) (the
@@ -105,7 +104,8 @@ TPCOLL_HOST_DEVICE inline RowDivisor row_divisor_of(float d) {
   const numerics::Divisor exact = numerics::divisor(d);
   // Positive divisors only (the kernels' scales are): -t * y + q keeps a
   // zero's sign only for y > 0. The raw bits of a negative d lie above 2^64's.
-  if (numerics::float_bits(d) - 0x1f800000u /* 2^-64 */ > 0x5f800000u /* 2^64 */ - 0x1f800000u) return {exact, NAN, NAN};
+  constexpr std::uint32_t kLowest = 0x1f800000u /* 2^-64 */, kHighest = 0x5f800000u /* 2^64 */;
+  if (numerics::float_bits(d) - kLowest > kHighest - kLowest) return {exact, NAN, NAN};
   float z = exact.reciprocal;
   // z > 1 / d exactly when d * z > 1; the float below it is then the bits
   // one less.

