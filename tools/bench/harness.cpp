@@ -86,7 +86,8 @@ std::vector<double> Harness::time_in_turns(const std::vector<std::function<void(
     for (int r = 0; r < comm_.world_size(); ++r) times[k] = std::max(times[k], all[r * times.size() + k]);
   std::vector<double> medians(m);
   for (std::size_t j = 0; j < m; ++j) {
-    const auto first = times.begin() + static_cast<std::ptrdiff_t>(j * n), middle = first + static_cast<std::ptrdiff_t>(n / 2);
+    const auto first = times.begin() + static_cast<std::ptrdiff_t>(j * n);
+    const auto middle = first + static_cast<std::ptrdiff_t>(n / 2);
     std::nth_element(first, middle, first + static_cast<std::ptrdiff_t>(n));
     medians[j] = *middle;
   }
