@@ -139,7 +139,8 @@ void Communicator::create_cuda_backend() {
   // it the op takes long enough (about 90 us at 16 MiB, 2 ranks on an H100)
   // that a graph's allocation nodes cost it under 3%. It is a fraction of
   // the staging buffer (two slots per rank) that the backend holds anyway.
-  fp8_scratch_ = std::make_unique<cuda::ScratchBlock>(device_, world_ > 1 ? context_.staging_bytes : 0);
+  fp8_scratch_ = std::make_unique<cuda::DeviceBlock>(device_, world_ > 1 ? context_.staging_bytes : 0,
+                                                      "allocating the FP8 scratch block");
 }
 
 Communicator::~Communicator() = default;

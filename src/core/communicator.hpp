@@ -18,7 +18,7 @@
 
 namespace tpcoll::cuda {
 class CudaBackend;
-class ScratchBlock;
+class DeviceBlock;
 class StreamOrder;
 }
 
@@ -95,7 +95,7 @@ class Communicator {
   cuda::CudaBackend* cuda_ = nullptr;  // fast_, when it is our CUDA backend
   cuda::NormLaunch cuda_norm_launch_;  // cuda::norm_launch_on(device_)
   std::unique_ptr<cuda::StreamOrder> stream_order_;  // CUDA communicators: ops in issue order across streams
-  std::unique_ptr<cuda::ScratchBlock> fp8_scratch_;  // CUDA communicators: rows of FP8 calls without out
+  std::unique_ptr<cuda::DeviceBlock> fp8_scratch_;  // CUDA communicators: rows of FP8 calls without out
   PlanContext context_;
   std::unique_ptr<LoadedTable> tuned_;  // the measured table in use, if any
   TuneTable tuned_view_{};              // tuned_->view(), which context_.table points to

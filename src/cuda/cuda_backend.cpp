@@ -362,19 +362,7 @@ void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, co
              "launching the FP8 quantisation kernel");
 }
 
-ScratchBlock::ScratchBlock(int device, std::size_t bytes) : device_(device), bytes_(bytes) {
-  if (bytes == 0) return;
-  check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  check_cuda(cudaMalloc(&data_, bytes), "allocating the FP8 scratch block");
-}
-
-ScratchBlock::~ScratchBlock() {
-  if (data_ == nullptr) return;
-  cudaSetDevice(device_);
-  cudaFree(data_);
-}
-
-ScratchRows::ScratchRows(const ScratchBlock& block, std::size_t bytes, void* stream) : stream_(stream) {
+ScratchRows::ScratchRows(const DeviceBlock& block, std::size_t bytes, void* stream) : stream_(stream) {
   if (bytes == 0) return;
   if (bytes <= block.bytes()) {
     data_ = block.data();

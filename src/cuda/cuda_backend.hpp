@@ -5,6 +5,7 @@
 
 #include "common/fp8_quantise.hpp"
 #include "core/backend.hpp"
+#include "cuda/device_block.hpp"
 #include "cuda/kernels/layout.cuh"
 #include "cuda/kernels/row_limits.hpp"
 #include "cuda/norm_launch.hpp"
@@ -52,38 +53,17 @@ void add_rmsnorm(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, con
 void quantise_fp8(int device, const NormLaunch& launch, tpcoll_dtype_t dtype, const void* out, std::size_t rows,
                   std::size_t hidden, const fp8::Fp8Output& fp8, void* stream);
 
-// A communicator's device block for the reduced rows of its FP8 calls that
-// pass no out (the all-reduce's output before the add + RMSNorm kernel
-// quantises it, or the fused two-shot's before the quantisation kernel).
-// Allocated once at creation and freed at destruction, never moved in
-// between: a captured graph keeps its address. One block serves every call:
-// a communicator's ops run one after another (StreamOrder orders each after
-// the previous one, whatever its stream), so no two calls use it at once.
-class ScratchBlock {
- public:
-  // bytes 0: no block (a communicator of one rank stages nothing).
-  ScratchBlock(int device, std::size_t bytes);
-  ~ScratchBlock();
-  ScratchBlock(const ScratchBlock&) = delete;
-  ScratchBlock& operator=(const ScratchBlock&) = delete;
-  int device() const { return device_; }
-  void* data() const { return data_; }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  int device_;
-  std::size_t bytes_;
-  void* data_ = nullptr;
-};
-
 // Device memory of `bytes` (none for 0) for one call: the communicator's
-// block when they fit in it; else allocated and freed in `stream`'s order
+// block for the reduced rows of FP8 calls that pass no out, when they fit in
+// it (one block serves every call: a communicator's ops run one after
+// another, StreamOrder ordering each after the previous one whatever its
+// stream); else allocated and freed in `stream`'s order
 // (eagerly, and under graph capture as the graph's own allocation nodes,
 // which cost a replay about a microsecond each: only calls larger than the
 // block pay that).
 class ScratchRows {
  public:
-  ScratchRows(const ScratchBlock& block, std::size_t bytes, void* stream);
+  ScratchRows(const DeviceBlock& block, std::size_t bytes, void* stream);
   ~ScratchRows();
   ScratchRows(const ScratchRows&) = delete;
   ScratchRows& operator=(const ScratchRows&) = delete;
@@ -160,7 +140,8 @@ class CudaBackend final : public Backend {
   // the buffers are vectorized and `low_latency_bytes` (kNoLowLatency: never)
   // fit in the low-latency area, else staged blocks.
   static constexpr std::size_t kNoLowLatency = static_cast<std::size_t>(-1);
-  KernelChoice reduction_choice(const Call& call, const Plan& plan, bool vectorized, std::size_t low_latency_bytes) const;
+  KernelChoice reduction_choice(const Call& call, const Plan& plan, bool vectorized,
+                                std::size_t low_latency_bytes) const;
   // Its part of the call tag: ranks must run the same kernel and launch shape.
   static std::uint64_t reduction_variant(const KernelChoice& choice);
 

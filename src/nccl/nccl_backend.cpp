@@ -71,19 +71,11 @@ ncclUniqueId agreed_id(Bootstrap& bootstrap, const Library& lib, int device) {
 
 }  // namespace
 
-NcclBackend::Scratch::Scratch(int device, std::size_t bytes) {
-  cuda::check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  cuda::check_cuda(cudaMalloc(&data_, bytes), "allocating the NCCL gather scratch");
-}
-
-NcclBackend::Scratch::~Scratch() { cudaFree(data_); }
-
 NcclBackend::NcclBackend(Bootstrap& bootstrap, int device, std::size_t staging_bytes, std::int64_t timeout_ms)
     : lib_(agreed_library(bootstrap, device)),
       world_(bootstrap.world()),
       device_(device),
-      scratch_bytes_(staging_bytes),
-      scratch_(device, staging_bytes),
+      scratch_(device, staging_bytes, "allocating the NCCL gather scratch"),
       comm_(lib_, world_, agreed_id(bootstrap, lib_, device), bootstrap.rank(), timeout_ms) {
   log(LogLevel::kInfo, "init", "rank {}: NCCL {} from {} on device {}", bootstrap.rank(), lib_.version, lib_.path,
       device_);
@@ -135,7 +127,7 @@ void NcclBackend::all_gather(const Call& call, const Buffers& buffers) {
                [&](ncclComm_t comm) { return lib_.all_gather(in, out, call.bytes, ncclUint8, comm, stream); });
     return;
   }
-  const std::size_t per_rank = scratch_bytes_ / world_;
+  const std::size_t per_rank = scratch_.bytes() / world_;
   const std::size_t width = std::min(inner, per_rank);
   const std::size_t rows = width == inner ? std::max<std::size_t>(1, per_rank / inner) : 1;
   for (std::size_t row = 0; row < call.outer; row += rows) {

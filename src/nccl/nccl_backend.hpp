@@ -6,6 +6,7 @@
 #pragma once
 
 #include "core/backend.hpp"
+#include "cuda/device_block.hpp"
 #include "nccl/nccl_comm.hpp"
 #include "nccl/nccl_library.hpp"
 
@@ -33,28 +34,14 @@ class NcclBackend final : public Backend {
   void abort() override;
 
  private:
-  // Device memory on `device` for the communicator's lifetime.
-  class Scratch {
-   public:
-    Scratch(int device, std::size_t bytes);
-    ~Scratch();
-    Scratch(const Scratch&) = delete;
-    Scratch& operator=(const Scratch&) = delete;
-    void* data() const { return data_; }
-
-   private:
-    void* data_ = nullptr;
-  };
-
   void all_gather(const Call& call, const Buffers& buffers);
 
   const Library& lib_;
   int world_;
   int device_;
-  std::size_t scratch_bytes_;
   // world x part of a row chunk, for gathers along an inner dim. Before
   // comm_: freed after it, once no NCCL work can still write it.
-  Scratch scratch_;
+  cuda::DeviceBlock scratch_;
   Comm comm_;
 };
 

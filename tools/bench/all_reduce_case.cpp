@@ -51,7 +51,8 @@ Row Harness::all_reduce(DType dtype, std::size_t count) {
   const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
   row.algo = comm_.plan(Op::kAllReduce, dtype, shape).algorithm;
   measure(
-      row, runnable({Algo::kOneShot, Algo::kTwoShot}, Op::kAllReduce, dtype, shape), [&] { comm_.all_reduce(in.data(), out.data(), count, dtype); },
+      row, runnable({Algo::kOneShot, Algo::kTwoShot}, Op::kAllReduce, dtype, shape),
+      [&] { comm_.all_reduce(in.data(), out.data(), count, dtype); },
       [&] { baseline_->all_reduce(in.data(), other.data(), count, dtype); });
   row.algbw = static_cast<double>(row.bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;

@@ -134,7 +134,8 @@ Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidd
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM_FP8, d, 2, shape, 0, &plan));
   row.algo = world == 1 ? "local" : plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_calls([&] { job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false); }, calls, replays);
+  row.time_us =
+      job.time_calls([&] { job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false); }, calls, replays);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   row.baseline = "fused (no fp8), same run";

@@ -86,9 +86,9 @@ __global__ void __launch_bounds__(kThreads) low_latency_reduce_scatter(const Red
     for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
       store_unit(dst + i, read_unit(share(p), i, bytes), flag);
   }
-  // (Loading the first units before the sequence number, as the all-reduce
-  // does, measured slower here on an H100: 2.42 against 2.18 us at 1 KiB,
-  // 2 ranks.)
+  // (Loading every share's first unit before the sequence number, as the
+  // all-reduce loads its own, measured slower here at 2 ranks on an H100 and
+  // faster at 4: h100-s6-reduce-scatter-preload-ab.txt.)
   std::uint32_t failure = 0;
   const auto own_unit = [&](std::size_t i) { return read_unit(share(a.rank), i, bytes); };
   for (std::size_t i = mine.lo + threadIdx.x; i < mine.hi; i += blockDim.x)
