@@ -482,7 +482,8 @@ KernelChoice CudaBackend::reduction_choice(const Call& call, const Plan& plan, b
 }
 
 std::uint64_t CudaBackend::reduction_variant(const KernelChoice& choice) {
-  return launch_variant((choice.low_latency ? 2u : 0u) | (choice.vectorized ? 1u : 0u), choice.blocks, choice.threads);
+  return launch_variant((choice.by_input_unit ? 4u : 0u) | (choice.low_latency ? 2u : 0u) | (choice.vectorized ? 1u : 0u),
+                        choice.blocks, choice.threads);
 }
 
 void CudaBackend::all_reduce(const Call& call, const Plan& plan, const Buffers& buffers) const {
@@ -508,8 +509,19 @@ void CudaBackend::reduce_scatter(const Call& call, const Plan& plan, const Buffe
   // Every share starts 16-byte aligned when the input does and a share is
   // whole vectors; pieces are 64-byte multiples (plan.chunk_bytes / world).
   const bool vectorized = aligned_to(16, buffers.in, buffers.out) && share * elem % 16 == 0;
-  // A rank's low-latency area takes a share of up to kLowLatencyBytes from each peer.
-  const KernelChoice choice = reduction_choice(call, plan, vectorized, share * elem);
+  // A rank's low-latency area takes a share of up to kLowLatencyBytes from
+  // each peer. Where the all-reduce's grid for the whole input has a thread
+  // per unit, the low-latency kernel runs it (reduce_scatter.cuh says why).
+  KernelChoice choice = reduction_choice(call, plan, vectorized, share * elem);
+  if (choice.low_latency) {
+    int blocks = 0, threads = 0;
+    size_low_latency(call.bytes, blocks, threads);
+    choice.by_input_unit = call.bytes / 8 <= static_cast<std::size_t>(blocks) * static_cast<std::size_t>(threads);
+    if (choice.by_input_unit) {
+      choice.blocks = blocks;
+      choice.threads = threads;
+    }
+  }
 
   ReduceScatterArgs args{};
   fill_peer_args(args, call, plan, reduction_variant(choice));

@@ -22,6 +22,7 @@ struct KernelChoice {
   int blocks;
   int threads = kThreads;
   bool early_launch = false;  // programmatic dependent launch (TPCOLL_CUDA_EARLY_LAUNCH)
+  bool by_input_unit = false;  // low-latency reduce-scatter: a thread per unit of the input, not of a share
 };
 
 cudaError_t launch_all_reduce(const KernelChoice& choice, const AllReduceArgs& args, cudaStream_t stream);

@@ -103,9 +103,10 @@ class ScatterJob : public LocalJob {
 };
 
 TEST(CudaReduceScatter, ShareIsTheAllReduceShareAtEveryWorldDtypeAndSize) {
-  // Per-rank shares from one element (low-latency units) past 256 KiB
-  // (staged), and an odd size (element-wide kernels).
-  const std::size_t per_rank_counts[] = {1, 7, 8, 1000, 4097, 65536 + 3, 1 << 18};
+  // Per-rank shares from one element past 256 KiB (staged), and odd sizes
+  // (element-wide kernels); 8 and 1000 elements take the low-latency kernel
+  // by input unit, 1 << 15 the one by share unit (more units than threads).
+  const std::size_t per_rank_counts[] = {1, 7, 8, 1000, 4097, 65536 + 3, 1 << 15, 1 << 18};
   for (int world : {2, 3, 4, 8}) {
     ScatterJob job(world, (std::size_t{1} << 18) * 8 * 4);
     for (tpcoll_dtype_t d : kDtypes)
