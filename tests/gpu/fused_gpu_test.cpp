@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <utility>
 #include <vector>
@@ -56,8 +57,10 @@ class NormJob : public LocalJob {
   }
 
   // Random inputs (x per rank; residual and weight shared, as in tensor
-  // parallelism); returns {out, residual_out} as the CPU computes them.
-  std::pair<std::vector<std::byte>, std::vector<std::byte>> fill(const Norm& n, std::uint32_t seed) {
+  // parallelism), with `first_weight` as the weight's element 0 if given;
+  // returns {out, residual_out} as the CPU computes them.
+  std::pair<std::vector<std::byte>, std::vector<std::byte>> fill(const Norm& n, std::uint32_t seed,
+                                                                 std::optional<float> first_weight = std::nullopt) {
     const std::size_t bytes = n.bytes(), count = n.tokens * n.hidden;
     std::mt19937 rng(seed);
     std::uniform_int_distribution<int> small(-64, 64);  // exact in every dtype
@@ -73,7 +76,9 @@ class NormJob : public LocalJob {
       xs.push_back(random(count));
       EXPECT_EQ(cudaMemcpy(in(r), xs.back().data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
     }
-    const auto residual = random(count), weight = random(n.hidden);
+    const auto residual = random(count);
+    auto weight = random(n.hidden);
+    if (first_weight) narrow_all(n.dtype, {*first_weight}, weight.data());
     EXPECT_EQ(cudaMemcpy(residual_, residual.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
     EXPECT_EQ(cudaMemcpy(weight_, weight.data(), weight.size(), cudaMemcpyHostToDevice), cudaSuccess);
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -280,6 +285,25 @@ TEST(CudaFusedFp8, EveryAlgorithmEagerAndReplayed) {
         cudaGraphExecDestroy(exec);
       }
   job.force(std::nullopt);
+}
+
+TEST(CudaFusedFp8, PerTokenRowsWhoseMaximumTheBracketLeavesOpen) {
+  // An infinite or a NaN weight: the row kernels cannot bracket the row's
+  // maximum (common/fp8_row_max.hpp) or must ignore the NaN outputs, and an
+  // infinite one takes the maximum of the outputs (one more barrier).
+  for (int world : {1, 2}) {
+    NormJob job(world, 8 * 5120 * 2);
+    for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT16})
+      for (std::size_t hidden : {4096, 5120})
+        for (float weight : {INFINITY, NAN}) {
+          const Norm n{8, hidden, d, true};
+          SCOPED_TRACE(testing::Message() << "world " << world << " " << tpcoll_dtype_name(d) << " 8x" << hidden
+                                          << " weight[0] " << weight);
+          const auto expected = job.fill(n, 90, weight);
+          job.fused_fp8(n, TPCOLL_FP8_PER_TOKEN, /*with_out=*/false);
+          job.expect_fp8(n, expected, TPCOLL_FP8_PER_TOKEN, false);
+        }
+  }
 }
 
 TEST(CudaAddRmsNorm, InPlaceMatchesTheCpu) {

@@ -19,7 +19,6 @@ template <typename E>
 __global__ void __launch_bounds__(kQuantiseThreads) quantise_fp8_kernel(const QuantiseRows a) {
   using S = typename E::Storage;
   __shared__ float warp_maxima[kQuantiseThreads / 32];
-  const fp8::RowDivisor fp8_static = static_scale_divisor(a.fp8);
   wait_for_previous_kernel();  // out is the output of the kernel before us
   allow_next_kernel();         // as in the add + RMSNorm kernels
   const std::size_t offset = static_cast<std::size_t>(blockIdx.x) * a.hidden;
@@ -28,7 +27,7 @@ __global__ void __launch_bounds__(kQuantiseThreads) quantise_fp8_kernel(const Qu
   float max_abs = 0.0f;
   if (a.fp8.scaling == TPCOLL_FP8_PER_TOKEN)
     for (std::size_t e = threadIdx.x; e < a.hidden; e += blockDim.x) max_abs = fmaxf(max_abs, fabsf(E::load(row[e])));
-  const fp8::RowDivisor divisor = row_divisor(a.fp8, fp8_static, blockIdx.x, max_abs, warp_maxima);
+  const fp8::RowDivisor divisor = row_divisor(a.fp8, blockIdx.x, max_abs, warp_maxima);
   for (std::size_t e = threadIdx.x; e < a.hidden; e += blockDim.x) codes[e] = fp8::quantise(E::load(row[e]), divisor);
 }
 
