@@ -155,6 +155,12 @@ class Protocol {
   // The arrival word of this step: step << kCallBits | call tag.
   __device__ std::uint64_t flag() const { return seq_ << kCallBits | a_.call_tag; }
 
+  // Whether this thread announces the call once it has waited a while for
+  // low-latency units (await_units): the kernel's first thread, unless the
+  // kernel names another, one that waits whenever any of its threads does.
+  __device__ bool announces() const { return announces_; }
+  __device__ void announce_from_here(bool here) { announces_ = here; }
+
   // Publishes the sequence number for the next op (which, on the same
   // stream, starts only after this kernel has ended), in the entries that
   // RankState assigns to this block; the barrier keeps every thread's read
@@ -171,6 +177,7 @@ class Protocol {
   RankState* state_;
   std::uint64_t base_;
   std::uint64_t seq_;
+  bool announces_ = blockIdx.x == 0 && threadIdx.x == 0;
 };
 
 // The elements after the last whole vector travel one-shot, element-wide,

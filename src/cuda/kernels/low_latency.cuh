@@ -6,9 +6,9 @@
 //
 // The flag mixes the step number and the call tag. A peer at the same step
 // but another call therefore never produces our flag, so its data is never
-// taken. The first thread of a rank, once it has waited a while for its
-// data (a peer at another call never sends our flag, so that thread waits
-// too), publishes its call record and announces its call in the peers'
+// taken. One thread of a rank (its first, or one the kernel names that
+// waits whenever any does), once it has waited a while for its data (a peer
+// at another call never sends our flag, so that thread waits too), publishes its call record and announces its call in the peers'
 // arrival words (step and tag), and every waiting reader checks the peer's
 // word now and then, so two ranks at different calls both report the
 // mismatch, naming both calls, instead of timing out; the fast path, and a
@@ -102,7 +102,7 @@ __device__ __forceinline__ std::uint32_t await_units(const PeerArgs& a, const Pr
     for (int k = 0; k < kCount; ++k) all = all && carries(u[k], flag);
     if (all) return 0;
     if (polls % kCheckEvery != 0) continue;
-    if (polls == kCheckEvery && blockIdx.x == 0 && threadIdx.x == 0) announce_call(a, proto);
+    if (polls == kCheckEvery && proto.announces()) announce_call(a, proto);
     if (const std::uint32_t aborted = proto.aborted()) return aborted;
     const std::uint64_t seen = *arrival;
     if ((seen >> kCallBits) == proto.seq() && (seen & ((1u << kCallBits) - 1)) != proto.call_tag())

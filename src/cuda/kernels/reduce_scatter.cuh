@@ -86,7 +86,11 @@ __global__ void __launch_bounds__(kThreads) low_latency_reduce_scatter_by_input_
   const std::size_t first = mine.lo + threadIdx.x;
   const uint2 first_unit = first < mine.hi ? unit(first) : uint2{0, 0};
   const auto held = [&](std::size_t j) { return j == first ? first_unit : unit(j); };
+  const std::size_t own_first = static_cast<std::size_t>(a.rank) * share_units;
   Protocol<kScope> proto(a);
+  // The kernel's first thread may only send; the one that reduces this
+  // rank's first unit waits whenever any thread does.
+  proto.announce_from_here(first == own_first);
   proto.begin_step(0);
   const std::uint32_t flag = low_latency_flag(proto.seq(), proto.call_tag());
 
@@ -97,7 +101,6 @@ __global__ void __launch_bounds__(kThreads) low_latency_reduce_scatter_by_input_
     store_unit(dst + (j - p * share_units), held(j), flag);
   }
   std::uint32_t failure = 0;
-  const std::size_t own_first = static_cast<std::size_t>(a.rank) * share_units;
   const auto own_unit = [&](std::size_t i) { return held(own_first + i); };
   for (std::size_t j = first; j < mine.hi; j += blockDim.x)
     if (owner(j) == a.rank && !reduce_unit<E>(a, proto, j - own_first, flag, own_unit, a.out, share_bytes, failure))

@@ -177,15 +177,16 @@ __device__ __forceinline__ float block_inverse_rms(float partial, float* partial
 }
 
 // The FP8 epilogue of a held row (fp8_epilogue.cuh), in three parts. Per
-// token, the row's maximum |out| comes, where it can, from its largest |s *
-// w| and |w| and the inverse RMS (common/fp8_row_max.hpp) instead of from
-// its outputs, which saves a barrier and lets the divisor form while the
-// outputs do. `maxima` holds every thread's two values.
-using RowMaxima = float[2][kHeldThreads];
+// token, the row's maximum |out| comes, where it can, from its largest
+// |s * w| and the inverse RMS (common/fp8_row_max.hpp) instead of from its
+// outputs, which saves a barrier and lets the divisor form while the
+// outputs do. `maxima` holds every thread's largest |s * w|.
+using RowMaxima = float[kHeldThreads];
 
 // 1. Before block_inverse_rms, whose barrier orders these writes before
-// every thread reads them back: this thread's largest |s * w| and |w| (per
-// token and 16-bit types only; the others never read them).
+// every thread reads them back: this thread's largest |s * w|, or +inf if
+// one of its weights is too large for the bracket (per token and 16-bit
+// types only; the others never read them).
 template <typename E, int kPerThread>
 __device__ __forceinline__ void publish_row_maxima(const Group<E> (&s)[kPerThread], const Group<E> (&w)[kPerThread],
                                                    std::size_t groups, const fp8::Fp8Output& fp8, RowMaxima& maxima) {
@@ -201,8 +202,7 @@ __device__ __forceinline__ void publish_row_maxima(const Group<E> (&s)[kPerThrea
       weight = fmaxf(weight, fabsf(we));
     }
   }
-  maxima[0][threadIdx.x] = product;
-  maxima[1][threadIdx.x] = weight;
+  maxima[threadIdx.x] = weight > fp8::kMaxBracketedWeight ? INFINITY : product;
 }
 
 // The row's divisor where known before its outputs: always for a static
@@ -221,17 +221,11 @@ __device__ __forceinline__ HeldRowFp8 held_row_fp8(const fp8::Fp8Output& fp8, st
   if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return {fp8.static_divisor, true};
   if constexpr (sizeof(typename E::Storage) == 2) {
     const unsigned lane = threadIdx.x % 32;
-    float product = maxima[0][lane], weight = maxima[1][lane];
+    float product = maxima[lane];
 #pragma unroll
-    for (int k = 1; k < kHeldThreads / 32; ++k) {
-      product = fmaxf(product, maxima[0][lane + 32 * k]);
-      weight = fmaxf(weight, maxima[1][lane + 32 * k]);
-    }
-    for (int half = 16; half >= 1; half /= 2) {
-      product = fmaxf(product, __shfl_xor_sync(0xffffffffu, product, half));
-      weight = fmaxf(weight, __shfl_xor_sync(0xffffffffu, weight, half));
-    }
-    const fp8::RowMaxBracket bracket = fp8::row_max_bracket(product, weight, inv);
+    for (int k = 1; k < kHeldThreads / 32; ++k) product = fmaxf(product, maxima[lane + 32 * k]);
+    for (int half = 16; half >= 1; half /= 2) product = fmaxf(product, __shfl_xor_sync(0xffffffffu, product, half));
+    const fp8::RowMaxBracket bracket = fp8::row_max_bracket(product, inv);
     const float lo = E::load(E::store(bracket.lo));
     if (lo == E::load(E::store(bracket.hi))) return {per_token_divisor(fp8, row, lo), true};  // false for NaN
   }
