@@ -287,10 +287,9 @@ TEST(CudaFusedFp8, EveryAlgorithmEagerAndReplayed) {
   job.force(std::nullopt);
 }
 
-TEST(CudaFusedFp8, PerTokenRowsWhoseMaximumTheBracketLeavesOpen) {
-  // An infinite or a NaN weight: the row kernels cannot bracket the row's
-  // maximum (common/fp8_row_max.hpp) or must ignore the NaN outputs, and an
-  // infinite one takes the maximum of the outputs (one more barrier).
+TEST(CudaFusedFp8, PerTokenRowsWithAnInfiniteOrNanWeight) {
+  // An infinite or a NaN weight: rows whose scale is infinite, and NaN
+  // outputs that the row's maximum ignores.
   for (int world : {1, 2}) {
     NormJob job(world, 8 * 5120 * 2);
     for (tpcoll_dtype_t d : {TPCOLL_BFLOAT16, TPCOLL_FLOAT16})

@@ -113,23 +113,16 @@ __device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[
   return exactly_quantised_group(values, divisor.exact);
 }
 
-// A per-token row's divisor from its maximum |out|: the scale max / 448,
-// which thread 0 writes to row_scales[row].
-__device__ __forceinline__ fp8::RowDivisor per_token_divisor(const fp8::Fp8Output& fp8, std::size_t row,
-                                                             float row_max) {
-  const float scale = fp8::per_token_scale(row_max);
-  if (threadIdx.x == 0) fp8.row_scales[row] = scale;
-  return fp8::row_divisor_of(fp8::divisor_of(scale));
-}
-
 // What the row is divided by: the static scale's divisor (formed on the
-// host), or (per token) per_token_divisor of the row's maximum. `max_abs` is
-// this thread's share of that maximum; `warp_maxima` as block_max's. Static
-// scaling needs no barrier.
+// host), or (per token) the row's max |out| / 448, which thread 0 writes to
+// row_scales[row]. `max_abs` is this thread's share of the row's maximum;
+// `warp_maxima` as block_max's. Static scaling needs no barrier.
 __device__ __forceinline__ fp8::RowDivisor row_divisor(const fp8::Fp8Output& fp8, std::size_t row, float max_abs,
                                                        float* warp_maxima) {
   if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return fp8.static_divisor;
-  return per_token_divisor(fp8, row, block_max(max_abs, warp_maxima));
+  const float scale = fp8::per_token_scale(block_max(max_abs, warp_maxima));
+  if (threadIdx.x == 0) fp8.row_scales[row] = scale;
+  return fp8::row_divisor_of(fp8::divisor_of(scale));
 }
 
 }  // namespace tpcoll::cuda

@@ -44,9 +44,7 @@ template <typename E, Scope kScope, int kPerThread, bool kFp8 = false>
 __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArgs a) {
   using G = Group<E>;
   using Units = HeldUnits<E, kPerThread>;
-  __shared__ float partials[2][kPartials];  // alternate rows' (see block_inverse_rms), as the next two
-  __shared__ RowMaxima row_maxima[2];        // unused without kFp8
-  __shared__ float warp_maxima[2][kHeldThreads / 32];
+  __shared__ float partials[2][kPartials];  // alternate rows' (see block_inverse_rms)
   wait_for_previous_kernel();
   const RmsNormRows& n = a.norm;
   const std::size_t groups = n.hidden / numerics::kNormGroup;
@@ -100,10 +98,7 @@ __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArg
       s[k] = narrowed<E>(acc[k]);
       if (n.residual != nullptr) s[k] = added<E>(s[k], residual[k]);
     }
-    if constexpr (kFp8) publish_row_maxima<E>(s, weight, groups, n.fp8, row_maxima[parity]);
     const float inv = block_inverse_rms(held_partial<E>(s, groups), partials[parity], n.hidden, n.eps);
-    HeldRowFp8 fp8_row{};
-    if constexpr (kFp8) fp8_row = held_row_fp8<E>(n.fp8, row, row_maxima[parity], inv);
     G o[kPerThread];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
@@ -112,7 +107,10 @@ __global__ void __launch_bounds__(kHeldThreads) fused_low_latency(const FusedArg
       o[k] = normalized_group<E>(s[k], inv, weight[k]);
       if (!kFp8 || n.out != nullptr) static_cast<G*>(n.out)[offset + held_group(k)] = o[k];
     }
-    if constexpr (kFp8) quantise_held_row<E, kPerThread>(o, groups, row, n.fp8, fp8_row, warp_maxima[parity]);
+    if constexpr (kFp8) {
+      __shared__ float warp_maxima[2][kHeldThreads / 32];  // alternate rows', as partials
+      quantise_held_row<E, kPerThread>(o, groups, row, n.fp8, warp_maxima[parity]);
+    }
   }
   if (failure) proto.report(failure);
   allow_next_kernel();

@@ -6,7 +6,6 @@
 // CPU (no FMA, correctly rounded division and square root).
 #pragma once
 
-#include "common/fp8_row_max.hpp"
 #include "common/numerics.hpp"
 #include "cuda/kernels/fp8_epilogue.cuh"
 #include "cuda/kernels/row_limits.hpp"
@@ -176,78 +175,20 @@ __device__ __forceinline__ float block_inverse_rms(float partial, float* partial
   return inverse_rms(total, hidden, eps);
 }
 
-// The FP8 epilogue of a held row (fp8_epilogue.cuh), in three parts. Per
-// token, the row's maximum |out| comes, where it can, from its largest
-// |s * w| and the inverse RMS (common/fp8_row_max.hpp) instead of from its
-// outputs, which saves a barrier and lets the divisor form while the
-// outputs do. `maxima` holds every thread's largest |s * w|.
-using RowMaxima = float[kHeldThreads];
-
-// 1. Before block_inverse_rms, whose barrier orders these writes before
-// every thread reads them back: this thread's largest |s * w|, or +inf if
-// one of its weights is too large for the bracket (per token and 16-bit
-// types only; the others never read them).
-template <typename E, int kPerThread>
-__device__ __forceinline__ void publish_row_maxima(const Group<E> (&s)[kPerThread], const Group<E> (&w)[kPerThread],
-                                                   std::size_t groups, const fp8::Fp8Output& fp8, RowMaxima& maxima) {
-  if (sizeof(typename E::Storage) != 2 || fp8.scaling != TPCOLL_FP8_PER_TOKEN) return;
-  float product = 0.0f, weight = 0.0f;
-#pragma unroll
-  for (int k = 0; k < kPerThread; ++k) {
-    if (!holds(groups, k)) break;
-#pragma unroll
-    for (int e = 0; e < numerics::kNormGroup; ++e) {
-      const float we = E::load(w[k].v[e]);
-      product = fmaxf(product, fabsf(__fmul_rn(E::load(s[k].v[e]), we)));  // exact for 16-bit values
-      weight = fmaxf(weight, fabsf(we));
-    }
-  }
-  maxima[threadIdx.x] = weight > fp8::kMaxBracketedWeight ? INFINITY : product;
-}
-
-// The row's divisor where known before its outputs: always for a static
-// scale; per token where the bracket decides the maximum (then thread 0 has
-// written the row's scale).
-struct HeldRowFp8 {
-  fp8::RowDivisor divisor;
-  bool known;
-};
-
-// 2. After block_inverse_rms: the row's divisor, if known. Every thread
-// reads the same maxima, so all agree on `known`.
-template <typename E>
-__device__ __forceinline__ HeldRowFp8 held_row_fp8(const fp8::Fp8Output& fp8, std::size_t row,
-                                                   const RowMaxima& maxima, float inv) {
-  if (fp8.scaling != TPCOLL_FP8_PER_TOKEN) return {fp8.static_divisor, true};
-  if constexpr (sizeof(typename E::Storage) == 2) {
-    const unsigned lane = threadIdx.x % 32;
-    float product = maxima[lane];
-#pragma unroll
-    for (int k = 1; k < kHeldThreads / 32; ++k) product = fmaxf(product, maxima[lane + 32 * k]);
-    for (int half = 16; half >= 1; half /= 2) product = fmaxf(product, __shfl_xor_sync(0xffffffffu, product, half));
-    const fp8::RowMaxBracket bracket = fp8::row_max_bracket(product, inv);
-    const float lo = E::load(E::store(bracket.lo));
-    if (lo == E::load(E::store(bracket.hi))) return {per_token_divisor(fp8, row, lo), true};  // false for NaN
-  }
-  return {fp8.static_divisor, false};
-}
-
-// 3. The codes of this thread's output groups `o` of row `row`, stored as
-// 8-byte groups (out_fp8 8-byte aligned, hidden % 8 == 0). A per-token row
-// whose divisor is not known yet takes its maximum from the outputs first:
-// one more barrier. The outputs never leave the registers.
+// The FP8 epilogue of a held row (fp8_epilogue.cuh): this thread's output
+// groups `o` of row `row`, its codes stored as 8-byte groups (out_fp8 8-byte
+// aligned, hidden % 8 == 0). Per token, the row's maximum takes one more
+// barrier; the outputs never leave the registers.
 template <typename E, int kPerThread>
 __device__ __forceinline__ void quantise_held_row(const Group<E> (&o)[kPerThread], std::size_t groups, std::size_t row,
-                                                  const fp8::Fp8Output& fp8, const HeldRowFp8& held,
-                                                  float* warp_maxima) {
-  fp8::RowDivisor divisor = held.divisor;
-  if (!held.known) {
-    float max_abs = 0.0f;
+                                                  const fp8::Fp8Output& fp8, float* warp_maxima) {
+  float max_abs = 0.0f;
+  if (fp8.scaling == TPCOLL_FP8_PER_TOKEN) {
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k)
       if (holds(groups, k)) max_abs = group_max_abs<E>(o[k].v, max_abs);
-    divisor = row_divisor(fp8, row, max_abs, warp_maxima);
   }
+  const fp8::RowDivisor divisor = row_divisor(fp8, row, max_abs, warp_maxima);
   uint2* codes = static_cast<uint2*>(fp8.out_fp8) + row * groups;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k)
@@ -268,7 +209,6 @@ template <typename E, int kPerThread, bool kWeightFirst, bool kFp8 = false>
 __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const RmsNormRows a) {
   using G = Group<E>;
   __shared__ float partials[kPartials];
-  __shared__ RowMaxima row_maxima;  // unused without kFp8
   wait_for_previous_kernel();  // x may be the output of the all-reduce before us
   const std::size_t groups = a.hidden / numerics::kNormGroup, offset = blockIdx.x * groups;
   const G* x = static_cast<const G*>(a.x) + offset;
@@ -296,10 +236,7 @@ __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const Rm
     }
   }
   if constexpr (!kWeightFirst) load_weight(w);
-  if constexpr (kFp8) publish_row_maxima<E>(s, w, groups, a.fp8, row_maxima);
   const float inv = block_inverse_rms(held_partial<E>(s, groups), partials, a.hidden, a.eps);
-  HeldRowFp8 fp8_row{};
-  if constexpr (kFp8) fp8_row = held_row_fp8<E>(a.fp8, blockIdx.x, row_maxima, inv);
   G* out = static_cast<G*>(a.out) + offset;
   G o[kPerThread];
 #pragma unroll
@@ -310,7 +247,7 @@ __global__ void __launch_bounds__(kHeldThreads) add_rmsnorm_held_kernel(const Rm
   }
   if constexpr (kFp8) {
     __shared__ float warp_maxima[kHeldThreads / 32];
-    quantise_held_row<E, kPerThread>(o, groups, blockIdx.x, a.fp8, fp8_row, warp_maxima);
+    quantise_held_row<E, kPerThread>(o, groups, blockIdx.x, a.fp8, warp_maxima);
   }
   allow_next_kernel();
 }
