@@ -30,7 +30,6 @@
 
 namespace tpcoll::fp8 {
 
-
 // 448 with its reciprocal RN(1/448), for numerics::quotient.
 TPCOLL_HOST_DEVICE inline numerics::Divisor e4m3_max_divisor() { return {kE4m3Max, 0x1.24924ap-9f, true}; }
 

@@ -8,8 +8,9 @@
 // but another call therefore never produces our flag, so its data is never
 // taken. One thread of a rank (its first, or one the kernel names that
 // waits whenever any does), once it has waited a while for its data (a peer
-// at another call never sends our flag, so that thread waits too), publishes its call record and announces its call in the peers'
-// arrival words (step and tag), and every waiting reader checks the peer's
+// at another call never sends our flag, so that thread waits too),
+// publishes its call record and announces its call in the peers' arrival
+// words (step and tag), and every waiting reader checks the peer's
 // word now and then, so two ranks at different calls both report the
 // mismatch, naming both calls, instead of timing out; the fast path, and a
 // wait for a peer that is merely late, pay for none of it. Stale data (from
