@@ -41,10 +41,15 @@ __device__ __forceinline__ float group_max_abs(const typename E::Storage (&v)[nu
   return max_abs;
 }
 
-// Two codes of quotients, `lo` in the low byte: cvt.rn.satfinite.e4m3x2.f32
-// on sm_89+, with NaN made the canonical 0x7f as on the host.
+// The hardware's two codes of quotients (lo, hi), `lo` in the low byte:
+// cvt.rn.satfinite.e4m3x2.f32 on sm_89+, NaN as it gives it.
+__device__ __forceinline__ std::uint16_t raw_e4m3_pair(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+
+// The same with NaN made the canonical 0x7f, as on the host.
 __device__ __forceinline__ std::uint16_t e4m3_pair(float lo, float hi) {
-  std::uint16_t codes = __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+  std::uint16_t codes = raw_e4m3_pair(lo, hi);
   if (isnan(lo)) codes = static_cast<std::uint16_t>((codes & 0xff00u) | fp8::kE4m3NaN);
   if (isnan(hi)) codes = static_cast<std::uint16_t>((codes & 0x00ffu) | (fp8::kE4m3NaN << 8));
   return codes;
@@ -83,17 +88,11 @@ __device__ __noinline__ inline uint2 exactly_quantised_group(GroupFloats values,
   return codes;
 }
 
-// The hardware's two codes of (lo, hi), `lo` in the low byte, NaN as it
-// gives it.
-__device__ __forceinline__ std::uint16_t raw_e4m3_pair(float lo, float hi) {
-  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
-}
-
 // A group's 8 codes, for one 8-byte store: by fp8::close_quotient (a
-// multiplication and three FMAs per value, no range checks: the epilogue
-// of a 1 x 4096 row went from 3,056 to 1,344 executed warp instructions on
-// an H100), two conversions at a time; a group with
-// a NaN code (NaN, infinities, overflow) takes the exact way.
+// multiplication and three FMAs per value, no range checks: the epilogue of
+// a 1 x 4096 row went from 3,056 to 1,344 executed warp instructions on an
+// H100), two conversions at a time; a group with a NaN code (NaN,
+// infinities, overflow) takes the exact way.
 template <typename E>
 __device__ __forceinline__ uint2 quantised_group(const typename E::Storage (&v)[numerics::kNormGroup],
                                                  const fp8::RowDivisor& divisor) {
