@@ -218,24 +218,21 @@ void Communicator::require_usable(void* stream) const {
     fail(TPCOLL_INVALID_ARGUMENT, "stream is not NULL, but this is a CPU communicator");
 }
 
-Plan Communicator::plan_call(const Call& call, std::optional<tpcoll_algo_t> as) const {
-  const bool trace = log_enabled(LogLevel::kTrace);
-  PlanContext forced;
-  if (as) {
-    forced = context_;
-    forced.forced = as;
-  }
-  Plan plan = make_plan(call, as ? forced : context_, trace);
-  if (trace)
-    log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
-        plan.steps, plan.reason);
+Plan Communicator::plan_call(const Call& call, std::optional<tpcoll_algo_t> as) {
+  const std::optional<tpcoll_algo_t> forced = as ? as : context_.forced;
+  if (!log_enabled(LogLevel::kTrace)) return plans_.plan(call, context_, forced);
+  PlanContext context = context_;
+  context.forced = forced;
+  Plan plan = make_plan(call, context, /*explain=*/true);
+  log(LogLevel::kTrace, "op", "rank {}: {} by {} in {} step(s): {}", rank_, describe(call), algo_name(plan.algo),
+      plan.steps, plan.reason);
   return plan;
 }
 
 // A one-shot or two-shot plan that no fused kernel serves still moves the
 // data that way (the tuner timed that candidate so); an unfused plan leaves
 // the all-reduce to its own table.
-Plan Communicator::plan_leading_all_reduce(const Call& reduce, const Plan& fused) const {
+Plan Communicator::plan_leading_all_reduce(const Call& reduce, const Plan& fused) {
   const bool moves = fused.algo == TPCOLL_ALGO_ONESHOT || fused.algo == TPCOLL_ALGO_TWOSHOT;
   return plan_call(reduce, moves ? std::optional(fused.algo) : std::nullopt);
 }

@@ -5,6 +5,7 @@
 #include "common/fp8_quantise.hpp"
 #include "core/backend.hpp"
 #include "core/plan.hpp"
+#include "core/plan_cache.hpp"
 #include "core/tune_file.hpp"
 #include "cuda/norm_launch.hpp"
 
@@ -66,10 +67,11 @@ class Communicator {
     std::atomic<bool>& in_op_;
   };
 
-  // make_plan, logged at TRACE; `as`: planned as if forced to that algorithm.
-  Plan plan_call(const Call& call, std::optional<tpcoll_algo_t> as = std::nullopt) const;
+  // The call's plan (plans_, or at TRACE make_plan, logged with its reason);
+  // `as`: planned as if forced to that algorithm.
+  Plan plan_call(const Call& call, std::optional<tpcoll_algo_t> as = std::nullopt);
   // The all-reduce that starts a fused op no fused kernel serves (`fused`: its plan).
-  Plan plan_leading_all_reduce(const Call& reduce, const Plan& fused) const;
+  Plan plan_leading_all_reduce(const Call& reduce, const Plan& fused);
   void run(const Call& call, const Plan& plan, const Buffers& buffers);
   // The fused op of a validated call, buffers.stream set.
   void run_fused(const Call& call, const Buffers& buffers);
@@ -97,6 +99,7 @@ class Communicator {
   std::unique_ptr<cuda::StreamOrder> stream_order_;  // CUDA communicators: ops in issue order across streams
   std::unique_ptr<cuda::DeviceBlock> fp8_scratch_;  // CUDA communicators: rows of FP8 calls without out
   PlanContext context_;
+  PlanCache plans_;  // of calls made here (ops run one thread at a time: OpGuard)
   std::unique_ptr<LoadedTable> tuned_;  // the measured table in use, if any
   TuneTable tuned_view_{};              // tuned_->view(), which context_.table points to
   std::optional<tpcoll_algo_t> env_forced_;  // TPCOLL_ALGO, restored by force_algo(nullopt)

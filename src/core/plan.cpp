@@ -50,6 +50,12 @@ bool algo_applies(tpcoll_op_t op, tpcoll_algo_t algo) {
   return false;
 }
 
+PlanKey plan_key(const Call& call, std::optional<tpcoll_algo_t> forced) {
+  const bool fused = is_fused(call.op);
+  return PlanKey{call.op,        call.dtype, call.bytes, call.inner_bytes, fused ? call.rows() : 0,
+                 fused ? call.hidden() : 0, forced};
+}
+
 Plan make_plan(const Call& call, const PlanContext& ctx, bool explain) {
   Plan plan;
   // Reasons are lambdas so that the hot path never formats text.

@@ -45,4 +45,20 @@ bool algo_applies(tpcoll_op_t op, tpcoll_algo_t algo);
 // explain: also fill Plan::reason (it formats text, so not on the hot path).
 Plan make_plan(const Call& call, const PlanContext& context, bool explain);
 
+// Every field of a call that make_plan reads, with the forced algorithm: two
+// calls of one key get the same plan from the same context (PlanCache).
+struct PlanKey {
+  tpcoll_op_t op = TPCOLL_OP_ALL_REDUCE;
+  tpcoll_dtype_t dtype = TPCOLL_FLOAT32;
+  std::size_t bytes = 0;
+  std::size_t inner_bytes = 0;
+  std::size_t rows = 0;    // the fused ops' tokens and hidden; 0 for the others
+  std::size_t hidden = 0;
+  std::optional<tpcoll_algo_t> forced;
+
+  bool operator==(const PlanKey&) const = default;
+};
+
+PlanKey plan_key(const Call& call, std::optional<tpcoll_algo_t> forced);
+
 }  // namespace tpcoll

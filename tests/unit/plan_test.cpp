@@ -1,6 +1,7 @@
 // make_plan (src/core/plan.hpp) and the tuning table (tune_table.hpp): a pure
 // function of the call and the context, so every rank computes the same plan.
 #include "core/plan.hpp"
+#include "core/plan_cache.hpp"
 #include "core/tune_table.hpp"
 #include "core/validate.hpp"
 
@@ -11,7 +12,9 @@
 #include <array>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -420,6 +423,35 @@ TEST(PlanScatter, OneAlgorithmEachAndWholePiecesPerStep) {
     c.forced = TPCOLL_ALGO_FALLBACK;
     EXPECT_EQ(tpcoll::make_plan(fused, c, false).algo, TPCOLL_ALGO_FALLBACK) << table->name;
   }
+}
+
+// The cache serves each call the plan make_plan gives it, under each forcing
+// in turn, while more keys than it holds come and go: calls of one size that
+// plan differently (fused rows that do or do not fit the staging buffer),
+// sizes on both sides of the table's crossovers.
+TEST(PlanCache, GivesEveryCallMakePlansPlan) {
+  auto ctx = context(4, kMiB);
+  ctx.fused_max_hidden = 4096;
+  const std::vector<tpcoll::Call> calls{
+      reduce_call(8192),           reduce_call(8193),          reduce_call(512, TPCOLL_BFLOAT16),
+      reduce_call(513, TPCOLL_BFLOAT16), reduce_call(1 << 20), gather_call({64, 32}, 0),
+      gather_call({64, 32}, 1),    gather_call({2048}, 0),     fused_call(1, 4096),
+      fused_call(2, 2048),         fused_call(4, 8192),        fused_call(4, 100),
+      fused_call(1, 262144),       fused_call(4, 65536),       fused_call(9, 1024)};
+  const std::optional<tpcoll_algo_t> forcings[] = {std::nullopt, TPCOLL_ALGO_ONESHOT, TPCOLL_ALGO_TWOSHOT,
+                                                   TPCOLL_ALGO_UNFUSED, TPCOLL_ALGO_FALLBACK};
+  tpcoll::PlanCache cache;
+  for (int round = 0; round < 3; ++round)
+    for (const tpcoll::Call& call : calls)
+      for (const auto& forced : forcings) {
+        tpcoll::PlanContext expected_ctx = ctx;
+        expected_ctx.forced = forced;
+        const tpcoll::Plan expected = tpcoll::make_plan(call, expected_ctx, false);
+        // Twice: a miss, then (unless evicted meanwhile) a hit.
+        for (int again = 0; again < 2; ++again)
+          EXPECT_TRUE(same_plan(cache.plan(call, ctx, forced), expected))
+              << tpcoll::describe(call) << " forced " << (forced ? tpcoll::algo_name(*forced) : "no");
+      }
 }
 
 }  // namespace
