@@ -85,9 +85,9 @@ int check(int ranks) {
   const TuneTable& table = builtin_cuda_table();
   fmt::print("algorithms: table {} ({}):\n", table.name, table.source);
   for (const TableRow& row : table.rows)
-    fmt::print("  {} {}: {} up to {}\n", op_name(row.op),
+    fmt::print("  {} {}{}: {} up to {}\n", op_name(row.op),
                row.dtype == kAnyDtype ? "any dtype" : dtype_name(static_cast<tpcoll_dtype_t>(row.dtype)),
-               algo_name(row.algo),
+               row.hidden == kAnyHidden ? std::string() : fmt::format(" hidden {}", row.hidden), algo_name(row.algo),
                row.max_bytes == std::numeric_limits<std::size_t>::max() ? std::string("any size")
                                                                          : fmt::format("{} B", row.max_bytes));
   fmt::print("one-shot messages up to {} B travel in low-latency units ({})\n",
