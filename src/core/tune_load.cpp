@@ -2,6 +2,7 @@
 
 #include "core/config.hpp"
 #include "core/error.hpp"
+#include "core/host_cpu.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -15,20 +16,6 @@
 
 namespace tpcoll {
 namespace {
-
-// The first "model name" of /proc/cpuinfo: tables measured on another CPU
-// model do not apply here.
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) != 0) continue;
-    const std::size_t colon = line.find(':');
-    if (colon == std::string::npos) break;
-    const std::size_t start = line.find_first_not_of(" \t", colon + 1);
-    return start == std::string::npos ? "unknown CPU" : line.substr(start);
-  }
-  return "unknown CPU";
-}
 
 // A file name from the key: letters and digits kept, runs of others one '-'.
 std::string slug(const std::string& text) {
@@ -45,6 +32,7 @@ std::string slug(const std::string& text) {
 
 }  // namespace
 
+// Tables measured on another CPU model do not apply here, hence the model in the key.
 TuneKey cpu_tune_key(int world) {
   return TuneKey{"cpu-shm", cpu_model(), world, fmt::format("{} cores", ::sysconf(_SC_NPROCESSORS_ONLN)),
                  fmt::format("tpcoll {}.{}.{}", TPCOLL_VERSION_MAJOR, TPCOLL_VERSION_MINOR, TPCOLL_VERSION_PATCH)};

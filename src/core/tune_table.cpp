@@ -2,11 +2,13 @@
 
 #include "core/call.hpp"
 #include "core/dtype.hpp"
+#include "core/host_cpu.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <limits>
 
 namespace tpcoll {
@@ -14,17 +16,37 @@ namespace tpcoll {
 namespace {
 constexpr std::size_t kAny = std::numeric_limits<std::size_t>::max();
 
-// Measured with `tpcoll tune` at 2 and 4 ranks on the 2-core development
-// machine and generated from its tables (scripts/builtin_tables.py; a ctest
-// checks that the rows are what the tables give). A gather has one algorithm.
-constexpr TableRow kCpuRows[] = {
-#include "core/cpu_defaults.inc"
+// The CPU ops with one algorithm each: a gather, a reduce-scatter (each share
+// travels to its owner, which reduces it) and the fused reduce-scatter (that,
+// then add + RMSNorm).
+constexpr TableRow kCpuOneAlgorithmRows[] = {
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
-    // A reduce-scatter has one algorithm (each share travels to its owner,
-    // which reduces it), and the fused one runs it, then add + RMSNorm.
     TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
+
+// A CPU table: the measured rows, then those of the one-algorithm ops.
+template <std::size_t N>
+constexpr auto cpu_rows(const TableRow (&measured)[N]) {
+  std::array<TableRow, N + std::size(kCpuOneAlgorithmRows)> rows{};
+  std::copy(std::begin(measured), std::end(measured), rows.begin());
+  std::copy(std::begin(kCpuOneAlgorithmRows), std::end(kCpuOneAlgorithmRows), rows.begin() + N);
+  return rows;
+}
+
+// Measured with `tpcoll tune` at 2 and 4 ranks on 2-core development
+// machines, one of each CPU vendor, and generated from their tables
+// (scripts/builtin_tables.py; a ctest checks that the rows are what the
+// tables give). The two disagree: on the AMD EPYC one-shot beats two-shot by
+// up to 1.5x where the Intel Xeon's table picks two-shot.
+constexpr TableRow kIntelMeasured[] = {
+#include "core/cpu_defaults_intel.inc"
+};
+constexpr TableRow kAmdMeasured[] = {
+#include "core/cpu_defaults_amd.inc"
+};
+constexpr auto kIntelRows = cpu_rows(kIntelMeasured);
+constexpr auto kAmdRows = cpu_rows(kAmdMeasured);
 // Measured with `tpcoll tune --backend cuda` at 2 and 4 ranks sharing an H100
 // and generated from its tables as the CPU rows are.
 constexpr TableRow kCudaRows[] = {
@@ -37,9 +59,15 @@ constexpr TableRow kCudaRows[] = {
 };
 }  // namespace
 
+const TuneTable& builtin_cpu_table(CpuVendor vendor) {
+  static const TuneTable intel{"cpu-builtin-intel", "bench/results/cpu-2core-tune-x{2,4}.json", kIntelRows};
+  static const TuneTable amd{"cpu-builtin-amd", "bench/results/cpu-epyc-2core-tune-x{2,4}.json", kAmdRows};
+  return vendor == CpuVendor::kAmd ? amd : intel;
+}
+
 const TuneTable& builtin_cpu_table() {
-  static const TuneTable table{"cpu-builtin", "bench/results/cpu-2core-tune-x{2,4}.json", kCpuRows};
-  return table;
+  static const CpuVendor here = cpu_is_amd() ? CpuVendor::kAmd : CpuVendor::kIntel;
+  return builtin_cpu_table(here);
 }
 
 const TuneTable& builtin_cuda_table() {

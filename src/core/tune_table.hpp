@@ -39,7 +39,13 @@ struct TableChoice {
   const TableRow* row;
 };
 
-// The tables the backends ship with.
+// The CPU vendors the CPU backend's built-in rows were measured on.
+enum class CpuVendor { kIntel, kAmd };
+
+// The tables the backends ship with. The CPU backend's rows are those of the
+// vendor of the CPU this process runs on (AMD's on AMD, else Intel's): ranks
+// of a CPU communicator share one host, so they plan alike.
+const TuneTable& builtin_cpu_table(CpuVendor vendor);
 const TuneTable& builtin_cpu_table();
 const TuneTable& builtin_cuda_table();
 

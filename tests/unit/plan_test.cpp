@@ -1,5 +1,6 @@
 // make_plan (src/core/plan.hpp) and the tuning table (tune_table.hpp): a pure
 // function of the call and the context, so every rank computes the same plan.
+#include "core/host_cpu.hpp"
 #include "core/plan.hpp"
 #include "core/plan_cache.hpp"
 #include "core/tune_table.hpp"
@@ -366,9 +367,11 @@ TEST(TuneTable, AFusedCallTakesTheRowOfItsHiddenAndPlanNamesIt) {
   EXPECT_FALSE(tpcoll::test::message_has(plan(4, 7168).reason, {"hidden"})) << plan(4, 7168).reason;
 }
 
-TEST(TuneTable, BuiltinTableCoversEveryOpDtypeAndWorld) {
+class BuiltinCpuTable : public ::testing::TestWithParam<tpcoll::CpuVendor> {};
+
+TEST_P(BuiltinCpuTable, CoversEveryOpDtypeAndWorld) {
   // The figures are measurements and may change; these properties may not.
-  const tpcoll::TuneTable& t = tpcoll::builtin_cpu_table();
+  const tpcoll::TuneTable& t = tpcoll::builtin_cpu_table(GetParam());
   EXPECT_STRNE(t.name, "");
   EXPECT_STRNE(t.source, "");
   for (const tpcoll_op_t op : {TPCOLL_OP_ALL_REDUCE, TPCOLL_OP_ALL_GATHER, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM}) {
@@ -390,11 +393,20 @@ TEST(TuneTable, BuiltinTableCoversEveryOpDtypeAndWorld) {
   }
 }
 
+INSTANTIATE_TEST_SUITE_P(Vendors, BuiltinCpuTable, ::testing::Values(tpcoll::CpuVendor::kIntel, tpcoll::CpuVendor::kAmd));
+
+TEST(TuneTable, CpuBuiltinsAreTheVendorsOwn) {
+  EXPECT_STREQ(tpcoll::builtin_cpu_table(tpcoll::CpuVendor::kIntel).name, "cpu-builtin-intel");
+  EXPECT_STREQ(tpcoll::builtin_cpu_table(tpcoll::CpuVendor::kAmd).name, "cpu-builtin-amd");
+  const tpcoll::CpuVendor here = tpcoll::cpu_is_amd() ? tpcoll::CpuVendor::kAmd : tpcoll::CpuVendor::kIntel;
+  EXPECT_EQ(&tpcoll::builtin_cpu_table(), &tpcoll::builtin_cpu_table(here));
+}
+
 }  // namespace
 
 namespace {
 
-// The scatter ops against both built-in tables: one algorithm each, pieces of
+// The scatter ops against every built-in table: one algorithm each, pieces of
 // every share per step that are 64-byte multiples and fit the staging buffer.
 TEST(PlanScatter, OneAlgorithmEachAndWholePiecesPerStep) {
   EXPECT_TRUE(tpcoll::algo_applies(TPCOLL_OP_REDUCE_SCATTER, TPCOLL_ALGO_ONESHOT));
@@ -409,7 +421,9 @@ TEST(PlanScatter, OneAlgorithmEachAndWholePiecesPerStep) {
   const std::int64_t rows[] = {6, 4096};
   const tpcoll::Call fused =
       tpcoll::validate_plan_request(TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, TPCOLL_FLOAT32, 2, rows, 0);
-  for (const tpcoll::TuneTable* table : {&tpcoll::builtin_cpu_table(), &tpcoll::builtin_cuda_table()}) {
+  for (const tpcoll::TuneTable* table : {&tpcoll::builtin_cpu_table(tpcoll::CpuVendor::kIntel),
+                                          &tpcoll::builtin_cpu_table(tpcoll::CpuVendor::kAmd),
+                                          &tpcoll::builtin_cuda_table()}) {
     tpcoll::PlanContext c = context(3, 65536);
     c.table = table;
     const tpcoll::Plan p = tpcoll::make_plan(scatter, c, true);

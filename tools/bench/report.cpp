@@ -1,5 +1,7 @@
 #include "tools/bench/report.hpp"
 
+#include "core/host_cpu.hpp"
+
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -15,13 +17,6 @@ namespace tpcoll::bench {
 namespace {
 
 constexpr double kAcceptedOverBest = 1.03;  // issue 14's acceptance: dispatched within 3% of the best candidate
-
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown cpu";
-}
 
 std::string size_text(std::size_t bytes) {
   if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return fmt::format("{}M", bytes >> 20);
