@@ -37,8 +37,10 @@ constexpr auto cpu_rows(const TableRow (&measured)[N]) {
 // Measured with `tpcoll tune` at 2 and 4 ranks on 2-core development
 // machines, one of each CPU vendor, and generated from their tables
 // (scripts/builtin_tables.py; a ctest checks that the rows are what the
-// tables give). The two disagree: on the AMD EPYC one-shot beats two-shot by
-// up to 1.5x where the Intel Xeon's table picks two-shot.
+// tables give). The two disagree: in three acceptance runs on the AMD EPYC,
+// timed in the same run, the AMD rows' choice was within 1.03x of the best
+// candidate in 95-97 of 117 rows, the Intel rows' in 51-56
+// (bench/results/cpu-epyc-2core-acceptance-x2-*).
 constexpr TableRow kIntelMeasured[] = {
 #include "core/cpu_defaults_intel.inc"
 };
