@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -59,8 +60,30 @@ int exit_code_of(int status) {
   return 1;
 }
 
-[[noreturn]] void exec_rank(const LaunchOptions& o, int rank, const std::string& job, int out_fd, int err_fd) {
+// The CPUs this process may run on, in increasing order.
+std::vector<int> usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+void bind_to_cpu(int rank, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0)
+    std::fprintf(stderr, "tpcoll run: rank %d left unbound: cannot bind it to CPU %d: %s\n", rank, cpu,
+                 std::strerror(errno));
+}
+
+[[noreturn]] void exec_rank(const LaunchOptions& o, int rank, std::optional<int> cpu, const std::string& job,
+                            int out_fd, int err_fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the launcher
+  if (cpu) bind_to_cpu(rank, *cpu);  // kept across exec
   setpgid(0, 0);                     // a group of its own, so stopping it stops its children too
   if (out_fd >= 0) dup2(out_fd, STDOUT_FILENO);
   if (err_fd >= 0) dup2(err_fd, STDERR_FILENO);
@@ -106,6 +129,7 @@ int launch(const LaunchOptions& o) {
   sigaction(SIGTERM, &sa, nullptr);
   std::fflush(nullptr);  // children must not inherit buffered output
 
+  const std::vector<int> cpus = o.bind_cores ? usable_cpus() : std::vector<int>{};
   std::vector<Rank> ranks(o.ranks);
   std::vector<Stream> streams;
   for (int r = 0; r < o.ranks; ++r) {
@@ -114,7 +138,8 @@ int launch(const LaunchOptions& o) {
       throw std::runtime_error(fmt::format("tpcoll run: pipe: {}", std::strerror(errno)));
     const pid_t pid = fork();
     if (pid < 0) throw std::runtime_error(fmt::format("tpcoll run: fork: {}", std::strerror(errno)));
-    if (pid == 0) exec_rank(o, r, job, out[1], err[1]);
+    if (pid == 0)
+      exec_rank(o, r, cpus.empty() ? std::nullopt : std::optional<int>(cpus[r % cpus.size()]), job, out[1], err[1]);
     // Also here, not only in the child: a rank that fails before a sibling
     // has run must still find the sibling's group to stop.
     setpgid(pid, pid);

@@ -78,6 +78,8 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "start N ranks of a command on this host (tpcoll run -n N -- CMD ...)");
   run->add_option("-n,--ranks", launch.ranks, "number of ranks")->check(CLI::Range(1, 64));
   run->add_flag("!--no-prefix", launch.prefix_output, "do not prefix output lines with [rank]");
+  run->add_flag("!--no-bind", launch.bind_cores,
+                "let the scheduler place the ranks (default: rank r on the r-th usable CPU, round robin)");
   run->add_option("command", launch.command, "command and arguments, after --")->required();
 
   // ---- bench ----

@@ -8,6 +8,8 @@
 #   environment  every rank gets its TPCOLL_RANK, the world size and one job id
 #   no-command   a command that does not exist: exit 127 with a message
 #   forward      SIGTERM to the launcher reaches every rank: exit 143, nothing left
+#   binding      rank r runs on the (r mod n)-th CPU the launcher may use; --no-bind
+#                leaves every rank the launcher's CPUs
 # Each case runs the launcher in its own process group, and finally kills
 # whatever is left in that group (only processes this script started).
 set -u
@@ -126,6 +128,28 @@ case $case_name in
     [ "$rc" = 143 ] || fail "exit code $rc, expected 143 (128 + SIGTERM)"
     [ "$ms" -lt 10000 ] || fail "took $ms ms"
     [ -z "$leftovers" ] || fail "processes left running: $leftovers"
+    ;;
+  binding)
+    # The CPUs this script may use, in increasing order (the launcher inherits them).
+    allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)
+    cpus=()
+    for range in ${allowed//,/ }; do
+      for c in $(seq "${range%-*}" "${range#*-}"); do cpus+=("$c"); done
+    done
+    show='echo "rank=$TPCOLL_RANK cpus=$(sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" /proc/self/status)"'
+    run_launcher "$out" "$err" run -n 3 -- sh -c "$show"
+    cat "$out" "$err"
+    [ "$rc" = 0 ] || fail "exit code $rc"
+    for r in 0 1 2; do
+      want=${cpus[$((r % ${#cpus[@]}))]}
+      grep -qx "\[$r\] rank=$r cpus=$want" "$out" || fail "rank $r is not bound to CPU $want alone (allowed: $allowed)"
+    done
+    run_launcher "$out" "$err" run --no-bind -n 2 -- sh -c "$show"
+    cat "$out" "$err"
+    [ "$rc" = 0 ] || fail "--no-bind: exit code $rc"
+    for r in 0 1; do
+      grep -qx "\[$r\] rank=$r cpus=$allowed" "$out" || fail "--no-bind: rank $r does not have every allowed CPU"
+    done
     ;;
   *)
     fail "unknown case $case_name"
