@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -59,6 +60,11 @@ void write_tune_table(const std::string& path, const TuneKey& key, const std::ve
   std::ofstream out(path);
   if (!(out << table.dump(1) << "\n")) throw std::runtime_error("cannot write " + path);
   fmt::print("# tpcoll tune: table for {} at {} ranks ({}) written to {}\n", key.device, key.world, key.topology, path);
+  const auto moved = std::count_if(rows.begin(), rows.end(), [](const bench::Row& r) { return r.placement_moved; });
+  if (moved > 0)
+    fmt::print("# tpcoll tune: warning: {} points were timed only while the ranks' placement had moved; their "
+               "winners may be that placement's: run tune again\n",
+               moved);
 }
 
 void print_wins(const std::vector<bench::Row>& rows) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
@@ -25,41 +26,71 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline, const Row
   const RunInfo info = describe_run();
   if (printer) print_header(info, comm.world_size(), baseline ? baseline->name() : "none");
 
-  std::vector<Row> rows;
-  const auto add = [&](Row row) {
-    if (printer) print_row(row);
-    rows.push_back(std::move(row));
-  };
-  if (init) add(*init);
+  // Every row as a case that can be timed again (below).
+  std::vector<std::function<Row()>> cases;
   for (Op op : o.ops) {
     if (op == Op::kAllReduce)
       for (DType d : o.dtypes)
         for (std::size_t b : sweep_sizes(o))
-          if (b >= dtype_size(d)) add(harness.all_reduce(d, b / dtype_size(d)));
+          if (b >= dtype_size(d))
+            cases.emplace_back([&harness, d, b] { return harness.all_reduce(d, b / dtype_size(d)); });
     if (op == Op::kAllGather)
       for (DType d : o.gather_dtypes)
         for (std::size_t b : sweep_sizes(o))
           for (int dim_kind = 0; dim_kind < 3; ++dim_kind)
-            if (b >= dtype_size(d)) add(harness.all_gather(d, b / dtype_size(d), dim_kind));
+            if (b >= dtype_size(d))
+              cases.emplace_back(
+                  [&harness, d, b, dim_kind] { return harness.all_gather(d, b / dtype_size(d), dim_kind); });
     if (op == Op::kFusedAllReduceRmsNorm)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
-          for (std::size_t t : o.tokens) add(harness.fused(d, t, h));
+          for (std::size_t t : o.tokens) cases.emplace_back([&harness, d, t, h] { return harness.fused(d, t, h); });
     if (op == Op::kFusedAllReduceRmsNormFp8)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens)
-            for (Fp8Scaling s : kFp8Scalings) add(harness.fused_fp8(d, t, h, s));
+            for (Fp8Scaling s : kFp8Scalings)
+              cases.emplace_back([&harness, d, t, h, s] { return harness.fused_fp8(d, t, h, s); });
     if (op == Op::kReduceScatter)
       for (DType d : o.dtypes)
         for (std::size_t b : sweep_sizes(o))
           if (const std::size_t count = whole_shares_down(b / dtype_size(d), comm.world_size()); count > 0)
-            add(harness.reduce_scatter(d, count));
+            cases.emplace_back([&harness, d, count] { return harness.reduce_scatter(d, count); });
     if (op == Op::kFusedReduceScatterRmsNorm)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
-          for (std::size_t t : o.tokens) add(harness.fused_reduce_scatter(d, whole_shares_up(t, comm.world_size()), h));
+          for (std::size_t t : o.tokens)
+            cases.emplace_back([&harness, d, t, h, world = comm.world_size()] {
+              return harness.fused_reduce_scatter(d, whole_shares_up(t, world), h);
+            });
   }
+
+  std::vector<Row> rows;
+  if (init) {
+    if (printer) print_row(*init);
+    rows.push_back(*init);
+  }
+  const std::size_t first_case = rows.size();
+  for (const auto& timed : cases) {
+    rows.push_back(timed());
+    if (printer) print_row(rows.back());
+  }
+  // A run that began with the ranks apart learns it only once the host
+  // brings them close; the rows timed before then are timed again, once.
+  // Every rank holds the same probe times, so all pick the same rows.
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    Row& row = rows[first_case + i];
+    if (!harness.timed_apart(row)) continue;
+    const int retimed = row.retimed + 1;
+    row = cases[i]();
+    row.retimed += retimed;
+    if (printer) {
+      fmt::print("# timed again at the end: the ranks had been apart\n");
+      print_row(row);
+    }
+  }
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    rows[first_case + i].placement_moved = harness.timed_apart(rows[first_case + i]);
 
   const int rc = summarize(info, rows, o.json_path, printer);
   if (o.tune && printer && rc == 0) {

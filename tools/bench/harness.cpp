@@ -120,11 +120,22 @@ void Harness::measure(Row& row, const std::vector<Algo>& candidates, const std::
         comm_.force_algo(algo);
         op();
       });
-  const std::vector<double> times = time_in_turns(ops);
-  comm_.force_algo(std::nullopt);
+  // Every rank holds the same probe times, so all take the same turns here.
+  std::vector<double> times;
+  for (int attempt = 0;; ++attempt) {
+    const bool settled = placement_.settle(row.placement_wait_s);
+    const double before_us = placement_.last_us();
+    times = time_in_turns(ops);
+    comm_.force_algo(std::nullopt);
+    if (baseline_) row.baseline_time_us = time_us(baseline_op);
+    row.placement_probe_us = std::max(before_us, placement_.probe());
+    row.placement_moved = placement_.moved(row.placement_probe_us);
+    // A placement that did not come back within the wait is taken as it is.
+    if (!row.placement_moved || !settled || attempt == kPlacementRetries) break;
+    ++row.retimed;
+  }
   row.time_us = times.front();
   for (std::size_t j = 1; j < times.size(); ++j) row.candidates.emplace_back(algo_label(candidates[j - 1]), times[j]);
-  if (baseline_) row.baseline_time_us = time_us(baseline_op);
 }
 
 }  // namespace tpcoll::bench

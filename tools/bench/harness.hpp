@@ -5,6 +5,7 @@
 
 #include "tools/bench/baseline.hpp"
 #include "tools/bench/options.hpp"
+#include "tools/bench/placement_probe.hpp"
 
 #include <tpcoll/tpcoll.hpp>
 
@@ -54,12 +55,23 @@ struct Row {
   std::string check;      // "ok" or what failed
   std::optional<double> max_error;  // vs an fp64 reference, where one applies
   std::vector<std::pair<std::string, double>> candidates;  // --all-algos: each algorithm forced, its time in us
+  // The ranks' placement (placement_probe.hpp): the slower of the probes
+  // around the timing kept, seconds waited for the ranks to come back before
+  // timing, times the row was timed again because they had moved, and
+  // whether they had moved around the timing kept.
+  double placement_probe_us = 0;
+  double placement_wait_s = 0;
+  int retimed = 0;
+  bool placement_moved = false;
 };
 
 class Harness {
  public:
   Harness(Communicator& comm, const Options& options, Baseline* baseline)
-      : comm_(comm), options_(options), baseline_(baseline) {}
+      : comm_(comm),
+        options_(options),
+        baseline_(baseline),
+        placement_([&comm] { return tiny_all_reduce_us(comm); }) {}
 
   Row all_reduce(DType dtype, std::size_t count);
   // dim_kind: 0 = first dim, 1 = last dim, 2 = a middle dim.
@@ -69,6 +81,10 @@ class Harness {
   // count and tokens: the whole input's, multiples of the world size.
   Row reduce_scatter(DType dtype, std::size_t count);
   Row fused_reduce_scatter(DType dtype, std::size_t tokens, std::size_t hidden);
+
+  // Whether `row` was timed with the ranks farther apart than the fastest
+  // placement this run has seen so far.
+  bool timed_apart(const Row& row) const { return placement_.moved(row.placement_probe_us); }
 
  private:
   Row start_row(const char* op, DType dtype, std::size_t count) const;
@@ -90,13 +106,17 @@ class Harness {
   std::vector<Algo> runnable(std::initializer_list<Algo> candidates, Op op, DType dtype,
                              std::span<const std::int64_t> shape);
   // Times `op` as tpcoll (as dispatched, then, with --all-algos, forced to
-  // each of `candidates`), and `baseline_op` if a baseline runs.
+  // each of `candidates`), and `baseline_op` if a baseline runs. The timing
+  // starts once the ranks sit where they were fastest (or the wait ran out),
+  // and is done again, up to kPlacementRetries times, when they moved during it.
   void measure(Row& row, const std::vector<Algo>& candidates, const std::function<void()>& op,
                const std::function<void()>& baseline_op);
 
   Communicator& comm_;
   const Options& options_;
   Baseline* baseline_;
+  PlacementProbe placement_;
+  static constexpr int kPlacementRetries = 3;
 };
 
 }  // namespace tpcoll::bench

@@ -5,6 +5,7 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -39,10 +40,28 @@ std::string candidates_text(const Row& row) {
   return text + fmt::format("  dispatched/best {:.3f}", row.time_us / best_candidate_us(row));
 }
 
+// A settle() that did not poll took microseconds: below this, no wait.
+constexpr double kWaitedSeconds = 0.01;
+
+bool placement_touched(const Row& row) {
+  return row.placement_wait_s >= kWaitedSeconds || row.retimed > 0 || row.placement_moved;
+}
+
+std::string placement_text(const Row& row) {
+  if (!placement_touched(row)) return "";
+  return fmt::format("  [placement: waited {:.1f} s, timed {}x{}]", row.placement_wait_s, row.retimed + 1,
+                     row.placement_moved ? ", moved" : "");
+}
+
 RunInfo describe_run() {
   RunInfo info;
   info.device = fmt::format("cpu: {}, {} cores", cpu_model(), std::thread::hardware_concurrency());
-  info.placement = "processes on one host, shared memory";
+  // The launcher binds every rank or none (launcher.hpp); rank 0 tells which.
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const bool bound = sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) == 1;
+  info.placement = bound ? "processes on one host, shared memory, each bound to one CPU"
+                         : "processes on one host, shared memory, placed by the scheduler";
   info.date = fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::time(nullptr)));
   const char* commit = std::getenv("TPCOLL_COMMIT");
   info.commit = commit ? commit : "unknown";
@@ -63,9 +82,9 @@ void print_row(const Row& row) {
   const std::string speedup = row.baseline_time_us ? fmt::format("{:.2f}", *row.baseline_time_us / row.time_us) : "-";
   std::string extra = row.shape;
   if (row.tokens) extra = fmt::format("{}x{}", row.tokens, row.hidden);
-  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}{}\n", row.op,
+  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}{}{}\n", row.op,
              row.dtype, size_text(row.bytes), row.count, row.world, row.algo, row.time_us, row.algbw, row.busbw, base,
-             speedup, row.check, extra, candidates_text(row));
+             speedup, row.check, extra, candidates_text(row), placement_text(row));
   std::fflush(stdout);
 }
 
@@ -105,6 +124,12 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
       for (const auto& [algo, us] : r.candidates) j["candidates_us"][algo] = us;
       j["dispatched_over_best"] = r.time_us / best_candidate_us(r);
     }
+    if (r.placement_probe_us > 0) j["placement_probe_us"] = r.placement_probe_us;
+    if (placement_touched(r)) {
+      j["placement_wait_s"] = r.placement_wait_s;
+      j["retimed_for_placement"] = r.retimed;
+      j["placement_moved"] = r.placement_moved;
+    }
     out["rows"].push_back(std::move(j));
   }
   std::ofstream file(path);
@@ -125,9 +150,13 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
     // touches less. A row of one candidate compares an algorithm with itself:
     // its worst ratio is the noise of this run.
     const Row* worst = nullptr;
-    std::size_t compared = 0, within = 0, choices = 0, chosen_within = 0;
-    double worst_choice = 0, noise = 0;
+    std::size_t compared = 0, within = 0, choices = 0, chosen_within = 0, waited = 0, retimed = 0, moved = 0;
+    double worst_choice = 0, noise = 0, waited_s = 0;
     for (const Row& r : rows) {
+      waited += r.placement_wait_s >= kWaitedSeconds;
+      waited_s += r.placement_wait_s;
+      retimed += r.retimed > 0;
+      moved += r.placement_moved;
       if (r.candidates.empty()) continue;
       const double ratio = r.time_us / best_candidate_us(r);
       if (r.candidates.size() == 1) {
@@ -154,6 +183,10 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
         fmt::print("# the chosen algorithm forced, against the best: {} of {} rows within {:.2f}x, worst {:.3f}\n",
                    chosen_within, choices, kAcceptedOverBest, worst_choice);
     }
+    if (waited + retimed + moved > 0)
+      fmt::print("# the ranks' placement (placement_probe.hpp): {} rows waited for it to come back ({:.0f} s in all), "
+                 "{} were timed again, {} were timed while it had moved\n",
+                 waited, waited_s, retimed, moved);
     if (noise > 0)
       fmt::print("# one-candidate rows (an algorithm against itself: this run's noise): worst {:.3f}\n", noise);
     if (failed == 0)
