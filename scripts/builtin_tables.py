@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # machines (an Intel Xeon and an AMD EPYC: src/core/tune_table.cpp picks by
 # the vendor of the CPU it runs on), the CUDA backend with ranks sharing an H100.
 BACKENDS = [("bench/results/cpu-2core-tune-x*.json", "src/core/cpu_defaults_intel.inc"),
-            ("bench/results/cpu-epyc-2core-tune-x*.json", "src/core/cpu_defaults_amd.inc"),
+            ("bench/results/cpu-epyc-2core-tune-bound-x*.json", "src/core/cpu_defaults_amd.inc"),
             ("bench/results/h100-shared-x*-tune.json", "src/core/cuda_defaults.inc")]
 OPS = {"all_reduce": "TPCOLL_OP_ALL_REDUCE", "all_gather": "TPCOLL_OP_ALL_GATHER",
        "fused_allreduce_residual_rmsnorm": "TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM"}

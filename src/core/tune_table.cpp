@@ -38,9 +38,11 @@ constexpr auto cpu_rows(const TableRow (&measured)[N]) {
 // machines, one of each CPU vendor, and generated from their tables
 // (scripts/builtin_tables.py; a ctest checks that the rows are what the
 // tables give). The two disagree: in three acceptance runs on the AMD EPYC,
-// timed in the same run, the AMD rows' choice was within 1.03x of the best
-// candidate in 95-97 of 117 rows, the Intel rows' in 51-56
-// (bench/results/cpu-epyc-2core-acceptance-x2-*).
+// timed in the same run, the first AMD rows' choice was within 1.03x of the
+// best candidate in 95-97 of 117 rows, the Intel rows' in 51-56
+// (bench/results/cpu-epyc-2core-acceptance-x2-*). The AMD rows now come from
+// a tune with the ranks bound to CPUs and timed where the host keeps them
+// close (tools/bench/placement_probe.hpp).
 constexpr TableRow kIntelMeasured[] = {
 #include "core/cpu_defaults_intel.inc"
 };
@@ -63,7 +65,7 @@ constexpr TableRow kCudaRows[] = {
 
 const TuneTable& builtin_cpu_table(CpuVendor vendor) {
   static const TuneTable intel{"cpu-builtin-intel", "bench/results/cpu-2core-tune-x{2,4}.json", kIntelRows};
-  static const TuneTable amd{"cpu-builtin-amd", "bench/results/cpu-epyc-2core-tune-x{2,4}.json", kAmdRows};
+  static const TuneTable amd{"cpu-builtin-amd", "bench/results/cpu-epyc-2core-tune-bound-x{2,4}.json", kAmdRows};
   return vendor == CpuVendor::kAmd ? amd : intel;
 }
 
