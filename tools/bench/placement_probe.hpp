@@ -3,7 +3,7 @@
 // On a virtual machine the host decides where the vCPUs run, and it moves
 // them. On the 2-vCPU AMD EPYC development VM the two ranks' CPUs were, for
 // stretches of 0.4 s to a few minutes, far apart: a cache line's round trip
-// between them took 326-353 ns instead of 50-75, a 1 MiB fp32 all-reduce 500
+// between them took 326-353 ns instead of 50-77, a 1 MiB fp32 all-reduce 500
 // us instead of 82, and the faster of one-shot and two-shot changed at some
 // sizes (bench/results/cpu-epyc-2core-placement.txt). A row timed in such a
 // stretch compares the candidates on another machine than the rest of the
