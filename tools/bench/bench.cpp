@@ -80,17 +80,17 @@ int run_rank(const Options& o, Communicator& comm, Baseline* baseline, const Row
   // Every rank holds the same probe times, so all pick the same rows.
   for (std::size_t i = 0; i < cases.size(); ++i) {
     Row& row = rows[first_case + i];
-    if (!harness.timed_apart(row)) continue;
-    const int retimed = row.retimed + 1;
-    row = cases[i]();
-    row.retimed += retimed;
-    if (printer) {
-      fmt::print("# timed again at the end: the ranks had been apart\n");
-      print_row(row);
+    if (harness.timed_apart(row)) {
+      const int retimed = row.retimed + 1;
+      row = cases[i]();
+      row.retimed += retimed;
+      if (printer) {
+        fmt::print("# timed again at the end: the ranks had been apart\n");
+        print_row(row);
+      }
     }
+    row.placement_moved = harness.timed_apart(row);
   }
-  for (std::size_t i = 0; i < cases.size(); ++i)
-    rows[first_case + i].placement_moved = harness.timed_apart(rows[first_case + i]);
 
   const int rc = summarize(info, rows, o.json_path, printer);
   if (o.tune && printer && rc == 0) {

@@ -58,7 +58,8 @@ struct Row {
   // The ranks' placement (placement_probe.hpp): the slower of the probes
   // around the timing kept, seconds waited for the ranks to come back before
   // timing, times the row was timed again because they had moved, and
-  // whether they had moved around the timing kept.
+  // whether they had moved around the timing kept (against the fastest
+  // placement so far, then, once every row is timed, the run's).
   double placement_probe_us = 0;
   double placement_wait_s = 0;
   int retimed = 0;

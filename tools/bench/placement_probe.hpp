@@ -3,7 +3,7 @@
 // On a virtual machine the host decides where the vCPUs run, and it moves
 // them. On the 2-vCPU AMD EPYC development VM the two ranks' CPUs were, for
 // stretches of 0.4 s to a few minutes, far apart: a cache line's round trip
-// between them took 326-353 ns instead of 50-77, a 1 MiB fp32 all-reduce 500
+// between them took 301-387 ns instead of 50-77, a 1 MiB fp32 all-reduce 500
 // us instead of 82, and the faster of one-shot and two-shot changed at some
 // sizes (bench/results/cpu-epyc-2core-placement.txt). A row timed in such a
 // stretch compares the candidates on another machine than the rest of the
@@ -23,10 +23,11 @@ namespace tpcoll::bench {
 double tiny_all_reduce_us(Communicator& comm);
 
 struct PlacementLimits {
-  // The probe's own noise on the EPYC VM is within 1.5x (0.24-0.36 us); the
-  // far placement costs 2.7x or more. With more ranks than CPUs the probe
-  // measures the ranks' time slicing (16.6-19.8 us at 4 ranks on 2 CPUs) and
-  // no longer sees the placement.
+  // On the EPYC VM the kept probes of the 2-rank acceptance runs read
+  // 0.22-0.32 us; a 256 B all-reduce took 0.24-0.37 us with the ranks close
+  // and 0.74-0.96 apart (cpu-epyc-2core-placement.txt, part 3). With more
+  // ranks than CPUs the probe measures the ranks' time slicing (16.5-20.8 us
+  // at 4 ranks on 2 CPUs) and no longer sees the placement.
   double moved_factor = 2.0;
   std::chrono::milliseconds poll{20};
   int most_polls = 1500;  // about half a minute of polls
