@@ -98,6 +98,13 @@ int main(int argc, char** argv) {
                      "time each op for at least this many ms (more iterations than -n where calls are fast; "
                      "the median of a noisy machine settles)")
         ->check(CLI::Range(0.0, 600000.0));
+    command
+        ->add_option("--max-noise", bench.max_noise,
+                     "time more calls (doubling) until every median of a row is known within this many percent, "
+                     "at 95% confidence; 0 (default): -n and --min-ms only")
+        ->check(CLI::Range(0.0, 100.0));
+    command->add_option("--max-ms", bench.max_ms, "with --max-noise, time each op for at most this many ms")
+        ->check(CLI::Range(0.0, 600000.0));
     command->add_option("--np", bench.ranks, "ranks (-np)")->check(CLI::Range(1, 64));
   };
   const auto parse_sweep = [&](const std::string& max) {

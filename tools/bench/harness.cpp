@@ -34,19 +34,67 @@ bool Harness::agree(bool local_ok, const void* result, std::size_t bytes) {
   return true;
 }
 
-std::size_t Harness::timed_calls(double warmup_us_per_call) {
-  std::size_t n = static_cast<std::size_t>(options_.iterations);
-  if (options_.min_ms <= 0 || options_.warmup == 0) return n;
-  // Every rank must make as many calls: rank 0's estimate decides.
+Harness::CallBudget Harness::call_budget(double warmup_us_per_call) {
+  CallBudget budget;
+  budget.first = budget.most = static_cast<std::size_t>(options_.iterations);
+  if (options_.warmup == 0) return budget;
+  // Every rank must make as many calls, and time them alike: rank 0's estimate decides.
   std::vector<double> estimates(static_cast<std::size_t>(comm_.world_size()));
   const std::int64_t shape[1] = {1};
   comm_.all_gather(&warmup_us_per_call, estimates.data(), DType::kFloat64, shape, 0);
-  constexpr std::size_t kMostCalls = 100000;
-  const double wanted = std::ceil(options_.min_ms * 1000.0 / std::max(estimates.front(), 1e-3));
-  return std::max(n, static_cast<std::size_t>(std::min(wanted, static_cast<double>(kMostCalls))));
+  budget.call_us = std::max(estimates.front(), 1e-3);
+  constexpr double kMostCalls = 100000;
+  const auto calls_for = [&](double ms) {
+    return std::max(budget.first, static_cast<std::size_t>(std::min(std::ceil(ms * 1000.0 / budget.call_us), kMostCalls)));
+  };
+  if (options_.min_ms > 0) budget.first = calls_for(options_.min_ms);
+  budget.most = options_.max_noise > 0 ? calls_for(options_.max_ms) : budget.first;
+  return budget;
 }
 
-std::vector<double> Harness::time_in_turns(const std::vector<std::function<void()>>& ops) {
+void Harness::time_rounds(const std::vector<std::function<void()>>& ops, std::size_t calls, std::size_t turn,
+                          bool whole_turns, std::mt19937& shuffle_bits, std::vector<std::vector<double>>& samples) {
+  const std::size_t m = ops.size();
+  std::vector<std::vector<double>> mine(m);
+  std::vector<std::size_t> order(m);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  const auto us_since = [](std::chrono::steady_clock::time_point begin) {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - begin).count();
+  };
+  for (std::size_t first = 0; first < calls; first += turn) {
+    const std::size_t in_turn = std::min(calls, first + turn) - first;
+    std::shuffle(order.begin(), order.end(), shuffle_bits);
+    for (std::size_t j : order) {
+      ops[j]();
+      if (whole_turns) {
+        const auto begin = std::chrono::steady_clock::now();
+        for (std::size_t i = 0; i < in_turn; ++i) ops[j]();
+        mine[j].push_back(us_since(begin) / static_cast<double>(in_turn));
+      } else {
+        for (std::size_t i = 0; i < in_turn; ++i) {
+          const auto begin = std::chrono::steady_clock::now();
+          ops[j]();
+          mine[j].push_back(us_since(begin));
+        }
+      }
+    }
+  }
+  // A call ends for the job when its slowest rank ends. Every rank took as
+  // many samples of each op.
+  std::vector<double> flat;
+  for (const auto& op_samples : mine) flat.insert(flat.end(), op_samples.begin(), op_samples.end());
+  std::vector<double> all(flat.size() * static_cast<std::size_t>(comm_.world_size()));
+  const std::int64_t shape[1] = {static_cast<std::int64_t>(flat.size())};
+  comm_.all_gather(flat.data(), all.data(), DType::kFloat64, shape, 0);
+  for (std::size_t k = 0, j = 0; j < m; ++j)
+    for (std::size_t i = 0; i < mine[j].size(); ++i, ++k) {
+      double slowest = flat[k];
+      for (int r = 0; r < comm_.world_size(); ++r) slowest = std::max(slowest, all[r * flat.size() + k]);
+      samples[j].push_back(slowest);
+    }
+}
+
+std::vector<MedianEstimate> Harness::time_in_turns(const std::vector<std::function<void()>>& ops) {
   double fastest_warmup_us = std::numeric_limits<double>::infinity();  // per call, of the fastest op
   for (const auto& op : ops) {
     const auto begin = std::chrono::steady_clock::now();
@@ -54,7 +102,7 @@ std::vector<double> Harness::time_in_turns(const std::vector<std::function<void(
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - begin).count();
     fastest_warmup_us = std::min(fastest_warmup_us, us / std::max(1, options_.warmup));
   }
-  const std::size_t n = timed_calls(fastest_warmup_us), m = ops.size();
+  const CallBudget budget = call_budget(fastest_warmup_us);
   // The ops take turns, a few calls each, so that whatever slows a shared
   // machine for a while (another job, a frequency change) reaches each of
   // them alike and their medians compare within one run. The first call of a
@@ -62,39 +110,35 @@ std::vector<double> Harness::time_in_turns(const std::vector<std::function<void(
   // left by the previous op), which consecutive calls of one op never see.
   // The order of the turns is shuffled each round, the same on every rank,
   // so that no op always follows the same one.
-  constexpr std::size_t kCallsPerTurn = 5;
-  std::vector<double> times(n * m);  // call i of op j at [j * n + i]
-  std::vector<std::size_t> order(m);
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::mt19937 shuffle_bits(m);  // seeded alike on every rank
-  for (std::size_t first = 0; first < n; first += kCallsPerTurn) {
-    std::shuffle(order.begin(), order.end(), shuffle_bits);
-    for (std::size_t j : order) {
-      ops[j]();
-      for (std::size_t i = first; i < std::min(n, first + kCallsPerTurn); ++i) {
-        const auto begin = std::chrono::steady_clock::now();
-        ops[j]();
-        times[j * n + i] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - begin).count();
-      }
+  // The steady clock reads in steps of 10 ns on the EPYC VM (a pair of reads
+  // gives 20 or 30 ns): a 0.3 us call timed alone lands on one of a few
+  // values, 3% apart. Calls below kShortCallUs are therefore timed a turn of
+  // kCallsPerShortTurn at a time, a sample being the turn's time per call.
+  constexpr std::size_t kCallsPerTurn = 5, kCallsPerShortTurn = 20;
+  constexpr double kShortCallUs = 2.0;
+  const bool whole_turns = budget.call_us < kShortCallUs;
+  const std::size_t turn = whole_turns ? kCallsPerShortTurn : kCallsPerTurn;
+  std::vector<std::vector<double>> samples(ops.size());
+  std::mt19937 shuffle_bits(ops.size());  // seeded alike on every rank
+  std::vector<MedianEstimate> estimates(ops.size());
+  // With --max-noise, rounds go on (the calls so far again, each time) until
+  // every median is known within it, or --max-ms is spent. Every rank holds
+  // the same samples, so all stop together.
+  for (std::size_t calls = 0, more = budget.first;;) {
+    time_rounds(ops, more, turn, whole_turns, shuffle_bits, samples);
+    calls += more;
+    double noise = 0;
+    for (std::size_t j = 0; j < ops.size(); ++j) {
+      estimates[j] = estimate_median(samples[j]);
+      noise = std::max(noise, estimates[j].noise);
     }
+    if (options_.max_noise <= 0 || noise <= options_.max_noise / 100 || calls >= budget.most) break;
+    more = std::min(calls, budget.most - calls);
   }
-  // A call ends for the job when its slowest rank ends.
-  std::vector<double> all(times.size() * static_cast<std::size_t>(comm_.world_size()));
-  const std::int64_t shape[1] = {static_cast<std::int64_t>(times.size())};
-  comm_.all_gather(times.data(), all.data(), DType::kFloat64, shape, 0);
-  for (std::size_t k = 0; k < times.size(); ++k)
-    for (int r = 0; r < comm_.world_size(); ++r) times[k] = std::max(times[k], all[r * times.size() + k]);
-  std::vector<double> medians(m);
-  for (std::size_t j = 0; j < m; ++j) {
-    const auto first = times.begin() + static_cast<std::ptrdiff_t>(j * n);
-    const auto middle = first + static_cast<std::ptrdiff_t>(n / 2);
-    std::nth_element(first, middle, first + static_cast<std::ptrdiff_t>(n));
-    medians[j] = *middle;
-  }
-  return medians;
+  return estimates;
 }
 
-double Harness::time_us(const std::function<void()>& op) { return time_in_turns({op}).front(); }
+double Harness::time_us(const std::function<void()>& op) { return time_in_turns({op}).front().median; }
 
 std::vector<Algo> Harness::runnable(std::initializer_list<Algo> candidates, Op op, DType dtype,
                                     std::span<const std::int64_t> shape) {
@@ -121,7 +165,7 @@ void Harness::measure(Row& row, const std::vector<Algo>& candidates, const std::
         op();
       });
   // Every rank holds the same probe times, so all take the same turns here.
-  std::vector<double> times;
+  std::vector<MedianEstimate> times;
   for (int attempt = 0;; ++attempt) {
     const bool settled = placement_.settle(row.placement_wait_s);
     const double before_us = placement_.last_us();
@@ -134,8 +178,10 @@ void Harness::measure(Row& row, const std::vector<Algo>& candidates, const std::
     if (!row.placement_moved || !settled || attempt == kPlacementRetries) break;
     ++row.retimed;
   }
-  row.time_us = times.front();
-  for (std::size_t j = 1; j < times.size(); ++j) row.candidates.emplace_back(algo_label(candidates[j - 1]), times[j]);
+  row.time_us = times.front().median;
+  for (std::size_t j = 1; j < times.size(); ++j)
+    row.candidates.emplace_back(algo_label(candidates[j - 1]), times[j].median);
+  for (const MedianEstimate& t : times) row.median_noise = std::max(row.median_noise, t.noise);
 }
 
 }  // namespace tpcoll::bench

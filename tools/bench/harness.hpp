@@ -4,6 +4,7 @@
 #pragma once
 
 #include "tools/bench/baseline.hpp"
+#include "tools/bench/median_estimate.hpp"
 #include "tools/bench/options.hpp"
 #include "tools/bench/placement_probe.hpp"
 
@@ -13,6 +14,7 @@
 #include <functional>
 #include <initializer_list>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <utility>
@@ -64,6 +66,9 @@ struct Row {
   double placement_wait_s = 0;
   int retimed = 0;
   bool placement_moved = false;
+  // The least certain of the row's medians (dispatched, candidates): half
+  // its 95% confidence interval, relative (median_estimate.hpp).
+  double median_noise = 0;
 };
 
 class Harness {
@@ -92,14 +97,23 @@ class Harness {
   // Collective: true when every rank's check passed and every rank holds the
   // same bytes in `result`; otherwise `detail` says what differed.
   bool agree(bool local_ok, const void* result, std::size_t bytes);
-  // Collective: for each of `ops`, the median over iterations of the
-  // slowest rank's time of a call, in us.
-  // They take turns, a few calls each; -n calls each, or more to fill
-  // --min-ms (timed_calls).
-  std::vector<double> time_in_turns(const std::vector<std::function<void()>>& ops);
+  // How many calls each op makes: `first` (-n, or more to fill --min-ms),
+  // then up to `most` while --max-noise asks for more. Collective: rank 0's
+  // `call_us` (its warm-up's time per call) decides for every rank.
+  struct CallBudget {
+    std::size_t first = 0, most = 0;
+    double call_us = 0;  // 0: no warm-up to tell
+  };
+  CallBudget call_budget(double warmup_us_per_call);
+  // Collective: `calls` more calls of each of `ops`, taking turns of `turn`
+  // calls (each call timed, or each turn when `whole_turns`); appends the
+  // slowest rank's times to `samples`, one vector per op.
+  void time_rounds(const std::vector<std::function<void()>>& ops, std::size_t calls, std::size_t turn,
+                   bool whole_turns, std::mt19937& shuffle_bits, std::vector<std::vector<double>>& samples);
+  // Collective: for each of `ops`, the median over calls of the slowest
+  // rank's time of a call, in us, and how well it is known.
+  std::vector<MedianEstimate> time_in_turns(const std::vector<std::function<void()>>& ops);
   double time_us(const std::function<void()>& op);
-  // Collective: -n, or enough calls of `warmup_us_per_call` (rank 0's) to fill --min-ms.
-  std::size_t timed_calls(double warmup_us_per_call);
   // Of `candidates`, those that run as themselves for this call: a forced
   // algorithm that plan() turns into another (a fused row longer than half
   // the staging buffer goes unfused) is not a candidate here, and its time

@@ -25,6 +25,8 @@ struct Options {
   int iterations = 20;                       // -n
   int warmup = 5;                            // -w
   double min_ms = 0;                         // --min-ms: timed ms per op at least (more than -n calls when fast)
+  double max_noise = 0;                      // --max-noise: % within which every median is known; 0: off
+  double max_ms = 3000;                      // --max-ms: timed ms per op at most while --max-noise asks for more
   int ranks = 2;                             // -np
   std::vector<Op> ops{Op::kAllReduce, Op::kAllGather, Op::kFusedAllReduceRmsNorm};
   std::vector<DType> dtypes{DType::kFloat32, DType::kFloat16, DType::kBFloat16};  // all-reduce and fused

@@ -8,6 +8,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -53,6 +54,17 @@ std::string placement_text(const Row& row) {
                      row.placement_moved ? ", moved" : "");
 }
 
+// Two medians each known within half the acceptance margin can still be
+// told apart at that margin; a row known less well is flagged.
+constexpr double kComparableNoise = (kAcceptedOverBest - 1) / 2;
+
+bool noise_known(const Row& row) { return row.median_noise > 0 && std::isfinite(row.median_noise); }
+
+std::string noise_text(const Row& row) {
+  if (!noise_known(row) || row.median_noise <= kComparableNoise) return "";
+  return fmt::format("  [medians within +-{:.1f}%]", 100 * row.median_noise);
+}
+
 RunInfo describe_run() {
   RunInfo info;
   info.device = fmt::format("cpu: {}, {} cores", cpu_model(), std::thread::hardware_concurrency());
@@ -82,9 +94,9 @@ void print_row(const Row& row) {
   const std::string speedup = row.baseline_time_us ? fmt::format("{:.2f}", *row.baseline_time_us / row.time_us) : "-";
   std::string extra = row.shape;
   if (row.tokens) extra = fmt::format("{}x{}", row.tokens, row.hidden);
-  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}{}{}\n", row.op,
+  fmt::print("{:<24} {:<12} {:>6} {:>10} {:>5} {:<9} {:>10.2f} {:>8.2f} {:>8.2f} {:>10} {:>7}  {} {}{}{}{}\n", row.op,
              row.dtype, size_text(row.bytes), row.count, row.world, row.algo, row.time_us, row.algbw, row.busbw, base,
-             speedup, row.check, extra, candidates_text(row), placement_text(row));
+             speedup, row.check, extra, candidates_text(row), placement_text(row), noise_text(row));
   std::fflush(stdout);
 }
 
@@ -124,6 +136,7 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
       for (const auto& [algo, us] : r.candidates) j["candidates_us"][algo] = us;
       j["dispatched_over_best"] = r.time_us / best_candidate_us(r);
     }
+    if (noise_known(r)) j["median_noise_pct"] = 100 * r.median_noise;
     if (r.placement_probe_us > 0) j["placement_probe_us"] = r.placement_probe_us;
     if (placement_touched(r)) {
       j["placement_wait_s"] = r.placement_wait_s;
@@ -151,8 +164,13 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
     // its worst ratio is the noise of this run.
     const Row* worst = nullptr;
     std::size_t compared = 0, within = 0, choices = 0, chosen_within = 0, waited = 0, retimed = 0, moved = 0;
-    double worst_choice = 0, noise = 0, waited_s = 0;
+    std::size_t uncertain = 0;
+    double worst_choice = 0, noise = 0, waited_s = 0, worst_median_noise = 0;
     for (const Row& r : rows) {
+      if (noise_known(r) && r.median_noise > kComparableNoise) {
+        ++uncertain;
+        worst_median_noise = std::max(worst_median_noise, r.median_noise);
+      }
       waited += r.placement_wait_s >= kWaitedSeconds;
       waited_s += r.placement_wait_s;
       retimed += r.retimed > 0;
@@ -187,6 +205,10 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
       fmt::print("# the ranks' placement (placement_probe.hpp): {} rows waited for it to come back ({:.0f} s in all), "
                  "{} were timed again, {} were timed while it had moved\n",
                  waited, waited_s, retimed, moved);
+    if (uncertain > 0)
+      fmt::print("# {} rows have a median known only within more than +-{:.1f}% (95% confidence; worst +-{:.1f}%): "
+                 "too noisy to tell {:.0f}% apart (--max-noise times more)\n",
+                 uncertain, 100 * kComparableNoise, 100 * worst_median_noise, 100 * (kAcceptedOverBest - 1));
     if (noise > 0)
       fmt::print("# one-candidate rows (an algorithm against itself: this run's noise): worst {:.3f}\n", noise);
     if (failed == 0)

@@ -1,0 +1,23 @@
+#include "tools/bench/median_estimate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace tpcoll::bench {
+
+MedianEstimate estimate_median(std::vector<double> samples) {
+  MedianEstimate out;
+  const auto n = static_cast<double>(samples.size());
+  out.noise = std::numeric_limits<double>::infinity();
+  if (samples.empty()) return out;
+  std::sort(samples.begin(), samples.end());
+  out.median = samples[samples.size() / 2];
+  const double reach = 0.98 * std::sqrt(n);  // 1.96 standard deviations (sqrt(n) / 2) of Binomial(n, 1/2)
+  const double low = std::floor(n / 2 - reach), high = std::ceil(n / 2 + reach);
+  if (low < 0 || high > n - 1 || out.median <= 0) return out;
+  out.noise = (samples[static_cast<std::size_t>(high)] - samples[static_cast<std::size_t>(low)]) / (2 * out.median);
+  return out;
+}
+
+}  // namespace tpcoll::bench
