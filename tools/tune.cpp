@@ -65,6 +65,11 @@ void write_tune_table(const std::string& path, const TuneKey& key, const std::ve
     fmt::print("# tpcoll tune: warning: {} points were timed only while the ranks' placement had moved; their "
                "winners may be that placement's: run tune again\n",
                moved);
+  const auto noisy = std::count_if(rows.begin(), rows.end(), [](const bench::Row& r) { return bench::too_noisy(r); });
+  if (noisy > 0)
+    fmt::print("# tpcoll tune: warning: {} points have medians known too loosely to tell 3% apart; their winners "
+               "may be noise: run tune with --max-noise (and a larger --max-ms)\n",
+               noisy);
 }
 
 void print_wins(const std::vector<bench::Row>& rows) {

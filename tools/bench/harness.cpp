@@ -181,7 +181,9 @@ void Harness::measure(Row& row, const std::vector<Algo>& candidates, const std::
   row.time_us = times.front().median;
   for (std::size_t j = 1; j < times.size(); ++j)
     row.candidates.emplace_back(algo_label(candidates[j - 1]), times[j].median);
-  for (const MedianEstimate& t : times) row.median_noise = std::max(row.median_noise, t.noise);
+  double noise = 0;
+  for (const MedianEstimate& t : times) noise = std::max(noise, t.noise);
+  if (std::isfinite(noise)) row.median_noise = noise;
 }
 
 }  // namespace tpcoll::bench

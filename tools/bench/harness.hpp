@@ -67,8 +67,10 @@ struct Row {
   int retimed = 0;
   bool placement_moved = false;
   // The least certain of the row's medians (dispatched, candidates): half
-  // its 95% confidence interval, relative (median_estimate.hpp).
-  double median_noise = 0;
+  // its 95% confidence interval, relative (median_estimate.hpp); none where
+  // too few calls gave no interval. 0: the interval lies within one step of
+  // the clock.
+  std::optional<double> median_noise;
 };
 
 class Harness {

@@ -8,7 +8,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -19,6 +18,9 @@ namespace tpcoll::bench {
 namespace {
 
 constexpr double kAcceptedOverBest = 1.03;  // issue 14's acceptance: dispatched within 3% of the best candidate
+// Two medians each known within half the acceptance margin can still be
+// told apart at that margin; a row known less well is flagged.
+constexpr double kComparableNoise = (kAcceptedOverBest - 1) / 2;
 
 std::string size_text(std::size_t bytes) {
   if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return fmt::format("{}M", bytes >> 20);
@@ -27,6 +29,8 @@ std::string size_text(std::size_t bytes) {
 }
 
 }  // namespace
+
+bool too_noisy(const Row& row) { return row.median_noise && *row.median_noise > kComparableNoise; }
 
 double best_candidate_us(const Row& row) {
   double best = row.candidates.front().second;
@@ -54,15 +58,8 @@ std::string placement_text(const Row& row) {
                      row.placement_moved ? ", moved" : "");
 }
 
-// Two medians each known within half the acceptance margin can still be
-// told apart at that margin; a row known less well is flagged.
-constexpr double kComparableNoise = (kAcceptedOverBest - 1) / 2;
-
-bool noise_known(const Row& row) { return row.median_noise > 0 && std::isfinite(row.median_noise); }
-
 std::string noise_text(const Row& row) {
-  if (!noise_known(row) || row.median_noise <= kComparableNoise) return "";
-  return fmt::format("  [medians within +-{:.1f}%]", 100 * row.median_noise);
+  return too_noisy(row) ? fmt::format("  [medians within +-{:.1f}%]", 100 * *row.median_noise) : "";
 }
 
 RunInfo describe_run() {
@@ -136,7 +133,7 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
       for (const auto& [algo, us] : r.candidates) j["candidates_us"][algo] = us;
       j["dispatched_over_best"] = r.time_us / best_candidate_us(r);
     }
-    if (noise_known(r)) j["median_noise_pct"] = 100 * r.median_noise;
+    if (r.median_noise) j["median_noise_pct"] = 100 * *r.median_noise;
     if (r.placement_probe_us > 0) j["placement_probe_us"] = r.placement_probe_us;
     if (placement_touched(r)) {
       j["placement_wait_s"] = r.placement_wait_s;
@@ -167,9 +164,9 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
     std::size_t uncertain = 0;
     double worst_choice = 0, noise = 0, waited_s = 0, worst_median_noise = 0;
     for (const Row& r : rows) {
-      if (noise_known(r) && r.median_noise > kComparableNoise) {
+      if (too_noisy(r)) {
         ++uncertain;
-        worst_median_noise = std::max(worst_median_noise, r.median_noise);
+        worst_median_noise = std::max(worst_median_noise, *r.median_noise);
       }
       waited += r.placement_wait_s >= kWaitedSeconds;
       waited_s += r.placement_wait_s;

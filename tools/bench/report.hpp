@@ -18,6 +18,9 @@ struct RunInfo {
 RunInfo describe_run();
 void print_header(const RunInfo& info, int world, const std::string& baseline);
 void print_row(const Row& row);
+// Whether a row's medians are known too loosely (95% confidence) to tell
+// apart candidates 3% apart, issue 14's acceptance margin.
+bool too_noisy(const Row& row);
 // --all-algos: the fastest candidate's time, and the candidates as a column.
 double best_candidate_us(const Row& row);
 std::string candidates_text(const Row& row);
