@@ -42,7 +42,9 @@ constexpr auto cpu_rows(const TableRow (&measured)[N]) {
 // best candidate in 95-97 of 117 rows, the Intel rows' in 51-56
 // (bench/results/cpu-epyc-2core-acceptance-x2-*). The AMD rows now come from
 // a tune with the ranks bound to CPUs and timed where the host keeps them
-// close (tools/bench/placement_probe.hpp).
+// close (tools/bench/placement_probe.hpp), and from the acceptance runs that
+// followed it: at each point, the candidate least far from the best in any
+// of those runs, as the EPYC VM's winners move between runs.
 constexpr TableRow kIntelMeasured[] = {
 #include "core/cpu_defaults_intel.inc"
 };
@@ -65,7 +67,10 @@ constexpr TableRow kCudaRows[] = {
 
 const TuneTable& builtin_cpu_table(CpuVendor vendor) {
   static const TuneTable intel{"cpu-builtin-intel", "bench/results/cpu-2core-tune-x{2,4}.json", kIntelRows};
-  static const TuneTable amd{"cpu-builtin-amd", "bench/results/cpu-epyc-2core-tune-bound-x{2,4}.json", kAmdRows};
+  static const TuneTable amd{"cpu-builtin-amd",
+                             "bench/results/cpu-epyc-2core-tune-bound-x{2,4}.json and "
+                             "cpu-epyc-2core-bound-acceptance-x{2,4}*.json",
+                             kAmdRows};
   return vendor == CpuVendor::kAmd ? amd : intel;
 }
 

@@ -45,7 +45,8 @@ Harness::CallBudget Harness::call_budget(double warmup_us_per_call) {
   budget.call_us = std::max(estimates.front(), 1e-3);
   constexpr double kMostCalls = 100000;
   const auto calls_for = [&](double ms) {
-    return std::max(budget.first, static_cast<std::size_t>(std::min(std::ceil(ms * 1000.0 / budget.call_us), kMostCalls)));
+    const double wanted = std::min(std::ceil(ms * 1000.0 / budget.call_us), kMostCalls);
+    return std::max(budget.first, static_cast<std::size_t>(wanted));
   };
   if (options_.min_ms > 0) budget.first = calls_for(options_.min_ms);
   budget.most = options_.max_noise > 0 ? calls_for(options_.max_ms) : budget.first;
@@ -116,7 +117,7 @@ std::vector<MedianEstimate> Harness::time_in_turns(const std::vector<std::functi
   // kCallsPerShortTurn at a time, a sample being the turn's time per call.
   constexpr std::size_t kCallsPerTurn = 5, kCallsPerShortTurn = 20;
   constexpr double kShortCallUs = 2.0;
-  const bool whole_turns = budget.call_us < kShortCallUs;
+  const bool whole_turns = budget.call_us > 0 && budget.call_us < kShortCallUs;
   const std::size_t turn = whole_turns ? kCallsPerShortTurn : kCallsPerTurn;
   std::vector<std::vector<double>> samples(ops.size());
   std::mt19937 shuffle_bits(ops.size());  // seeded alike on every rank

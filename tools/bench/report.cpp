@@ -204,7 +204,7 @@ int summarize(const RunInfo& info, const std::vector<Row>& rows, const std::stri
                  waited, waited_s, retimed, moved);
     if (uncertain > 0)
       fmt::print("# {} rows have a median known only within more than +-{:.1f}% (95% confidence; worst +-{:.1f}%): "
-                 "too noisy to tell {:.0f}% apart (--max-noise times more)\n",
+                 "too noisy to tell {:.0f}% apart (--max-noise takes more calls)\n",
                  uncertain, 100 * kComparableNoise, 100 * worst_median_noise, 100 * (kAcceptedOverBest - 1));
     if (noise > 0)
       fmt::print("# one-candidate rows (an algorithm against itself: this run's noise): worst {:.3f}\n", noise);
