@@ -23,8 +23,9 @@ struct LaunchOptions {
 
 // Runs every rank with TPCOLL_RANK, TPCOLL_LOCAL_RANK, TPCOLL_WORLD_SIZE and a
 // fresh TPCOLL_JOB set. When one rank fails, the others get SIGTERM, then
-// SIGKILL after the grace period (a rank that cannot be bound only warns). Returns 0 when every rank exits 0, else the
-// first failure's exit code (128 + signal for a signal).
+// SIGKILL after the grace period (a rank that cannot be bound only warns).
+// Returns 0 when every rank exits 0, else the first failure's exit code
+// (128 + signal for a signal).
 int launch(const LaunchOptions& options);
 
 // Replaces this process with `command` (for launchers such as mpirun).

@@ -1,7 +1,10 @@
 #include "tools/bench/placement_probe.hpp"
 
+#include "tools/bench/median_estimate.hpp"
+
 #include <algorithm>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace tpcoll::bench {
@@ -17,8 +20,7 @@ double tiny_all_reduce_us(Communicator& comm) {
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - begin).count();
     if (i >= kWarmup) times.push_back(us);
   }
-  std::nth_element(times.begin(), times.begin() + kCalls / 2, times.end());
-  const double median = times[kCalls / 2];
+  const double median = estimate_median(std::move(times)).median;
   std::vector<double> medians(static_cast<std::size_t>(comm.world_size()));
   const std::int64_t shape[1] = {1};
   comm.all_gather(&median, medians.data(), DType::kFloat64, shape, 0);
