@@ -77,6 +77,16 @@ if part native; then
   run_step "bench (fused_rs_rmsnorm, bf16, 2 ranks as streams; baseline: our full fused op)" \
     "$build/tpcoll" bench --backend cuda -np 2 --op fused_rs_rmsnorm --dtype bf16 --tokens 2 8 32 128 512 2048 \
     --hidden 2880 4096 5120 7168 8192 -e 64M --json "$out/gpu-bench-fused-rs-x2.json"
+  # Issue 14's acceptance: every candidate forced beside the dispatched one,
+  # over the bench sweep and tune's fused grid; the summary counts the rows
+  # whose dispatched time is within 1.03x of the best candidate's.
+  for n in 2 4; do
+    run_step "acceptance (bench --all-algos, $n ranks as streams, medians within +-0.5%)" \
+      "$build/tpcoll" bench --backend cuda -np "$n" --all-algos -e 64M --max-noise 0.5 --max-ms 1000 \
+      --json "$out/gpu-acceptance-x$n.json"
+    accepted=$(python3 -c "import json,sys; r=[r['dispatched_over_best'] for r in json.load(open(sys.argv[1]))['rows'] if len(r.get('candidates_us',{}))>1]; print(f'acceptance, {sys.argv[2]} ranks: {sum(x<=1.03 for x in r)} of {len(r)} rows within 1.03x, worst {max(r):.3f}')" \
+      "$out/gpu-acceptance-x$n.json" "$n" 2>/dev/null) && summary+=("INFO  $accepted")
+  done
   # Issue 18, item 6: creation time at world 8 on one GPU (the bench's init row;
   # target under 0.5 s), read from the JSON into the summary.
   run_step "init time, 8 ranks as streams of one GPU (bench init row)" \
@@ -109,9 +119,10 @@ if part native; then
     run_step "reliability: $mode, 3 processes sharing the GPU (MPS: $mps_started)" \
       "$build/tests/gpu/tpcoll_gpu_reliability" "$mode" 3
   done
+  # --max-noise: the processes agree on every replay batch through the job's own all-gather.
   run_step "bench (all-reduce bf16 and all-gather, 1K-1M, 2 ranks as processes, MPS: $mps_started)" \
     env TPCOLL_DEVICE=0 "$build/tpcoll" bench --placement processes -np 2 -b 1K -e 1M -f 4 --dtype bf16 \
-    --op all_reduce --op all_gather --json "$out/gpu-bench-bf16-processes.json"
+    --op all_reduce --op all_gather --max-noise 1 --max-ms 500 --json "$out/gpu-bench-bf16-processes.json"
 fi
 # The Python package's torch layer and the example, where the build made the
 # package (nanobind found) and PyTorch sees the GPU: ranks are processes here.

@@ -1,9 +1,11 @@
-// The bench's confidence in a median (tools/bench/median_estimate.hpp).
+// The bench's confidence in a median, and how many samples it takes for it
+// (tools/bench/median_estimate.hpp).
 #include "tools/bench/median_estimate.hpp"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -49,6 +51,42 @@ TEST(MedianEstimate, FourTimesTheSamplesHalveTheInterval) {
   const double many = estimate_median(samples).noise;
   EXPECT_NEAR(many / few, 0.5, 0.15);
   EXPECT_NEAR(estimate_median(samples).median, 100.0, 1.0);
+}
+
+SampleBudget budget(std::size_t least, double min_ms, double max_noise, double max_ms) {
+  SampleBudget b;
+  b.least = least;
+  b.min_ms = min_ms;
+  b.max_noise = max_noise;
+  b.max_ms = max_ms;
+  return b;
+}
+
+TEST(SampleBudget, TheLeastComesFirstThenEnough) {
+  const SampleBudget n40 = budget(40, 0, 0, 0);
+  EXPECT_EQ(more_samples(n40, 0, 0.01, 1.0), 40u);
+  EXPECT_EQ(more_samples(n40, 40, 0.01, 1.0), 0u);  // no --max-noise: noise asks for nothing
+  // --min-ms 100 of 0.01 ms samples: 10,000 in all, -n being fewer.
+  EXPECT_EQ(more_samples(budget(40, 100, 0, 0), 40, 0.01, 1.0), 9960u);
+  // Samples of unknown length: -n alone counts, for --min-ms and --max-ms alike.
+  EXPECT_EQ(more_samples(budget(40, 100, 0.005, 3000), 0, 0, 1.0), 40u);
+  EXPECT_EQ(more_samples(budget(40, 100, 0.005, 3000), 40, 0, 1.0), 0u);
+}
+
+TEST(SampleBudget, NoiseDoublesTheSamplesUntilMaxMs) {
+  const SampleBudget b = budget(40, 0, 0.005, 3);  // 3 ms of 0.01 ms samples: 300
+  EXPECT_EQ(more_samples(b, 40, 0.01, 0.004), 0u);  // known within +-0.4%: enough
+  EXPECT_EQ(more_samples(b, 40, 0.01, 0.02), 40u);
+  EXPECT_EQ(more_samples(b, 160, 0.01, 0.02), 140u);  // doubling, cut at --max-ms
+  EXPECT_EQ(more_samples(b, 300, 0.01, 0.02), 0u);
+  EXPECT_EQ(more_samples(b, 40, 0.01, std::numeric_limits<double>::infinity()), 40u);
+}
+
+TEST(SampleBudget, NeverMoreThanTheMost) {
+  SampleBudget b = budget(5, 1000, 0, 0);
+  b.most = 2000;
+  EXPECT_EQ(more_samples(b, 5, 1e-6, 1.0), 1995u);  // --min-ms would ask for 10^9
+  EXPECT_EQ(more_samples(b, 2000, 1e-6, 1.0), 0u);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <stdexcept>
@@ -115,15 +116,17 @@ int run_gpu(const Options& o) {
     for (tpcoll_comm_t c : comms) tpcoll_comm_destroy(c);
   });
   const std::size_t buffer_bytes = largest_input(o, world);
-  const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, buffer_bytes)
-                                               : std::make_unique<GpuJob>(world, config.device, buffer_bytes);
+  const SampleBudget budget = sample_budget(o);
+  const std::unique_ptr<GpuJob> job = launched ? std::make_unique<GpuJob>(config, buffer_bytes, budget)
+                                               : std::make_unique<GpuJob>(world, config.device, buffer_bytes, budget);
   std::vector<Row> rows;
   const auto add = [&](Row row) {
+    // A row with a timing of too few replays for an interval says no noise, as the CPU bench's do.
+    if (row.median_noise && !std::isfinite(*row.median_noise)) row.median_noise.reset();
     if (printer) print_row(row);
     rows.push_back(std::move(row));
   };
   add(init);
-  const int replays = std::max(5, o.iterations);
   for (Op op : o.ops) {
     if (op == Op::kAllReduce)
       for (DType d : o.dtypes)
@@ -134,7 +137,7 @@ int run_gpu(const Options& o) {
         for (std::size_t b : sweep_sizes(o))
           if (b >= dtype_size(d))
             add(run_all_gather(*job, d, {static_cast<std::int64_t>(b / dtype_size(d))}, 0, GatherBaseline::kRoofline,
-                               copy_bw, replays));
+                               copy_bw));
       // Vocab-parallel logits, [tokens, vocab / world] along the last dim,
       // where they fit the buffers.
       for (DType d : {DType::kBFloat16, DType::kFloat32})
@@ -142,27 +145,27 @@ int run_gpu(const Options& o) {
           for (std::int64_t tokens : {1, 8, 32, 128, 512}) {
             const std::int64_t part = vocab / world;
             if (static_cast<std::size_t>(tokens * part) * dtype_size(d) <= o.max_bytes)
-              add(run_all_gather(*job, d, {tokens, part}, 1, GatherBaseline::kFlatGatherThenConcat, copy_bw, replays));
+              add(run_all_gather(*job, d, {tokens, part}, 1, GatherBaseline::kFlatGatherThenConcat, copy_bw));
           }
     }
     if (op == Op::kFusedAllReduceRmsNorm)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
-          for (std::size_t t : o.tokens) add(run_fused(*job, d, t, h, copy_bw, replays, o.all_algos));
+          for (std::size_t t : o.tokens) add(run_fused(*job, d, t, h, copy_bw, o.all_algos));
     if (op == Op::kFusedAllReduceRmsNormFp8)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
           for (std::size_t t : o.tokens)
-            for (Fp8Scaling s : kFp8Scalings) add(run_fused_fp8(*job, d, t, h, s, replays));
+            for (Fp8Scaling s : kFp8Scalings) add(run_fused_fp8(*job, d, t, h, s));
     if (op == Op::kReduceScatter)
       for (DType d : o.dtypes)
         for (std::size_t b : sweep_sizes(o))
           if (const std::size_t count = whole_shares_down(b / dtype_size(d), world); count > 0)
-            add(run_reduce_scatter(*job, d, count, replays));
+            add(run_reduce_scatter(*job, d, count));
     if (op == Op::kFusedReduceScatterRmsNorm)
       for (DType d : o.dtypes)
         for (std::size_t h : o.hidden)
-          for (std::size_t t : o.tokens) add(run_fused_reduce_scatter(*job, d, whole_shares_up(t, world), h, replays));
+          for (std::size_t t : o.tokens) add(run_fused_reduce_scatter(*job, d, whole_shares_up(t, world), h));
   }
   const int rc = summarize(info, rows, printer ? o.json_path : std::string(), printer);
   if (o.tune && printer && rc == 0) {

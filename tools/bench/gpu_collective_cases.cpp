@@ -69,10 +69,10 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
   const std::int64_t shape[1] = {static_cast<std::int64_t>(count)};
   tpcoll::check(tpcoll_plan(job.ranks().front().comm, TPCOLL_OP_ALL_REDUCE, static_cast<tpcoll_dtype_t>(dtype), 1, shape, 0, &plan));
   row.algo = plan.algorithm;
-  const int calls = calls_per_replay(bytes), replays = std::max(5, o.iterations);
+  const int calls = calls_per_replay(bytes);
   const auto call = [&] { job.all_reduce(count, dtype); };
-  row.time_us = job.time_calls(call, calls, replays);
-  if (o.all_algos) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot}, call, calls, replays);
+  row.time_us = job.time_calls(row, call, calls);
+  if (o.all_algos) time_candidates(job, row, {Algo::kOneShot, Algo::kTwoShot}, call, calls);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   row.baseline_time_us = bytes_touched(row.algo, bytes, world) / copy_bw * 1e6;
@@ -80,7 +80,7 @@ Row run_all_reduce(GpuJob& job, const Options& o, DType dtype, std::size_t count
 }
 
 Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& shape, int dim, GatherBaseline baseline,
-                   double copy_bw, int replays) {
+                   double copy_bw) {
   const int world = job.world();
   std::size_t count = 1;
   for (std::int64_t e : shape) count *= static_cast<std::size_t>(e);
@@ -112,7 +112,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
                             static_cast<int>(shape.size()), shape.data(), dim, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(row.bytes);
-  row.time_us = job.time_calls([&] { job.all_gather(dtype, shape, dim); }, calls, replays);
+  row.time_us = job.time_calls(row, [&] { job.all_gather(dtype, shape, dim); }, calls);
   row.algbw = static_cast<double>(total) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
   if (baseline == GatherBaseline::kRoofline) {
@@ -123,6 +123,7 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
   row.baseline = "flat-gather+concat";
   const std::vector<std::int64_t> flat{static_cast<std::int64_t>(row.count)};
   row.baseline_time_us = job.time_calls(
+      row,
       [&] {
         job.all_gather(dtype, flat, 0, /*into_scratch=*/true);
         for (GpuRank& g : job.ranks())
@@ -132,11 +133,11 @@ Row run_all_gather(GpuJob& job, DType dtype, const std::vector<std::int64_t>& sh
                                     cudaMemcpyDeviceToDevice, g.stream),
                   "concatenation copy");
       },
-      calls, replays);
+      calls);
   return row;
 }
 
-Row run_reduce_scatter(GpuJob& job, DType dtype, std::size_t count, int replays) {
+Row run_reduce_scatter(GpuJob& job, DType dtype, std::size_t count) {
   const int world = job.world();
   const std::size_t bytes = count * dtype_size(dtype);
   Row row = start_row("reduce_scatter", dtype, count, world);
@@ -161,8 +162,8 @@ Row run_reduce_scatter(GpuJob& job, DType dtype, std::size_t count, int replays)
                             shape, 0, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_calls([&] { job.reduce_scatter(count, dtype); }, calls, replays);
-  row.baseline_time_us = job.time_calls([&] { job.all_reduce(count, dtype); }, calls, replays);
+  row.time_us = job.time_calls(row, [&] { job.reduce_scatter(count, dtype); }, calls);
+  row.baseline_time_us = job.time_calls(row, [&] { job.all_reduce(count, dtype); }, calls);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
   return row;

@@ -44,7 +44,7 @@ FusedCase prepare_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_
 
 }  // namespace
 
-Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, double copy_bw, int replays,
+Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, double copy_bw,
               bool all_algos) {
   const int world = job.world();
   const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
@@ -80,12 +80,12 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
   row.algo = world == 1 ? "local" : plan.algorithm;
   const int calls = calls_per_replay(bytes);
   const auto call = [&] { job.fused(dtype, tokens, hidden); };
-  row.time_us = job.time_calls(call, calls, replays);
+  row.time_us = job.time_calls(row, call, calls);
   if (candidates)
     time_candidates(job, row,
                     job.runnable({Algo::kOneShot, Algo::kTwoShot, Algo::kUnfused}, TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM,
                                  dtype, {shape[0], shape[1]}),
-                    call, calls, replays);
+                    call, calls);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   if (world == 1) {
@@ -94,11 +94,11 @@ Row run_fused(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, 
     return row;
   }
   row.baseline = "all_reduce+add_rmsnorm";
-  row.baseline_time_us = job.time_calls([&] { job.all_reduce_then_norm(dtype, tokens, hidden); }, calls, replays);
+  row.baseline_time_us = job.time_calls(row, [&] { job.all_reduce_then_norm(dtype, tokens, hidden); }, calls);
   return row;
 }
 
-Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, Fp8Scaling scaling, int replays) {
+Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, Fp8Scaling scaling) {
   const int world = job.world();
   const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
   const auto d = static_cast<tpcoll_dtype_t>(dtype);
@@ -135,15 +135,15 @@ Row run_fused_fp8(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidd
   row.algo = world == 1 ? "local" : plan.algorithm;
   const int calls = calls_per_replay(bytes);
   row.time_us =
-      job.time_calls([&] { job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false); }, calls, replays);
+      job.time_calls(row, [&] { job.fused_fp8(dtype, tokens, hidden, scaling, /*write_out=*/false); }, calls);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * 2.0 * (world - 1) / world;
   row.baseline = "fused (no fp8), same run";
-  row.baseline_time_us = job.time_calls([&] { job.fused(dtype, tokens, hidden); }, calls, replays);
+  row.baseline_time_us = job.time_calls(row, [&] { job.fused(dtype, tokens, hidden); }, calls);
   return row;
 }
 
-Row run_fused_reduce_scatter(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden, int replays) {
+Row run_fused_reduce_scatter(GpuJob& job, DType dtype, std::size_t tokens, std::size_t hidden) {
   const int world = job.world();
   const std::size_t count = tokens * hidden, elem = dtype_size(dtype), bytes = count * elem;
   Row row = start_row("fused_rs_rmsnorm", dtype, count, world);
@@ -165,8 +165,8 @@ Row run_fused_reduce_scatter(GpuJob& job, DType dtype, std::size_t tokens, std::
                             static_cast<tpcoll_dtype_t>(dtype), 2, shape, 0, &plan));
   row.algo = plan.algorithm;
   const int calls = calls_per_replay(bytes);
-  row.time_us = job.time_calls([&] { job.fused_reduce_scatter(dtype, tokens, hidden); }, calls, replays);
-  row.baseline_time_us = job.time_calls([&] { job.fused(dtype, tokens, hidden); }, calls, replays);
+  row.time_us = job.time_calls(row, [&] { job.fused_reduce_scatter(dtype, tokens, hidden); }, calls);
+  row.baseline_time_us = job.time_calls(row, [&] { job.fused(dtype, tokens, hidden); }, calls);
   row.algbw = static_cast<double>(bytes) / row.time_us / 1e3;
   row.busbw = row.algbw * (world - 1) / world;
   return row;

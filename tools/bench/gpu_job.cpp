@@ -1,6 +1,7 @@
 #include "tools/bench/gpu_job.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 namespace tpcoll::bench::gpu {
@@ -9,8 +10,9 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(fmt::format("{}: {}", what, cudaGetErrorString(e)));
 }
 
-double time_graph(cudaStream_t origin, const std::vector<cudaStream_t>& streams, const std::function<void()>& body,
-                  int calls, int replays) {
+MedianEstimate time_graph(cudaStream_t origin, const std::vector<cudaStream_t>& streams,
+                          const std::function<void()>& body, int calls, const SampleBudget& budget,
+                          const LargestOverRanks& largest) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   cudaEvent_t fork, join;
@@ -26,26 +28,36 @@ double time_graph(cudaStream_t origin, const std::vector<cudaStream_t>& streams,
   check(cudaStreamEndCapture(origin, &graph), "end capture");
   check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
   check(cudaGraphLaunch(exec, origin), "warm-up replay");
-  std::vector<cudaEvent_t> marks(replays + 1);
-  for (cudaEvent_t& e : marks) check(cudaEventCreate(&e), "cudaEventCreate");
-  check(cudaEventRecord(marks[0], origin), "record");
-  for (int i = 0; i < replays; ++i) {
-    check(cudaGraphLaunch(exec, origin), "replay");
-    check(cudaEventRecord(marks[i + 1], origin), "record");
+  std::vector<double> samples;  // us per call, one per replay
+  const auto replay = [&](std::size_t replays) {
+    std::vector<cudaEvent_t> marks(replays + 1);
+    for (cudaEvent_t& e : marks) check(cudaEventCreate(&e), "cudaEventCreate");
+    check(cudaEventRecord(marks[0], origin), "record");
+    for (std::size_t i = 0; i < replays; ++i) {
+      check(cudaGraphLaunch(exec, origin), "replay");
+      check(cudaEventRecord(marks[i + 1], origin), "record");
+    }
+    check(cudaEventSynchronize(marks[replays]), "sync");
+    for (std::size_t i = 0; i < replays; ++i) {
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]), "elapsed");
+      samples.push_back(ms * 1000.0 / calls);
+    }
+    for (cudaEvent_t e : marks) cudaEventDestroy(e);
+  };
+  MedianEstimate estimate;
+  std::array<double, 2> replay_ms_and_noise{0, std::numeric_limits<double>::infinity()};
+  for (std::size_t done = 0, more;
+       (more = more_samples(budget, done, replay_ms_and_noise[0], replay_ms_and_noise[1])) > 0; done += more) {
+    replay(more);
+    estimate = estimate_median(samples);
+    replay_ms_and_noise = {estimate.median * calls / 1000, estimate.noise};
+    largest(replay_ms_and_noise);
   }
-  check(cudaEventSynchronize(marks[replays]), "sync");
-  std::vector<float> times;
-  for (int i = 0; i < replays; ++i) {
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]), "elapsed");
-    times.push_back(ms * 1000.0f / static_cast<float>(calls));
-  }
-  for (cudaEvent_t e : marks) cudaEventDestroy(e);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   for (cudaEvent_t e : {fork, join}) cudaEventDestroy(e);
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return estimate;
 }
 
 double copy_bandwidth(int replays) {
@@ -55,12 +67,12 @@ double copy_bandwidth(int replays) {
   check(cudaMalloc(&src, kBytes), "cudaMalloc");
   check(cudaMalloc(&dst, kBytes), "cudaMalloc");
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  const double us = time_graph(
-      stream, {},
-      [&] {
-        for (int i = 0; i < 4; ++i) check(cudaMemcpyAsync(dst, src, kBytes, cudaMemcpyDeviceToDevice, stream), "copy");
-      },
-      4, replays);
+  const auto copies = [&] {
+    for (int i = 0; i < 4; ++i) check(cudaMemcpyAsync(dst, src, kBytes, cudaMemcpyDeviceToDevice, stream), "copy");
+  };
+  SampleBudget budget;
+  budget.least = static_cast<std::size_t>(replays);
+  const double us = time_graph(stream, {}, copies, 4, budget, [](std::array<double, 2>&) {}).median;
   cudaStreamDestroy(stream);
   cudaFree(src);
   cudaFree(dst);
@@ -78,10 +90,10 @@ Row start_row(const char* op, DType dtype, std::size_t count, int world) {
 }
 
 void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& call,
-                     int calls, int replays) {
+                     int calls) {
   for (Algo algo : candidates) {
     job.force(algo);
-    row.candidates.emplace_back(algo_label(algo), job.time_calls(call, calls, replays));
+    row.candidates.emplace_back(algo_label(algo), job.time_calls(row, call, calls));
   }
   job.force(std::nullopt);
 }

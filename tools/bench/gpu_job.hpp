@@ -12,6 +12,8 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
@@ -24,14 +26,24 @@ namespace tpcoll::bench::gpu {
 // Throws std::runtime_error naming `what` unless e is cudaSuccess.
 void check(cudaError_t e, const char* what);
 
-// Median of per-replay microseconds per call: `replays` graph replays are
-// enqueued back to back with events between them and timed after one sync,
-// so ranks in other processes, replaying their own graphs, stay in step.
-double time_graph(cudaStream_t origin, const std::vector<cudaStream_t>& streams, const std::function<void()>& body,
-                  int calls, int replays);
+// Replaces each of a process's two figures with the largest any process of
+// the job has, so that every process decides alike (a no-op where this
+// process drives every rank).
+using LargestOverRanks = std::function<void(std::array<double, 2>&)>;
+
+// Microseconds per call, per graph replay, and how well their median is
+// known: graph replays of `body` (`calls` calls) are enqueued back to back
+// with events between them and timed after one sync per batch, so ranks in
+// other processes, replaying their own graphs, stay in step. Batches follow
+// `budget` (more_samples), on the replay time and noise every process
+// agrees on through `largest`, so that all replay as often.
+MedianEstimate time_graph(cudaStream_t origin, const std::vector<cudaStream_t>& streams,
+                          const std::function<void()>& body, int calls, const SampleBudget& budget,
+                          const LargestOverRanks& largest);
 
 // Device-to-device copy bandwidth (bytes read + written per second) of a
-// 256 MiB copy in this run: the roofline for ranks sharing one GPU.
+// 256 MiB copy in this run, the median of `replays`: the roofline for ranks
+// sharing one GPU.
 double copy_bandwidth(int replays);
 
 // One rank driven by this process: its communicator, stream and buffers.
@@ -55,8 +67,10 @@ struct GpuRank {
 // its own (one process per rank, started by `tpcoll run`).
 class GpuJob {
  public:
-  // Every rank, as a stream of this process on `device`.
-  GpuJob(int world, int device, std::size_t max_bytes) : world_(world), max_bytes_(max_bytes) {
+  // Every rank, as a stream of this process on `device`; each op timed for
+  // as many graph replays as `budget` asks (at least 5).
+  GpuJob(int world, int device, std::size_t max_bytes, const SampleBudget& budget)
+      : world_(world), max_bytes_(max_bytes), budget_(replay_budget(budget)) {
     check(cudaSetDevice(device), "cudaSetDevice");
     std::vector<int> devices(world, device);
     std::vector<tpcoll_comm_t> comms(world);
@@ -64,12 +78,13 @@ class GpuJob {
     for (int r = 0; r < world; ++r) add_rank(r, comms[r], max_bytes);
   }
   // This process's rank of a launched job; its device from TPCOLL_DEVICE.
-  GpuJob(const tpcoll_comm_config_t& config, std::size_t max_bytes)
-      : world_(config.world_size), max_bytes_(max_bytes) {
+  GpuJob(const tpcoll_comm_config_t& config, std::size_t max_bytes, const SampleBudget& budget)
+      : world_(config.world_size), max_bytes_(max_bytes), budget_(replay_budget(budget)) {
     check(cudaSetDevice(config.device), "cudaSetDevice");
     tpcoll_comm_t comm = nullptr;
     tpcoll::check(tpcoll_comm_create(&config, &comm));
     add_rank(config.rank, comm, max_bytes);
+    check(cudaMalloc(&exchange_, sizeof(double) * 2 * (1 + static_cast<std::size_t>(world_))), "cudaMalloc");
   }
   ~GpuJob() {
     cudaDeviceSynchronize();
@@ -81,6 +96,7 @@ class GpuJob {
       cudaFree(g.scratch);
       for (void* p : {g.residual, g.weight, g.residual_out, g.codes, g.scales}) cudaFree(p);
     }
+    cudaFree(exchange_);
     cudaStreamDestroy(origin_);
   }
   GpuJob(const GpuJob&) = delete;
@@ -212,14 +228,19 @@ class GpuJob {
   }
 
   // Microseconds per call: a graph of `calls` back-to-back calls of `call`
-  // (which drives every rank here), replayed `replays` times.
-  double time_calls(const std::function<void()>& call, int calls, int replays) {
+  // (which drives every rank here), replayed as the budget asks. The row's
+  // median_noise becomes the widest of its timings' (infinite where one had
+  // too few replays for an interval; the bench drops it then).
+  double time_calls(Row& row, const std::function<void()>& call, int calls) {
     std::vector<cudaStream_t> streams;
     for (GpuRank& g : ranks_) streams.push_back(g.stream);
     const auto body = [&] {
       for (int i = 0; i < calls; ++i) call();
     };
-    return gpu::time_graph(origin_, streams, body, calls, replays);
+    const MedianEstimate t = gpu::time_graph(origin_, streams, body, calls, budget_,
+                                             [this](std::array<double, 2>& v) { largest_over_ranks(v); });
+    row.median_noise = std::max(row.median_noise.value_or(0.0), t.noise);
+    return t.median;
   }
 
  private:
@@ -234,10 +255,37 @@ class GpuJob {
     if (origin_ == nullptr) check(cudaStreamCreateWithFlags(&origin_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
 
+  // The bench's budget for graph replays: at least 5 (an interval of the
+  // median needs 8), and few enough that a batch's events stay cheap.
+  static SampleBudget replay_budget(SampleBudget budget) {
+    budget.least = std::max<std::size_t>(budget.least, 5);
+    budget.most = 20000;
+    return budget;
+  }
+
+  // Through the job's own all-gather of the two figures (as 64-bit words),
+  // where the job's ranks are processes.
+  void largest_over_ranks(std::array<double, 2>& figures) {
+    if (exchange_ == nullptr) return;
+    const GpuRank& g = ranks_.front();
+    auto* all = static_cast<double*>(exchange_) + 2;
+    std::vector<double> host(2 * static_cast<std::size_t>(world_));
+    const std::int64_t shape[1] = {2};
+    check(cudaMemcpyAsync(exchange_, figures.data(), sizeof figures, cudaMemcpyHostToDevice, g.stream), "upload");
+    tpcoll::check(tpcoll_all_gather(g.comm, exchange_, all, TPCOLL_INT64, 1, shape, 0, g.stream));
+    check(cudaMemcpyAsync(host.data(), all, host.size() * sizeof(double), cudaMemcpyDeviceToHost, g.stream),
+          "download");
+    check(cudaStreamSynchronize(g.stream), "sync after exchange");
+    for (std::size_t r = 0; r < host.size(); r += 2)
+      for (std::size_t i = 0; i < 2; ++i) figures[i] = std::max(figures[i], host[r + i]);
+  }
+
   int world_;
   std::size_t max_bytes_;
+  SampleBudget budget_;
   std::vector<GpuRank> ranks_;
   cudaStream_t origin_ = nullptr;
+  void* exchange_ = nullptr;  // launched jobs: this rank's two figures, then every rank's
 };
 
 // A row of `op` over `count` elements of `dtype` per rank.
@@ -249,6 +297,6 @@ inline int calls_per_replay(std::size_t bytes) { return bytes <= (1u << 20) ? 20
 // --all-algos: the row's candidates, each forced and timed like the
 // dispatched call (`calls` calls of `call` per replay).
 void time_candidates(GpuJob& job, Row& row, const std::vector<Algo>& candidates, const std::function<void()>& call,
-                     int calls, int replays);
+                     int calls);
 
 }  // namespace tpcoll::bench::gpu

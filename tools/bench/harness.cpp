@@ -34,23 +34,12 @@ bool Harness::agree(bool local_ok, const void* result, std::size_t bytes) {
   return true;
 }
 
-Harness::CallBudget Harness::call_budget(double warmup_us_per_call) {
-  CallBudget budget;
-  budget.first = budget.most = static_cast<std::size_t>(options_.iterations);
-  if (options_.warmup == 0) return budget;
-  // Every rank must make as many calls, and time them alike: rank 0's estimate decides.
+double Harness::agreed_call_us(double warmup_us_per_call) {
+  if (options_.warmup == 0) return 0;
   std::vector<double> estimates(static_cast<std::size_t>(comm_.world_size()));
   const std::int64_t shape[1] = {1};
   comm_.all_gather(&warmup_us_per_call, estimates.data(), DType::kFloat64, shape, 0);
-  budget.call_us = std::max(estimates.front(), 1e-3);
-  constexpr double kMostCalls = 100000;
-  const auto calls_for = [&](double ms) {
-    const double wanted = std::min(std::ceil(ms * 1000.0 / budget.call_us), kMostCalls);
-    return std::max(budget.first, static_cast<std::size_t>(wanted));
-  };
-  if (options_.min_ms > 0) budget.first = calls_for(options_.min_ms);
-  budget.most = options_.max_noise > 0 ? calls_for(options_.max_ms) : budget.first;
-  return budget;
+  return std::max(estimates.front(), 1e-3);
 }
 
 void Harness::time_rounds(const std::vector<std::function<void()>>& ops, std::size_t calls, std::size_t turn,
@@ -103,7 +92,8 @@ std::vector<MedianEstimate> Harness::time_in_turns(const std::vector<std::functi
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - begin).count();
     fastest_warmup_us = std::min(fastest_warmup_us, us / std::max(1, options_.warmup));
   }
-  const CallBudget budget = call_budget(fastest_warmup_us);
+  const double call_us = agreed_call_us(fastest_warmup_us);
+  const SampleBudget budget = sample_budget(options_);
   // The ops take turns, a few calls each, so that whatever slows a shared
   // machine for a while (another job, a frequency change) reaches each of
   // them alike and their medians compare within one run. The first call of a
@@ -117,7 +107,7 @@ std::vector<MedianEstimate> Harness::time_in_turns(const std::vector<std::functi
   // kCallsPerShortTurn at a time, a sample being the turn's time per call.
   constexpr std::size_t kCallsPerTurn = 5, kCallsPerShortTurn = 20;
   constexpr double kShortCallUs = 2.0;
-  const bool whole_turns = budget.call_us > 0 && budget.call_us < kShortCallUs;
+  const bool whole_turns = call_us > 0 && call_us < kShortCallUs;
   const std::size_t turn = whole_turns ? kCallsPerShortTurn : kCallsPerTurn;
   std::vector<std::vector<double>> samples(ops.size());
   std::mt19937 shuffle_bits(ops.size());  // seeded alike on every rank
@@ -125,16 +115,14 @@ std::vector<MedianEstimate> Harness::time_in_turns(const std::vector<std::functi
   // With --max-noise, rounds go on (the calls so far again, each time) until
   // every median is known within it, or --max-ms is spent. Every rank holds
   // the same samples, so all stop together.
-  for (std::size_t calls = 0, more = budget.first;;) {
+  double noise = std::numeric_limits<double>::infinity();
+  for (std::size_t calls = 0, more; (more = more_samples(budget, calls, call_us / 1000, noise)) > 0; calls += more) {
     time_rounds(ops, more, turn, whole_turns, shuffle_bits, samples);
-    calls += more;
-    double noise = 0;
+    noise = 0;
     for (std::size_t j = 0; j < ops.size(); ++j) {
       estimates[j] = estimate_median(samples[j]);
       noise = std::max(noise, estimates[j].noise);
     }
-    if (options_.max_noise <= 0 || noise <= options_.max_noise / 100 || calls >= budget.most) break;
-    more = std::min(calls, budget.most - calls);
   }
   return estimates;
 }

@@ -99,14 +99,10 @@ class Harness {
   // Collective: true when every rank's check passed and every rank holds the
   // same bytes in `result`; otherwise `detail` says what differed.
   bool agree(bool local_ok, const void* result, std::size_t bytes);
-  // How many calls each op makes: `first` (-n, or more to fill --min-ms),
-  // then up to `most` while --max-noise asks for more. Collective: rank 0's
-  // `call_us` (its warm-up's time per call) decides for every rank.
-  struct CallBudget {
-    std::size_t first = 0, most = 0;
-    double call_us = 0;  // 0: no warm-up to tell
-  };
-  CallBudget call_budget(double warmup_us_per_call);
+  // Collective: the time per call that decides how many calls each op
+  // makes (more_samples, from -n, --min-ms, --max-noise and --max-ms): rank
+  // 0's warm-up's, so that every rank makes as many; 0 without a warm-up.
+  double agreed_call_us(double warmup_us_per_call);
   // Collective: `calls` more calls of each of `ops`, taking turns of `turn`
   // calls (each call timed, or each turn when `whole_turns`); appends the
   // slowest rank's times to `samples`, one vector per op.

@@ -20,4 +20,17 @@ MedianEstimate estimate_median(std::vector<double> samples) {
   return out;
 }
 
+std::size_t more_samples(const SampleBudget& budget, std::size_t done, double sample_ms, double noise) {
+  const auto samples_for = [&](double ms) {
+    if (sample_ms <= 0) return budget.least;
+    const double wanted = std::min(std::ceil(ms / sample_ms), static_cast<double>(budget.most));
+    return std::max(budget.least, static_cast<std::size_t>(wanted));
+  };
+  const std::size_t first = budget.min_ms > 0 ? samples_for(budget.min_ms) : budget.least;
+  if (done < first) return first - done;
+  if (budget.max_noise <= 0 || noise <= budget.max_noise) return 0;
+  const std::size_t most = samples_for(budget.max_ms);
+  return done >= most ? 0 : std::min(done, most - done);
+}
+
 }  // namespace tpcoll::bench

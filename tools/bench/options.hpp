@@ -1,6 +1,8 @@
 // Flags of `tpcoll bench`, named after nccl-tests where they mean the same.
 #pragma once
 
+#include "tools/bench/median_estimate.hpp"
+
 #include <tpcoll/tpcoll.hpp>
 
 #include <cstddef>
@@ -55,6 +57,17 @@ inline std::vector<std::size_t> sweep_sizes(const Options& o) {
     if (o.factor <= 1.0) break;
   }
   return out;
+}
+
+// How many samples (calls, or graph replays of many) time an op: -n,
+// --min-ms, --max-noise and --max-ms, the same for every backend.
+inline SampleBudget sample_budget(const Options& o) {
+  SampleBudget budget;
+  budget.least = static_cast<std::size_t>(o.iterations);
+  budget.min_ms = o.min_ms;
+  budget.max_noise = o.max_noise / 100;
+  budget.max_ms = o.max_ms;
+  return budget;
 }
 
 }  // namespace tpcoll::bench
