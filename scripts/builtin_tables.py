@@ -25,14 +25,16 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (measured tables, generated file): the CPU backend on the 2-core development
 # machines (an Intel Xeon and an AMD EPYC: src/core/tune_table.cpp picks by
-# the vendor of the CPU it runs on), the CUDA backend with ranks sharing an H100.
+# the vendor of the CPU it runs on), the CUDA backend with ranks sharing an
+# H100 or an H200 (picked by the model of rank 0's GPU).
 # The AMD rows take, beside the tune, the two acceptance runs of each world
 # that followed it in session 10 (the EPYC VM's host moves its vCPUs, and
 # with them the winners, between runs: cpu-epyc-2core-states.txt).
 BACKENDS = [(["bench/results/cpu-2core-tune-x*.json"], "src/core/cpu_defaults_intel.inc"),
             (["bench/results/cpu-epyc-2core-tune-bound-x*.json",
               "bench/results/cpu-epyc-2core-bound-acceptance-x*.json"], "src/core/cpu_defaults_amd.inc"),
-            (["bench/results/h100-shared-x*-tune.json"], "src/core/cuda_defaults.inc")]
+            (["bench/results/h100-shared-x*-tune.json"], "src/core/cuda_defaults_h100.inc"),
+            (["bench/results/h200-shared-x*-tune.json"], "src/core/cuda_defaults_h200.inc")]
 OPS = {"all_reduce": "TPCOLL_OP_ALL_REDUCE", "all_gather": "TPCOLL_OP_ALL_GATHER",
        "fused_allreduce_residual_rmsnorm": "TPCOLL_OP_FUSED_ALLREDUCE_RMSNORM"}
 DTYPES = {"float32": "TPCOLL_FLOAT32", "float16": "TPCOLL_FLOAT16", "bfloat16": "TPCOLL_BFLOAT16"}

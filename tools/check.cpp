@@ -82,7 +82,9 @@ int check(int ranks) {
              env::kCudaBufferBytes.name, layout.total());
   fmt::print("signals: {} scope ({})\n", by_gpu.size() == 1 ? "GPU" : "system",
              by_gpu.size() == 1 ? "every rank on one GPU" : "ranks on several GPUs");
-  const TuneTable& table = builtin_cuda_table();
+  cudaDeviceProp rank0_gpu{};  // rank 0's GPU's model picks the built-in rows
+  cudaGetDeviceProperties(&rank0_gpu, by_gpu.begin()->first);
+  const TuneTable& table = builtin_cuda_table(gpu_model(rank0_gpu.name));
   fmt::print("algorithms: table {} ({}):\n", table.name, table.source);
   for (const TableRow& row : table.rows)
     fmt::print("  {} {}{}: {} up to {}\n", op_name(row.op),

@@ -164,13 +164,22 @@ void Communicator::agree_on_settings() {
 // where there is one (`tpcoll tune` writes it); every rank takes the bytes it
 // accepted.
 void Communicator::choose_table() {
-  context_.table = on_gpu() ? &builtin_cuda_table() : &builtin_cpu_table();
   const bool share_gpu = on_gpu() && ranks_share_one_gpu();  // collective: every rank takes part
   TuneFileText found;
+  // Rank 0's GPU model picks every rank's built-in rows.
+  std::int32_t model = static_cast<std::int32_t>(GpuModel::kH100);
   if (rank_ == 0) {
     const TuneKey key = on_gpu() ? cuda::tune_key(device_, world_, share_gpu) : cpu_tune_key(world_);
+    if (on_gpu()) model = static_cast<std::int32_t>(gpu_model(key.device));
     found = read_tune_file(tune_file_path(key), key);
     log(found.warn ? LogLevel::kWarn : LogLevel::kInfo, "tune", "{}", found.why);
+  }
+  if (on_gpu()) {
+    std::vector<std::int32_t> models(world_);
+    bootstrap_->all_gather(&model, models.data(), sizeof model);
+    context_.table = &builtin_cuda_table(static_cast<GpuModel>(models[0]));
+  } else {
+    context_.table = &builtin_cpu_table();
   }
   const std::string text = broadcast_from_rank0(found.text);
   if (text.empty()) return;

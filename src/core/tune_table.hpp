@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace tpcoll {
 
@@ -41,13 +42,20 @@ struct TableChoice {
 
 // The CPU vendors the CPU backend's built-in rows were measured on.
 enum class CpuVendor { kIntel, kAmd };
+// The GPUs the CUDA backend's built-in rows were measured on.
+enum class GpuModel { kH100, kH200 };
 
 // The tables the backends ship with. The CPU backend's rows are those of the
 // vendor of the CPU this process runs on (AMD's on AMD, else Intel's): ranks
-// of a CPU communicator share one host, so they plan alike.
+// of a CPU communicator share one host, so they plan alike. The CUDA
+// backend's are those of a GPU model; the communicator takes rank 0's GPU's
+// for every rank, so that ranks on mixed GPUs plan alike.
 const TuneTable& builtin_cpu_table(CpuVendor vendor);
 const TuneTable& builtin_cpu_table();
-const TuneTable& builtin_cuda_table();
+const TuneTable& builtin_cuda_table(GpuModel model);
+// The measured model for a GPU of this name (cudaDeviceProp::name): an H200's
+// own, and the H100's for every other GPU, as nothing nearer was measured.
+GpuModel gpu_model(std::string_view device_name);
 
 // The first row matching op, dtype and world whose max_bytes >= bytes. Where
 // such rows were measured at given hidden sizes, a fused call of `hidden`
