@@ -16,21 +16,22 @@ namespace tpcoll {
 namespace {
 constexpr std::size_t kAny = std::numeric_limits<std::size_t>::max();
 
-// The CPU ops with one algorithm each: a gather, a reduce-scatter (each share
-// travels to its owner, which reduces it) and the fused reduce-scatter (that,
-// then add + RMSNorm).
-constexpr TableRow kCpuOneAlgorithmRows[] = {
+// The ops with one algorithm each, on either backend: a gather (push to
+// every peer, then copy into place), a reduce-scatter (each share travels to
+// its owner, which reduces it) and the fused reduce-scatter (that, then add +
+// RMSNorm).
+constexpr TableRow kOneAlgorithmRows[] = {
     TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
     TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
 };
 
-// A CPU table: the measured rows, then those of the one-algorithm ops.
+// A built-in table: the measured rows, then those of the one-algorithm ops.
 template <std::size_t N>
-constexpr auto cpu_rows(const TableRow (&measured)[N]) {
-  std::array<TableRow, N + std::size(kCpuOneAlgorithmRows)> rows{};
+constexpr auto with_one_algorithm_rows(const TableRow (&measured)[N]) {
+  std::array<TableRow, N + std::size(kOneAlgorithmRows)> rows{};
   std::copy(std::begin(measured), std::end(measured), rows.begin());
-  std::copy(std::begin(kCpuOneAlgorithmRows), std::end(kCpuOneAlgorithmRows), rows.begin() + N);
+  std::copy(std::begin(kOneAlgorithmRows), std::end(kOneAlgorithmRows), rows.begin() + N);
   return rows;
 }
 
@@ -51,24 +52,8 @@ constexpr TableRow kIntelMeasured[] = {
 constexpr TableRow kAmdMeasured[] = {
 #include "core/cpu_defaults_amd.inc"
 };
-constexpr auto kIntelRows = cpu_rows(kIntelMeasured);
-constexpr auto kAmdRows = cpu_rows(kAmdMeasured);
-// A CUDA table: the measured rows, then those of the ops with one algorithm:
-// a gather (push to every peer, then copy into place), and, as on the CPU,
-// the reduce-scatter and the fused reduce-scatter.
-template <std::size_t N>
-constexpr auto cuda_rows(const TableRow (&measured)[N]) {
-  constexpr TableRow kOneAlgorithm[] = {
-      TableRow{TPCOLL_OP_ALL_GATHER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
-      TableRow{TPCOLL_OP_REDUCE_SCATTER, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_ONESHOT},
-      TableRow{TPCOLL_OP_FUSED_REDUCE_SCATTER_RMSNORM, kAnyDtype, 1, TPCOLL_MAX_RANKS, kAny, TPCOLL_ALGO_UNFUSED},
-  };
-  std::array<TableRow, N + std::size(kOneAlgorithm)> rows{};
-  std::copy(std::begin(measured), std::end(measured), rows.begin());
-  std::copy(std::begin(kOneAlgorithm), std::end(kOneAlgorithm), rows.begin() + N);
-  return rows;
-}
-
+constexpr auto kIntelRows = with_one_algorithm_rows(kIntelMeasured);
+constexpr auto kAmdRows = with_one_algorithm_rows(kAmdMeasured);
 // Measured with `tpcoll tune --backend cuda` at 2 and 4 ranks sharing an H100,
 // and sharing an H200, and generated from their tables as the CPU rows are.
 // The H100 rows serve the H200 less well: at 2 ranks, 114 of 117 acceptance
@@ -81,8 +66,8 @@ constexpr TableRow kH100Measured[] = {
 constexpr TableRow kH200Measured[] = {
 #include "core/cuda_defaults_h200.inc"
 };
-constexpr auto kH100Rows = cuda_rows(kH100Measured);
-constexpr auto kH200Rows = cuda_rows(kH200Measured);
+constexpr auto kH100Rows = with_one_algorithm_rows(kH100Measured);
+constexpr auto kH200Rows = with_one_algorithm_rows(kH200Measured);
 }  // namespace
 
 const TuneTable& builtin_cpu_table(CpuVendor vendor) {
