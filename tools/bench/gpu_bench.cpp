@@ -13,7 +13,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <stdexcept>
@@ -121,8 +120,6 @@ int run_gpu(const Options& o) {
                                                : std::make_unique<GpuJob>(world, config.device, buffer_bytes, budget);
   std::vector<Row> rows;
   const auto add = [&](Row row) {
-    // A row with a timing of too few replays for an interval says no noise, as the CPU bench's do.
-    if (row.median_noise && !std::isfinite(*row.median_noise)) row.median_noise.reset();
     if (printer) print_row(row);
     rows.push_back(std::move(row));
   };

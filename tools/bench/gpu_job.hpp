@@ -228,9 +228,8 @@ class GpuJob {
   }
 
   // Microseconds per call: a graph of `calls` back-to-back calls of `call`
-  // (which drives every rank here), replayed as the budget asks. The row's
-  // median_noise becomes the widest of its timings' (infinite where one had
-  // too few replays for an interval; the bench drops it then).
+  // (which drives every rank here), replayed as the budget asks; widens the
+  // row's median_noise to this timing's.
   double time_calls(Row& row, const std::function<void()>& call, int calls) {
     std::vector<cudaStream_t> streams;
     for (GpuRank& g : ranks_) streams.push_back(g.stream);
@@ -239,7 +238,7 @@ class GpuJob {
     };
     const MedianEstimate t = gpu::time_graph(origin_, streams, body, calls, budget_,
                                              [this](std::array<double, 2>& v) { largest_over_ranks(v); });
-    row.median_noise = std::max(row.median_noise.value_or(0.0), t.noise);
+    widen_median_noise(row, t);
     return t.median;
   }
 

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cmath>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -170,9 +169,7 @@ void Harness::measure(Row& row, const std::vector<Algo>& candidates, const std::
   row.time_us = times.front().median;
   for (std::size_t j = 1; j < times.size(); ++j)
     row.candidates.emplace_back(algo_label(candidates[j - 1]), times[j].median);
-  double noise = 0;
-  for (const MedianEstimate& t : times) noise = std::max(noise, t.noise);
-  if (std::isfinite(noise)) row.median_noise = noise;
+  for (const MedianEstimate& t : times) widen_median_noise(row, t);
 }
 
 }  // namespace tpcoll::bench

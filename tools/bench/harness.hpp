@@ -10,6 +10,7 @@
 
 #include <tpcoll/tpcoll.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <functional>
 #include <initializer_list>
@@ -67,11 +68,16 @@ struct Row {
   int retimed = 0;
   bool placement_moved = false;
   // The least certain of the row's medians (dispatched, candidates): half
-  // its 95% confidence interval, relative (median_estimate.hpp); none where
-  // too few calls gave no interval. 0: the interval lies within one step of
-  // the clock.
+  // its 95% confidence interval, relative (median_estimate.hpp); infinite
+  // where a timing had too few samples for an interval, none where the row
+  // was not timed. 0: the interval lies within one step of the clock.
   std::optional<double> median_noise;
 };
+
+// Widens the row's median_noise to that of one of its timings.
+inline void widen_median_noise(Row& row, const MedianEstimate& timing) {
+  row.median_noise = std::max(row.median_noise.value_or(0.0), timing.noise);
+}
 
 class Harness {
  public:

@@ -8,9 +8,11 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -28,9 +30,18 @@ std::string size_text(std::size_t bytes) {
   return std::to_string(bytes);
 }
 
+// A row's median noise where every timing had an interval.
+std::optional<double> known_noise(const Row& row) {
+  if (row.median_noise && std::isfinite(*row.median_noise)) return row.median_noise;
+  return std::nullopt;
+}
+
 }  // namespace
 
-bool too_noisy(const Row& row) { return row.median_noise && *row.median_noise > kComparableNoise; }
+bool too_noisy(const Row& row) {
+  const std::optional<double> noise = known_noise(row);
+  return noise && *noise > kComparableNoise;
+}
 
 double best_candidate_us(const Row& row) {
   double best = row.candidates.front().second;
@@ -133,7 +144,7 @@ void write_json(const std::string& path, const RunInfo& info, const std::vector<
       for (const auto& [algo, us] : r.candidates) j["candidates_us"][algo] = us;
       j["dispatched_over_best"] = r.time_us / best_candidate_us(r);
     }
-    if (r.median_noise) j["median_noise_pct"] = 100 * *r.median_noise;
+    if (const std::optional<double> noise = known_noise(r)) j["median_noise_pct"] = 100 * *noise;
     if (r.placement_probe_us > 0) j["placement_probe_us"] = r.placement_probe_us;
     if (placement_touched(r)) {
       j["placement_wait_s"] = r.placement_wait_s;
